@@ -1,0 +1,360 @@
+"""The global configuration: config files < env.yaml < command-line overrides, then `${...}` interpolation.
+
+Every command (ng_run, ng_collect_rollouts, ng_dump_config, ...) resolves its configuration through
+`load_global_config`, so the precedence rules and error messages are the same everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+SERVER_TYPES: tuple[str, ...] = ("responses_api_models", "resources_servers", "responses_api_agents")
+ENV_YAML_NAME = "env.yaml"
+DEFAULT_HEAD_HOST = "127.0.0.1"
+DEFAULT_HEAD_PORT = 11000
+# Keys that configure the tool itself rather than a server instance.
+RESERVED_KEYS = frozenset({"config_paths", "head_server"})
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix; the message says what, where and how."""
+
+
+def project_root() -> Path:
+    """The checkout this package lives in: server folders and their configs are found relative to it."""
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """One server instance: `name: {server_type: {impl: {entrypoint: app.py, ...}}}`."""
+
+    name: str
+    server_type: str
+    impl: str
+    config: dict[str, Any]
+    origin: str
+
+    @property
+    def server_dir(self) -> Path:
+        return find_server_dir(self.server_type, self.impl)
+
+    @property
+    def entrypoint_path(self) -> Path:
+        return self.server_dir / str(self.config.get("entrypoint", "app.py"))
+
+    def url(self) -> str:
+        return f"http://{self.config.get('host', '127.0.0.1')}:{self.config['port']}"
+
+
+@dataclass
+class GlobalConfig:
+    """The merged and resolved configuration plus where each top-level key came from."""
+
+    data: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def instances(self) -> dict[str, InstanceSpec]:
+        return find_instances(self.data, self.origins)
+
+    @property
+    def head_host(self) -> str:
+        return str((self.data.get("head_server") or {}).get("host", DEFAULT_HEAD_HOST))
+
+    @property
+    def head_port(self) -> int:
+        return int((self.data.get("head_server") or {}).get("port", DEFAULT_HEAD_PORT))
+
+    @property
+    def head_url(self) -> str:
+        return f"http://{self.head_host}:{self.head_port}"
+
+
+# --------------------------------------------------------------------------- command-line overrides
+
+
+def normalize_override(arg: str) -> str:
+    """Undo shell line continuations left inside quotes, so the seed's multi-line form parses."""
+    return arg.replace("\\\r\n", " ").replace("\\\n", " ").replace("\r\n", " ").replace("\n", " ").strip()
+
+
+def parse_overrides(args: Iterable[str]) -> dict[str, Any]:
+    """Parse Hydra-grammar `+key=value` / `key=value` / `~key` overrides into a nested dict.
+
+    Hydra's own parser does the work, so lists (`[a.yaml, b.yaml]`), quoting and model ids such as
+    `meta-llama/llama-3.1-8b-instruct:free` follow the grammar users know from Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    result: dict[str, Any] = {}
+    for raw in args:
+        text = normalize_override(raw)
+        if not text:
+            continue
+        try:
+            (override,) = parser.parse_overrides([text])
+        except OverrideParseException as exc:
+            raise ConfigError(
+                f"Cannot parse the command-line override {raw!r}: {exc}\n"
+                "Overrides look like +key=value, +nested.key=value or \"+config_paths=[a.yaml, b.yaml]\"; "
+                "quote values containing spaces or shell characters."
+            ) from None
+        key = override.key_or_group
+        if override.is_delete():
+            _set_dotted(result, key, None)
+            continue
+        value = override.value()
+        _set_dotted(result, key, _plain(value))
+    return result
+
+
+def _plain(value: Any) -> Any:
+    """Hydra returns its own list/dict types for some values; make them plain containers."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = target
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+# --------------------------------------------------------------------------- files
+
+
+def resolve_input_path(path: str | os.PathLike[str], *, cwd: Path | None = None) -> Path:
+    """A user-given path: absolute, else relative to the working directory, else to the project root."""
+    candidate = Path(os.path.expanduser(str(path)))
+    if candidate.is_absolute():
+        return candidate
+    base = cwd or Path.cwd()
+    if (base / candidate).exists():
+        return base / candidate
+    if (project_root() / candidate).exists():
+        return project_root() / candidate
+    return base / candidate
+
+
+def load_yaml_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"Config file not found: {path}\n"
+            f"Paths are looked up relative to the working directory ({Path.cwd()}) and then to the project "
+            f"root ({project_root()}); check the spelling in config_paths."
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path} must contain a YAML mapping at the top level, not {type(loaded).__name__}.")
+    return loaded
+
+
+def _as_path_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [p.strip() for p in normalize_override(value).split(",") if p.strip()]
+    if isinstance(value, list | tuple):
+        return [str(p).strip() for p in value if str(p).strip()]
+    raise ConfigError(f"config_paths in {where} must be a list of file paths, got {value!r}.")
+
+
+def _load_with_includes(
+    path: Path, origins: dict[str, str], stack: tuple[Path, ...], cwd: Path
+) -> dict[str, Any]:
+    """Load one config file after the files it lists in its own `config_paths` (the file itself wins)."""
+    resolved = path.resolve()
+    if resolved in stack:
+        chain = " -> ".join(str(p) for p in (*stack, resolved))
+        raise ConfigError(f"config_paths include cycle: {chain}")
+    content = load_yaml_file(path)
+    merged: dict[str, Any] = {}
+    for include in _as_path_list(content.pop("config_paths", None), str(path)):
+        included = _load_with_includes(
+            _resolve_include(include, path, cwd), origins, (*stack, resolved), cwd
+        )
+        merged = _merge(merged, included)
+    for key in content:
+        origins[key] = _display_path(path, cwd)
+    return _merge(merged, content)
+
+
+def _resolve_include(include: str, parent: Path, cwd: Path) -> Path:
+    sibling = parent.parent / include
+    if not Path(include).is_absolute() and sibling.exists():
+        return sibling
+    return resolve_input_path(include, cwd=cwd)
+
+
+def _display_path(path: Path, cwd: Path) -> str:
+    for base in (cwd, project_root()):
+        try:
+            return str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
+
+
+def _merge(*parts: Mapping[str, Any]) -> dict[str, Any]:
+    merged = OmegaConf.merge(*(OmegaConf.create(dict(p)) for p in parts))
+    return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- the whole thing
+
+
+def load_global_config(args: Iterable[str] = (), *, cwd: Path | None = None) -> GlobalConfig:
+    """Merge config files, env.yaml and overrides (later wins) and resolve `${...}` interpolations."""
+    cwd = cwd or Path.cwd()
+    overrides = parse_overrides(args)
+    env_path = cwd / ENV_YAML_NAME
+    env = load_yaml_file(env_path) if env_path.exists() else {}
+
+    config_paths = _as_path_list(
+        overrides.get("config_paths", env.get("config_paths")), "the command line or env.yaml"
+    )
+    origins: dict[str, str] = {}
+    merged: dict[str, Any] = {}
+    for config_path in config_paths:
+        merged = _merge(merged, _load_with_includes(resolve_input_path(config_path, cwd=cwd), origins, (), cwd))
+    for key in env:
+        origins[key] = ENV_YAML_NAME
+    for key in overrides:
+        origins[key] = "the command line"
+    merged = _merge(merged, env, overrides)
+    merged["config_paths"] = config_paths
+    return GlobalConfig(data=_resolve(merged, origins), origins=origins)
+
+
+def _resolve(merged: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
+    conf: DictConfig = OmegaConf.create(merged)
+    try:
+        return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        full_key = getattr(exc, "full_key", None) or "?"
+        top = str(full_key).split(".")[0]
+        where = origins.get(top, "the merged config")
+        reason = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"Cannot resolve {full_key} (from {where}): {reason}.\n"
+            "Define the missing value in env.yaml (for example `policy_api_key: ...`) or on the command line "
+            "(for example `+policy_api_key=...`)."
+        ) from None
+
+
+def find_server_dir(server_type: str, impl: str) -> Path:
+    """A server implementation's folder: `<server_type>/<impl>/`, in the working directory or the project."""
+    relative = Path(server_type) / impl
+    for base in (Path.cwd(), project_root()):
+        if (base / relative).is_dir():
+            return base / relative
+    return project_root() / relative
+
+
+def find_instances(data: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str, InstanceSpec]:
+    """Every top-level key shaped like a server instance, checked for structure."""
+    instances: dict[str, InstanceSpec] = {}
+    for name, value in data.items():
+        if name in RESERVED_KEYS or not isinstance(value, Mapping):
+            continue
+        origin = origins.get(name, "the merged config")
+        if not _looks_like_instance(value):
+            continue
+        (server_type, impls), *extra = value.items()
+        if extra:
+            raise ConfigError(
+                f"Instance '{name}' (from {origin}) has several top-level keys {sorted(value)}; "
+                f"an instance has exactly one server type, one of {', '.join(SERVER_TYPES)}."
+            )
+        if server_type not in SERVER_TYPES:
+            raise ConfigError(
+                f"Instance '{name}' (from {origin}) has unknown server type '{server_type}'; "
+                f"use one of {', '.join(SERVER_TYPES)}."
+            )
+        if not isinstance(impls, Mapping) or len(impls) != 1:
+            raise ConfigError(
+                f"Instance '{name}' (from {origin}) must name exactly one implementation under "
+                f"{server_type}, e.g. `{server_type}: {{<impl>: {{entrypoint: app.py}}}}`."
+            )
+        ((impl, block),) = impls.items()
+        if not isinstance(block, Mapping) or "entrypoint" not in block:
+            raise ConfigError(
+                f"Instance '{name}' (from {origin}): {server_type}.{impl} is missing the required key "
+                "'entrypoint' (usually `entrypoint: app.py`)."
+            )
+        if not find_server_dir(server_type, impl).is_dir():
+            raise ConfigError(
+                f"Instance '{name}' (from {origin}): no server implementation folder {server_type}/{impl}/ "
+                f"in {Path.cwd()} or {project_root()}."
+            )
+        instances[name] = InstanceSpec(name, server_type, impl, dict(block), origin)
+    _check_references(instances)
+    return instances
+
+
+def _looks_like_instance(value: Mapping[str, Any]) -> bool:
+    """`{x: {y: {entrypoint: ...}}}`, or any value under a known server-type key."""
+    if any(key in SERVER_TYPES for key in value):
+        return True
+    for impls in value.values():
+        if isinstance(impls, Mapping):
+            for block in impls.values():
+                if isinstance(block, Mapping) and "entrypoint" in block:
+                    return True
+    return False
+
+
+def _check_references(instances: Mapping[str, InstanceSpec]) -> None:
+    """`{type: <server_type>, name: <instance>}` anywhere in an instance must name an existing instance."""
+    for spec in instances.values():
+        for path, ref in _iter_refs(spec.config, ()):
+            target = instances.get(str(ref["name"]))
+            if target is not None and target.server_type == ref["type"]:
+                continue
+            same_type = sorted(n for n, s in instances.items() if s.server_type == ref["type"])
+            key = ".".join((spec.name, spec.server_type, spec.impl, *path))
+            raise ConfigError(
+                f"{key} (from {spec.origin}) refers to {ref['type']} instance '{ref['name']}', which is not "
+                f"configured. Configured {ref['type']}: {', '.join(same_type) or 'none'}. "
+                "Add its config file to config_paths or fix the name."
+            )
+
+
+def _iter_refs(node: Any, path: tuple[str, ...]) -> Iterable[tuple[tuple[str, ...], Mapping[str, Any]]]:
+    if isinstance(node, Mapping):
+        if set(node) == {"type", "name"} and node.get("type") in SERVER_TYPES:
+            yield path, node
+            return
+        for key, value in node.items():
+            yield from _iter_refs(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _iter_refs(value, (*path, str(index)))

@@ -1,0 +1,57 @@
+"""Find the server class an instance's `entrypoint` file defines, importing it as a package module if it is one."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from nemo_gym.config import ConfigError, InstanceSpec
+from nemo_gym.server import BaseServer
+
+
+def import_entrypoint(path: Path) -> ModuleType:
+    """Import `path` by its dotted name when it sits in a package (so sibling imports share one module)."""
+    path = path.resolve()
+    if not path.is_file():
+        raise ConfigError(f"Entrypoint file not found: {path}")
+    parts = [path.stem]
+    parent = path.parent
+    while (parent / "__init__.py").exists():
+        parts.insert(0, parent.name)
+        parent = parent.parent
+    if len(parts) > 1:
+        if str(parent) not in sys.path:
+            sys.path.insert(0, str(parent))
+        return importlib.import_module(".".join(parts))
+    module_name = f"nemo_gym_entrypoint_{abs(hash(str(path)))}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"Cannot import entrypoint {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def server_class_of(module: ModuleType) -> type[BaseServer]:
+    """The one BaseServer subclass the module itself defines (imported base classes don't count)."""
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, BaseServer) and obj.__module__ == module.__name__
+        and not inspect.isabstract(obj) and not obj.__name__.startswith("_")
+    ]
+    if len(found) != 1:
+        names = ", ".join(c.__name__ for c in found) or "none"
+        raise ConfigError(
+            f"{module.__file__} must define exactly one server class (a BaseServer subclass); found {names}."
+        )
+    return found[0]
+
+
+def load_server_class(spec: InstanceSpec) -> type[BaseServer]:
+    return server_class_of(import_entrypoint(spec.entrypoint_path))

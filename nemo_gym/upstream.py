@@ -1,0 +1,134 @@
+"""Calling a model endpoint (OpenRouter or any OpenAI-compatible URL): auth, timeouts, and what errors mean.
+
+Errors are translated into messages that say what went wrong and what to check, because "HTTP 401" alone sends
+users to the wrong place. Nothing here ever puts the API key into a message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import httpx
+import orjson
+
+UpstreamAPI = Literal["chat_completions", "responses"]
+
+
+def is_openrouter(base_url: str) -> bool:
+    return (urlparse(base_url).hostname or "").endswith("openrouter.ai")
+
+
+def default_api(base_url: str) -> UpstreamAPI:
+    """OpenRouter's complete API is Chat Completions (its Responses API is a stateless beta in 2025);
+    api.openai.com is best served through Responses; other OpenAI-compatible servers mostly speak Chat."""
+    host = urlparse(base_url).hostname or ""
+    return "responses" if host == "api.openai.com" else "chat_completions"
+
+
+class UpstreamError(Exception):
+    """The upstream refused or failed a call; `status_code` is what the model server answers with."""
+
+    def __init__(self, message: str, *, status_code: int, upstream_status: int | None = None,
+                 body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.upstream_status = upstream_status
+        self.body = body
+
+
+@dataclass
+class UpstreamCall:
+    """The outcome of one successful call: the decoded body plus what cost and debugging need."""
+
+    body: dict[str, Any]
+    latency_s: float
+    attempts: int = 1
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class UpstreamEndpoint:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    extra_headers: Mapping[str, str] = field(default_factory=dict)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"content-type": "application/json", **self.extra_headers}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def url(self, path: str) -> str:
+        return self.base_url.rstrip("/") + "/" + path.lstrip("/")
+
+    async def post(self, http: httpx.AsyncClient, path: str, body: Mapping[str, Any]) -> UpstreamCall:
+        url = self.url(path)
+        started = time.perf_counter()
+        try:
+            response = await http.post(url, content=orjson.dumps(body), headers=self.headers())
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"Timed out calling {url} ({type(exc).__name__}). The upstream is slow or unreachable; raise the "
+                "model server's timeout_s or check base_url.", status_code=504) from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"Cannot connect to {url}: {type(exc).__name__}: {exc}. Check that base_url is right and the "
+                "server is running.", status_code=502) from None
+        latency = time.perf_counter() - started
+        payload = _decode(response)
+        if response.status_code >= 400 or (isinstance(payload, dict) and payload.get("error")
+                                           and not payload.get("choices") and not payload.get("output")):
+            raise self._error(url, response.status_code, payload)
+        if not isinstance(payload, dict):
+            raise UpstreamError(f"{url} answered HTTP {response.status_code} with a body that is not a JSON object: "
+                                f"{str(payload)[:300]!r}", status_code=502, upstream_status=response.status_code)
+        return UpstreamCall(body=payload, latency_s=latency, headers=dict(response.headers))
+
+    def _error(self, url: str, status: int, payload: Any) -> UpstreamError:
+        detail = payload.get("error") if isinstance(payload, dict) else None
+        if isinstance(detail, dict):
+            message = str(detail.get("message") or detail)
+            raw = (detail.get("metadata") or {}).get("raw") if isinstance(detail.get("metadata"), dict) else None
+            if raw:
+                message += f" (provider said: {str(raw)[:300]})"
+            code = detail.get("code")
+            if status < 400 and isinstance(code, int) and code >= 400:
+                status = code  # OpenRouter can put an error with its real code inside an HTTP 200 body.
+        else:
+            message = str(detail or payload)[:500]
+        hint = _hint(status, self.model, self.base_url)
+        answered = status if status >= 400 else 502
+        return UpstreamError(f"Upstream {url} answered HTTP {status}: {message}. {hint}".strip(),
+                             status_code=answered, upstream_status=status, body=payload)
+
+
+def _decode(response: httpx.Response) -> Any:
+    content = response.content.strip()  # OpenRouter may pad a body with whitespace before the JSON.
+    if not content:
+        return {}
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return {"error": {"message": f"non-JSON body: {response.text[:300]!r}"}}
+
+
+def _hint(status: int, model: str, base_url: str) -> str:
+    if status in (401, 403):
+        key_hint = " (OpenRouter keys start with sk-or-)" if is_openrouter(base_url) else ""
+        return (f"Authentication failed: check api_key / policy_api_key in env.yaml{key_hint}, that the key is "
+                "active, and that the account has credits.")
+    if status == 402:
+        return "The account is out of credits: add credits or lower max_output_tokens."
+    if status == 404:
+        return (f"Model '{model}' was not found or has no endpoint for this request: check the id format "
+                "provider/model-name against the catalog, and that the model supports tools if tools were sent.")
+    if status == 429:
+        return "Rate limited: lower num_samples_in_parallel, or wait and retry."
+    if status in (400, 422):
+        return "The upstream rejected the request body; see its message above."
+    return ""

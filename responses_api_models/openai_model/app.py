@@ -1,0 +1,159 @@
+"""Model server for OpenRouter and any OpenAI-compatible endpoint.
+
+Serves the Responses API (what agents call) and Chat Completions, forwarding to `base_url` with `api_key` and
+`model`. The upstream may speak either API; requests and responses are converted as needed, and every answer
+carries what cost and debugging need under `nemo_gym` (served model, provider, latency, upstream API).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from pydantic import Field
+
+from nemo_gym.client import make_http_client
+from nemo_gym.config import GlobalConfig
+from nemo_gym.conversion import (
+    chat_to_responses_request,
+    chat_to_responses_response,
+    responses_to_chat_request,
+    responses_to_chat_response,
+)
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body
+from nemo_gym.upstream import UpstreamAPI, UpstreamCall, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+
+
+class OpenAIModelConfig(BaseServerConfig):
+    base_url: str = Field(description="OpenAI-compatible base URL, e.g. https://openrouter.ai/api/v1")
+    api_key: str | None = Field(default=None, description="Bearer key; OpenRouter keys start with sk-or-")
+    model: str = Field(description="Model id sent upstream, e.g. openai/gpt-4-turbo")
+    api: Literal["auto", "chat_completions", "responses"] = Field(
+        default="auto", description="Upstream API; auto = Chat Completions except for api.openai.com")
+    timeout_s: float = Field(default=600.0, gt=0, description="Read timeout of one upstream call")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every upstream body")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, e.g. HTTP-Referer, X-Title")
+
+
+class OpenAIModelServer(BaseServer):
+    config_class = OpenAIModelConfig
+    config: OpenAIModelConfig
+
+    def __init__(self, name: str, config: OpenAIModelConfig, global_config: GlobalConfig) -> None:
+        super().__init__(name, config, global_config)
+        self._upstream_http: httpx.AsyncClient | None = None
+        if config.api_key:
+            self.redactor.add(config.api_key)
+
+    @property
+    def upstream_api(self) -> UpstreamAPI:
+        return default_api(self.config.base_url) if self.config.api == "auto" else self.config.api
+
+    def endpoint(self) -> UpstreamEndpoint:
+        return UpstreamEndpoint(base_url=self.config.base_url, model=self.config.model,
+                                api_key=self.config.api_key, extra_headers=self.config.headers)
+
+    @property
+    def upstream_http(self) -> httpx.AsyncClient:
+        if self._upstream_http is None:
+            raise RuntimeError("The upstream client exists only while the server is running.")
+        return self._upstream_http
+
+    async def startup(self) -> None:
+        await super().startup()
+        self._upstream_http = make_http_client(timeout=self.config.timeout_s,
+                                               connect_timeout=self.config.connect_timeout_s)
+
+    async def shutdown(self) -> None:
+        if self._upstream_http is not None:
+            await self._upstream_http.aclose()
+            self._upstream_http = None
+        await super().shutdown()
+
+    # ------------------------------------------------------------------ the two APIs
+
+    async def responses(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Answer a Responses `create` body, converting through Chat Completions when the upstream needs it."""
+        _reject_streaming(params)
+        endpoint = self.endpoint()
+        if self.upstream_api == "responses":
+            body = {**params, "model": endpoint.model, **self.config.extra_body}
+            body.pop("stream", None)
+            call = await endpoint.post(self.upstream_http, "responses", body)
+            result = dict(call.body)
+        else:
+            chat_body = responses_to_chat_request(
+                params, model=endpoint.model, reasoning_field=is_openrouter(endpoint.base_url))
+            call = await endpoint.post(self.upstream_http, "chat/completions",
+                                       {**chat_body, **self.config.extra_body})
+            result = chat_to_responses_response(call.body, params).model_dump(mode="json", exclude_unset=True)
+        result["nemo_gym"] = self._metadata(call, result.get("model"))
+        return result
+
+    async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
+        _reject_streaming(body)
+        endpoint = self.endpoint()
+        if self.upstream_api == "chat_completions":
+            call = await endpoint.post(self.upstream_http, "chat/completions",
+                                       {**body, "model": endpoint.model, **self.config.extra_body})
+            result = dict(call.body)
+        else:
+            params = {**chat_to_responses_request(body, model=endpoint.model), **self.config.extra_body}
+            call = await endpoint.post(self.upstream_http, "responses", params)
+            result = responses_to_chat_response(call.body).model_dump(mode="json", exclude_unset=True)
+        result["nemo_gym"] = self._metadata(call, result.get("model"))
+        return result
+
+    def _metadata(self, call: UpstreamCall, served_model: Any) -> dict[str, Any]:
+        return {
+            "requested_model": self.config.model,
+            "served_model": served_model or self.config.model,
+            "provider": call.body.get("provider"),
+            "upstream_api": self.upstream_api,
+            "latency_s": round(call.latency_s, 4),
+            "attempts": call.attempts,
+        }
+
+    def add_routes(self, app: FastAPI) -> None:
+        @app.post("/v1/responses")
+        async def responses(request: Request) -> JSONResponse:
+            return await self._answer(request, self.responses)
+
+        @app.post("/v1/chat/completions")
+        async def chat_completions(request: Request) -> JSONResponse:
+            return await self._answer(request, self.chat_completions)
+
+        @app.get("/v1/models")
+        async def models() -> dict[str, Any]:
+            return {"object": "list", "data": [{"id": self.config.model, "object": "model",
+                                                "owned_by": self.name}]}
+
+    async def _answer(self, request: Request, handler: Any) -> JSONResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request"), 400)
+        if not isinstance(body, dict):
+            return JSONResponse(error_body("The request body must be a JSON object.", "invalid_request"), 400)
+        try:
+            return JSONResponse(await handler(body))
+        except UpstreamError as exc:
+            return JSONResponse(error_body(self.redactor.text(str(exc)), "upstream_error",
+                                           upstream_status=exc.upstream_status), exc.status_code)
+        except ValueError as exc:
+            return JSONResponse(error_body(self.redactor.text(f"Cannot convert: {exc}"), "conversion_error"), 502)
+
+
+def _reject_streaming(body: dict[str, Any]) -> None:
+    if body.get("stream"):
+        raise UpstreamError("stream=true is not supported by this model server: rollouts need whole responses. "
+                            "Remove `stream` from responses_create_params.", status_code=400)
+
+
+if __name__ == "__main__":
+    from nemo_gym.cli.serve import main
+
+    main()
