@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_gym.client import ServerCallError, ServerClient, make_http_client, registry_from_config
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
+from nemo_gym.processes import free_port
 from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
 
 logger = logging.getLogger(__name__)
@@ -179,6 +182,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     """Run one instance until SIGINT/SIGTERM; prints a flushed ready line once it accepts connections."""
     server = server_cls.from_global_config(name, global_config)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    install_log_redaction(server.redactor)
     config = server.config
     if config.port is None:
         raise ConfigError(f"Instance '{name}' has no port; ng_run assigns one, or set `port:` in its config.")
@@ -210,3 +214,30 @@ class _ReadyReportingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             print(self.ready_line, flush=True)
+
+
+@contextmanager
+def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
+                    startup_timeout_s: float = 60.0) -> Iterator[str]:
+    """Run `app` with uvicorn (lifespan included) in a daemon thread until the block exits; yields its URL.
+
+    Used for ng_run's head server and for tests that need a real server on loopback. Signals stay with the
+    main thread (uvicorn installs no handlers outside it)."""
+    port = free_port(host) if port is None else port
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"The server for {host}:{port} failed to start (is the port in use?).")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"The server for {host}:{port} did not start within {startup_timeout_s}s.")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

@@ -1,0 +1,191 @@
+"""`ng_run "+config_paths=[a.yaml, b.yaml]" [+key=value ...]`: start the head server and one process per instance.
+
+Everything is validated before anything starts. Then each instance gets a free loopback port (unless its config
+sets one), runs in its own process from this Python environment, and must answer `GET /health`. A table and a
+flushed "ready" line follow; ng_run then waits until Ctrl-C / SIGTERM (stopping every child within seconds) or
+until a child dies (reported with its last log lines, exit status 1).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+
+import httpx
+
+from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.serve import CONFIG_ENV_VAR
+from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec, load_global_config
+from nemo_gym.head import build_head_app
+from nemo_gym.loader import load_server_class
+from nemo_gym.processes import free_port, spawn, stop
+from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.server import serve_in_thread
+
+LOG_TAIL_LINES = 40
+DEFAULT_STARTUP_TIMEOUT_S = 600.0
+
+
+@dataclass
+class Child:
+    spec: InstanceSpec
+    process: subprocess.Popen[bytes]
+    tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
+
+
+def prepare(config: GlobalConfig) -> GlobalConfig:
+    """Validate every instance (imports its server class) and assign free ports; nothing is started."""
+    instances = config.instances
+    if not instances:
+        raise ConfigError("No server instances are configured. Pass config files, e.g. "
+                          "ng_run \"+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+                          "resources_servers/simple_weather/configs/simple_weather.yaml]\"")
+    for spec in instances.values():
+        load_server_class(spec).validate_config(spec)
+    data = json.loads(json.dumps(config.data))
+    for name, spec in instances.items():
+        block = data[name][spec.server_type][spec.impl]
+        if block.get("port") is None:
+            block["port"] = free_port(str(block.get("host", "127.0.0.1")))
+    return GlobalConfig(data=data, origins=config.origins)
+
+
+class Runner:
+    """Owns the children: start, forward their output (prefixed, redacted), wait for health, stop."""
+
+    def __init__(self, config: GlobalConfig, *, startup_timeout_s: float) -> None:
+        self.config = config
+        self.startup_timeout_s = startup_timeout_s
+        self.redactor = Redactor(collect_secrets(config.data))
+        self.children: dict[str, Child] = {}
+        self.pids: dict[str, int] = {}
+        self.stop_requested = threading.Event()
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if not self.stop_requested.is_set():
+            print_flushed(f"ng_run: {signal.Signals(signum).name} received, stopping all servers...")
+        self.stop_requested.set()
+
+    def start_children(self) -> None:
+        env = {**os.environ, CONFIG_ENV_VAR: json.dumps({"data": self.config.data, "origins": self.config.origins}),
+               "PYTHONUNBUFFERED": "1"}
+        for name, spec in self.config.instances.items():
+            process = spawn([sys.executable, "-m", "nemo_gym.cli.serve", name], env=env)
+            child = Child(spec, process)
+            self.children[name] = child
+            self.pids[name] = process.pid
+            threading.Thread(target=self._forward_output, args=(child,), daemon=True).start()
+
+    def _forward_output(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        for raw in child.process.stdout:
+            line = self.redactor.text(raw.decode("utf-8", "replace").rstrip("\n"))
+            child.tail.append(line)
+            print_flushed(f"[{child.spec.name}] {line}")
+
+    def dead_child(self) -> Child | None:
+        return next((c for c in self.children.values() if c.process.poll() is not None), None)
+
+    def wait_until_healthy(self) -> bool:
+        """True when every child answers /health; False if stopped, a child died, or time ran out."""
+        pending = dict(self.children)
+        deadline = time.monotonic() + self.startup_timeout_s
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while pending:
+                if self.stop_requested.is_set():
+                    return False
+                if (dead := self.dead_child()) is not None:
+                    self.report_death(dead, during_startup=True)
+                    return False
+                for name, child in list(pending.items()):
+                    try:
+                        if client.get(child.spec.url() + "/health").status_code == 200:
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                if time.monotonic() > deadline:
+                    print_flushed(f"ng_run: error: {', '.join(pending)} did not become healthy within "
+                                  f"{self.startup_timeout_s:g}s (raise +startup_timeout_s=...).", err=True)
+                    for child in pending.values():
+                        self._print_tail(child)
+                    return False
+                self.stop_requested.wait(0.1)
+        return True
+
+    def report_death(self, child: Child, *, during_startup: bool = False) -> None:
+        time.sleep(0.3)  # let the output thread drain the last lines
+        when = "while starting" if during_startup else "unexpectedly"
+        print_flushed(f"ng_run: error: server '{child.spec.name}' ({child.spec.server_type}/{child.spec.impl}) "
+                      f"exited {when} with status {child.process.returncode}.", err=True)
+        self._print_tail(child)
+
+    def _print_tail(self, child: Child) -> None:
+        print_flushed(f"--- last {len(child.tail)} log lines of '{child.spec.name}' ---", err=True)
+        for line in child.tail:
+            print_flushed(f"    {line}", err=True)
+        print_flushed("---", err=True)
+
+    def print_table(self, head_url: str) -> None:
+        rows = [("instance", "type", "impl", "url", "pid"), ("head", "head_server", "-", head_url, str(os.getpid()))]
+        rows += [(n, c.spec.server_type, c.spec.impl, c.spec.url(), str(c.process.pid))
+                 for n, c in self.children.items()]
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for row in rows:
+            print_flushed("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+    def run_until_stopped(self) -> int:
+        while not self.stop_requested.wait(0.2):
+            if (dead := self.dead_child()) is not None:
+                self.report_death(dead)
+                return 1
+        return 0
+
+    def stop_all(self) -> None:
+        stop([c.process for c in self.children.values()])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_global_config(args)
+        startup_timeout_s = float(config.data.get("startup_timeout_s", DEFAULT_STARTUP_TIMEOUT_S))
+        config = prepare(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    runner = Runner(config, startup_timeout_s=startup_timeout_s)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        # Set explicitly: a shell starts background jobs with SIGINT ignored, and we must still stop on it.
+        signal.signal(sig, runner.request_stop)
+    try:
+        with serve_in_thread(build_head_app(config, runner.pids), host=config.head_host,
+                             port=config.head_port) as head_url:
+            runner.start_children()
+            code = 1
+            try:
+                if runner.wait_until_healthy():
+                    runner.print_table(head_url)
+                    print_flushed(f"ng_run ready: {len(runner.children)} servers, head at {head_url}. "
+                                  "Press Ctrl-C to stop.")
+                    code = runner.run_until_stopped()
+                elif runner.stop_requested.is_set():
+                    code = 0
+            finally:
+                runner.stop_all()
+                print_flushed("ng_run: all servers stopped.")
+    except (RuntimeError, TimeoutError) as exc:
+        fail(f"cannot start the head server on {config.head_host}:{config.head_port}: {exc} Another ng_run may "
+             "be running; stop it or choose another port with +head_server.port=<port>.")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

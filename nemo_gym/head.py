@@ -1,0 +1,37 @@
+"""The head server: where clients find instances by name, and the resolved config with secrets redacted."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI
+
+from nemo_gym.config import GlobalConfig
+from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.server import JSONResponse
+
+
+def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None) -> FastAPI:
+    """`GET /instances` → {name: {server_type, impl, url, pid}}; `GET /config` → redacted resolved config."""
+    redactor = Redactor(collect_secrets(config.data))
+    instances = {
+        name: {"server_type": spec.server_type, "impl": spec.impl, "url": spec.url()}
+        for name, spec in config.instances.items()
+    }
+    app = FastAPI(title="NeMo Gym head server", default_response_class=JSONResponse)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "name": "head", "instances": len(instances)}
+
+    @app.get("/instances")
+    async def list_instances() -> dict[str, Any]:
+        # pids fill in as ng_run starts the processes, so read them at request time.
+        return {"instances": {name: {**entry, "pid": (pids or {}).get(name)} for name, entry in instances.items()}}
+
+    @app.get("/config")
+    async def resolved_config() -> Any:
+        return redactor.data(config.data)
+
+    return app

@@ -1,0 +1,192 @@
+"""The resources-server base: per-rollout sessions, tool endpoints and `/verify`.
+
+A rollout opens a session with `POST /seed_session` (the input row), calls tools with `POST /<tool>` carrying the
+session id in the `X-NeMo-Gym-Session` header, and ends with `POST /verify`, which scores it and frees the session.
+An environment subclasses `BaseResourcesServer`, declares its tools as pydantic argument models, and implements
+`call_tool` and `verify`; the HTTP plumbing, session bookkeeping and error shapes live here.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from nemo_gym.client import SESSION_HEADER
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body
+
+
+class ResourcesServerConfig(BaseServerConfig):
+    session_ttl_s: float = Field(default=3600.0, gt=0, description="Sessions idle this long are dropped")
+    max_sessions: int = Field(default=100_000, gt=0, description="Oldest sessions are dropped beyond this")
+
+
+@dataclass
+class Session:
+    """What one rollout did in this server: its input row, tool calls so far, and environment state."""
+
+    id: str
+    row: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    last_used: float = field(default_factory=time.monotonic)
+
+
+class VerifyRequest(BaseModel):
+    """The agent sends the input row and the final response (its `output` is the whole trajectory)."""
+
+    model_config = ConfigDict(extra="allow")
+    row: dict[str, Any] = Field(default_factory=dict)
+    response: dict[str, Any]
+
+
+class VerifyResponse(BaseModel):
+    """`reward` plus any extra fields the environment reports (reasons, what was expected, what happened)."""
+
+    model_config = ConfigDict(extra="allow")
+    reward: float
+
+
+class ToolError(Exception):
+    """A tool call that cannot be answered; the message goes back to the model, so make it instructive."""
+
+
+class BaseResourcesServer(BaseServer):
+    config_class: ClassVar[type[BaseServerConfig]] = ResourcesServerConfig
+    config: ResourcesServerConfig
+    tools: ClassVar[dict[str, type[BaseModel]]] = {}
+    """Tool name → pydantic model of its arguments. Each becomes `POST /<name>`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sessions: dict[str, Session] = {}
+
+    # ------------------------------------------------------------------ what an environment implements
+
+    async def seed_session(self, session: Session) -> None:
+        """Prepare environment state for a new rollout (the row is on `session.row`)."""
+
+    async def call_tool(self, session: Session, name: str, arguments: BaseModel) -> Any:
+        raise NotImplementedError
+
+    async def verify(self, session: Session, request: VerifyRequest) -> VerifyResponse:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ sessions
+
+    def open_session(self, row: dict[str, Any]) -> Session:
+        self._evict_stale()
+        session = Session(id=uuid.uuid4().hex, row=row)
+        self.sessions[session.id] = session
+        return session
+
+    def session_for(self, request: Request, *, pop: bool = False) -> Session:
+        session_id = request.headers.get(SESSION_HEADER)
+        if not session_id:
+            # A call without a session still works (e.g. trying a tool by hand with curl); it just has no history.
+            return Session(id="", row={})
+        session = self.sessions.pop(session_id, None) if pop else self.sessions.get(session_id)
+        if session is None:
+            raise ToolError(f"Unknown or expired session '{session_id}': call /seed_session first "
+                            f"(sessions expire after {self.config.session_ttl_s:g}s idle).")
+        session.last_used = time.monotonic()
+        return session
+
+    def _evict_stale(self) -> None:
+        now = time.monotonic()
+        stale = [sid for sid, s in self.sessions.items() if now - s.last_used > self.config.session_ttl_s]
+        for sid in stale:
+            del self.sessions[sid]
+        while len(self.sessions) >= self.config.max_sessions:
+            del self.sessions[next(iter(self.sessions))]
+
+    # ------------------------------------------------------------------ HTTP
+
+    def add_routes(self, app: FastAPI) -> None:
+        @app.post("/seed_session")
+        async def seed_session(request: Request) -> JSONResponse:
+            body = await _json_object(request)
+            if isinstance(body, JSONResponse):
+                return body
+            row = body.get("row", body)
+            session = self.open_session(row if isinstance(row, dict) else {})
+            await self.seed_session(session)
+            return JSONResponse({"session_id": session.id})
+
+        @app.post("/verify")
+        async def verify(request: Request) -> JSONResponse:
+            body = await _json_object(request)
+            if isinstance(body, JSONResponse):
+                return body
+            try:
+                verify_request = VerifyRequest.model_validate(body)
+                session = self.session_for(request, pop=True)
+            except ValidationError as exc:
+                return JSONResponse(error_body(f"Invalid /verify body: {exc}", "invalid_request"), 422)
+            except ToolError as exc:
+                return JSONResponse(error_body(str(exc), "unknown_session"), 404)
+            if not session.row:
+                session.row = verify_request.row
+            result = await self.verify(session, verify_request)
+            return JSONResponse(result.model_dump(mode="json"))
+
+        @app.get("/tools")
+        async def list_tools() -> dict[str, Any]:
+            return {"tools": [self.tool_definition(name) for name in self.tools]}
+
+        for tool_name in self.tools:
+            app.add_api_route(f"/{tool_name}", self._tool_endpoint(tool_name), methods=["POST"],
+                              name=tool_name)
+
+    def _tool_endpoint(self, name: str) -> Any:
+        arguments_model = self.tools[name]
+
+        async def endpoint(request: Request) -> JSONResponse:
+            body = await _json_object(request)
+            if isinstance(body, JSONResponse):
+                return body
+            try:
+                session = self.session_for(request)
+                arguments = arguments_model.model_validate(body)
+            except ToolError as exc:
+                return JSONResponse(error_body(str(exc), "unknown_session"), 404)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                                     for e in exc.errors())
+                return JSONResponse(error_body(f"Invalid arguments for {name}: {problems}", "invalid_arguments"),
+                                    422)
+            record: dict[str, Any] = {"name": name, "arguments": arguments.model_dump(mode="json")}
+            session.tool_calls.append(record)
+            try:
+                output = await self.call_tool(session, name, arguments)
+            except ToolError as exc:
+                record["error"] = str(exc)
+                return JSONResponse(error_body(str(exc), "tool_error"), 400)
+            record["output"] = output
+            return JSONResponse(output)
+
+        return endpoint
+
+    def tool_definition(self, name: str) -> dict[str, Any]:
+        """The Responses-API function tool for `name`, derived from its argument model."""
+        model = self.tools[name]
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        return {"type": "function", "name": name, "description": (model.__doc__ or "").strip(),
+                "parameters": schema, "strict": False}
+
+
+async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request"), 400)
+    if not isinstance(body, dict):
+        return JSONResponse(error_body("The request body must be a JSON object.", "invalid_request"), 400)
+    return body

@@ -1,0 +1,140 @@
+"""simple_agent: the tool-calling loop over a model server's `/v1/responses` and a resources server's tools.
+
+`POST /v1/responses` runs the loop for a Responses `create` body; `POST /run` is one scored rollout: open a
+session in the resources server, run the loop with that session, verify, and return the verify response together
+with the final response (whose `output` is the whole trajectory) and usage summed over every model call.
+A tool call with unparseable arguments or an unknown tool name is answered with an error message the model can
+read and correct; it never crashes the rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import Field
+
+from nemo_gym.client import SESSION_HEADER, ServerCallError
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, ServerRef, error_body
+from nemo_gym.usage import add_usage, empty_usage
+
+class SimpleAgentConfig(BaseServerConfig):
+    resources_server: ServerRef = Field(description="The resources server whose tools and /verify this agent uses")
+    model_server: ServerRef = Field(description="The model server that plays the policy")
+    max_steps: int = Field(default=8, ge=1, description="Model calls per rollout before the loop stops")
+
+
+class SimpleAgentServer(BaseServer):
+    config_class = SimpleAgentConfig
+    config: SimpleAgentConfig
+
+    async def respond(self, params: dict[str, Any], *, session_id: str | None = None) -> dict[str, Any]:
+        """Run the loop; the returned response's `output` holds every item after the input (the trajectory)."""
+        items = _as_items(params.get("input", []))
+        tool_names = {t.get("name") for t in params.get("tools") or [] if t.get("type") == "function"}
+        headers = {SESSION_HEADER: session_id} if session_id else {}
+        trajectory: list[dict[str, Any]] = []
+        usage = empty_usage()
+        models: list[str] = []
+        steps, started = 0, time.perf_counter()
+        response: dict[str, Any] = {}
+        stop_reason = "max_steps"
+        for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
+            response = await self.servers.post(self.config.model_server.name, "/v1/responses",
+                                               {**params, "input": items + trajectory})
+            usage = add_usage(usage, response.get("usage"))
+            served = (response.get("nemo_gym") or {}).get("served_model") or response.get("model")
+            if served and served not in models:
+                models.append(served)
+            output = [dict(item) for item in response.get("output") or []]
+            trajectory.extend(output)
+            calls = [item for item in output if item.get("type") == "function_call"]
+            if not calls:
+                stop_reason = "answered" if response.get("status", "completed") == "completed" else "incomplete"
+                break
+            for call in calls:
+                trajectory.append({"type": "function_call_output", "call_id": call.get("call_id"),
+                                   "output": await self._call_tool(call, tool_names, headers)})
+        return {
+            **response,
+            "output": trajectory,
+            "usage": usage,
+            "nemo_gym": {
+                **(response.get("nemo_gym") or {}),
+                "steps": steps,
+                "stop_reason": stop_reason,
+                "models": models,
+                "agent_latency_s": round(time.perf_counter() - started, 4),
+            },
+        }
+
+    async def _call_tool(self, call: dict[str, Any], tool_names: set[Any], headers: dict[str, str]) -> str:
+        """The tool's output as the string the model will read; problems become readable error messages."""
+        name = call.get("name")
+        if name not in tool_names:
+            available = ", ".join(sorted(str(n) for n in tool_names)) or "none"
+            return f"Error: unknown tool '{name}'. Available tools: {available}."
+        try:
+            arguments = json.loads(call.get("arguments") or "{}")
+        except ValueError as exc:
+            return (f"Error: the arguments of {name} are not valid JSON ({exc}). Call {name} again with a JSON "
+                    "object of arguments.")
+        if not isinstance(arguments, dict):
+            return f"Error: the arguments of {name} must be a JSON object, got {type(arguments).__name__}."
+        try:
+            result = await self.servers.post(self.config.resources_server.name, f"/{name}", arguments,
+                                             headers=headers)
+        except ServerCallError as exc:
+            if exc.status_code is not None and 400 <= exc.status_code < 500:
+                detail = (exc.body or {}).get("error", {}) if isinstance(exc.body, dict) else {}
+                return f"Error: {detail.get('message') or exc}"
+            raise
+        return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
+
+    async def run(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One scored rollout of an input row: seed session → loop → verify."""
+        params = row.get("responses_create_params")
+        if not isinstance(params, dict) or "input" not in params:
+            raise ValueError("The row has no `responses_create_params` object with an `input`: every dataset row "
+                             "needs {\"responses_create_params\": {\"input\": [...], \"tools\": [...]}, ...}.")
+        resources = self.config.resources_server.name
+        seeded = await self.servers.post(resources, "/seed_session", {"row": row})
+        session_id = seeded.get("session_id")
+        response = await self.respond(params, session_id=session_id)
+        verdict = await self.servers.post(resources, "/verify", {"row": row, "response": response},
+                                          headers={SESSION_HEADER: session_id} if session_id else None)
+        return {**verdict, "response": response}
+
+    def add_routes(self, app: FastAPI) -> None:
+        @app.post("/v1/responses")
+        async def responses(request: Request) -> JSONResponse:
+            body = await request.json()
+            if not isinstance(body, dict):
+                return JSONResponse(error_body("The request body must be a Responses create object.",
+                                               "invalid_request"), 400)
+            return JSONResponse(await self.respond(body))
+
+        @app.post("/run")
+        async def run(request: Request) -> JSONResponse:
+            body = await request.json()
+            if not isinstance(body, dict):
+                return JSONResponse(error_body("The request body must be a dataset row (a JSON object).",
+                                               "invalid_request"), 400)
+            try:
+                return JSONResponse(await self.run(body))
+            except ValueError as exc:
+                return JSONResponse(error_body(str(exc), "invalid_request"), 400)
+
+
+def _as_items(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return [dict(item) for item in value]
+
+
+if __name__ == "__main__":
+    from nemo_gym.cli.serve import main
+
+    main()
