@@ -204,8 +204,10 @@ def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> dict[str, Any] |
     completion = int(usage.get("completion_tokens") or 0)
     converted: dict[str, Any] = {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": int((usage.get("prompt_tokens_details") or {}).get(
-            "cached_tokens") or 0)},
+        "input_tokens_details": {
+            "cached_tokens": int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+            "cache_write_tokens": int((usage.get("prompt_tokens_details") or {}).get("cache_write_tokens") or 0),
+        },
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": int((usage.get("completion_tokens_details") or {}).get(
             "reasoning_tokens") or 0)},
@@ -365,8 +367,10 @@ def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> dict[str, Any] |
         "prompt_tokens": int(usage.get("input_tokens") or 0),
         "completion_tokens": int(usage.get("output_tokens") or 0),
         "total_tokens": int(usage.get("total_tokens") or 0),
-        "prompt_tokens_details": {"cached_tokens": int((usage.get("input_tokens_details") or {}).get(
-            "cached_tokens") or 0)},
+        "prompt_tokens_details": {
+            "cached_tokens": int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
+            "cache_write_tokens": int((usage.get("input_tokens_details") or {}).get("cache_write_tokens") or 0),
+        },
         "completion_tokens_details": {"reasoning_tokens": int((usage.get("output_tokens_details") or {}).get(
             "reasoning_tokens") or 0)},
     }

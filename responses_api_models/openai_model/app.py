@@ -87,10 +87,14 @@ class OpenAIModelServer(BaseServer):
             chat_body = responses_to_chat_request(
                 params, model=endpoint.model, reasoning_field=is_openrouter(endpoint.base_url))
             call = await endpoint.post(self.upstream_http, "chat/completions",
-                                       {**chat_body, **self.config.extra_body})
+                                       self.adapt_chat_body({**chat_body, **self.config.extra_body}))
             result = chat_to_responses_response(call.body, params).model_dump(mode="json", exclude_unset=True)
         result["nemo_gym"] = self._metadata(call, result.get("model"))
         return result
+
+    def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Last change to a Chat Completions body before it goes upstream; subclasses adapt to their server."""
+        return body
 
     async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
@@ -98,7 +102,8 @@ class OpenAIModelServer(BaseServer):
         endpoint = self.endpoint()
         if self.upstream_api == "chat_completions":
             call = await endpoint.post(self.upstream_http, "chat/completions",
-                                       {**body, "model": endpoint.model, **self.config.extra_body})
+                                       self.adapt_chat_body({**body, "model": endpoint.model,
+                                                             **self.config.extra_body}))
             result = dict(call.body)
         else:
             params = {**chat_to_responses_request(body, model=endpoint.model), **self.config.extra_body}

@@ -1,0 +1,108 @@
+"""`ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+limit=N]
+[+num_repeats=K] [+num_samples_in_parallel=P] [+responses_create_params.temperature=0.7] [+overwrite=true]`
+
+Finds the agent through the running ng_run's head server, runs its `/run` once per row and repeat, appends one
+JSON line per rollout to the output (skipping rollouts already there), and prints and writes the run's metrics
+next to the output as `<output stem>.metrics.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.client import ServerClient, make_http_client, registry_from_head
+from nemo_gym.config import ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.rollouts import CollectionSettings, Collector, InputError, done_keys, read_rows
+
+SETTING_KEYS = set(CollectionSettings.model_fields)
+
+
+def settings_from(config: GlobalConfig) -> CollectionSettings:
+    values = {k: v for k, v in config.data.items() if k in SETTING_KEYS}
+    try:
+        settings = CollectionSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = "; ".join(f"+{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"ng_collect_rollouts settings are invalid: {problems}. Required: +agent_name=..., "
+                          "+input_jsonl_fpath=..., +output_jsonl_fpath=...") from None
+    settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
+    return settings
+
+
+def metrics_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".metrics.json")
+
+
+async def discover(config: GlobalConfig, http: httpx.AsyncClient) -> ServerClient:
+    url = config.head_url + "/instances"
+    try:
+        response = await http.get(url, timeout=5.0)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
+                          "Start the servers first with ng_run in another terminal, or point at its head server "
+                          "with +head_server.host=... +head_server.port=...") from None
+    return ServerClient(registry_from_head(response.json()), http)
+
+
+async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[str, Any]:
+    rows = read_rows(settings.input_jsonl_fpath, settings.limit)
+    output = settings.output_jsonl_fpath
+    redactor = Redactor(collect_secrets(config.data))
+    async with make_http_client(max_connections=max(64, settings.num_samples_in_parallel * 2)) as http:
+        servers = await discover(config, http)
+        agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
+        if settings.agent_name not in agents:
+            raise ConfigError(f"No agent named '{settings.agent_name}' is running. Agents: "
+                              f"{', '.join(agents) or 'none'}. Pass one of them as +agent_name=...")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if settings.overwrite and output.exists():
+            output.unlink()
+        collector = Collector(settings, servers, redactor)
+        jobs = collector.plan(rows, done_keys(output))
+        if collector.metrics.skipped:
+            print_flushed(f"Resuming {output}: {collector.metrics.skipped} rollouts already done, "
+                          f"{len(jobs)} to run (+overwrite=true starts over).")
+        with output.open("a", encoding="utf-8") as out, tqdm(total=len(jobs), desc=settings.agent_name,
+                                                              unit="rollout", dynamic_ncols=True) as bar:
+            metrics = await collector.run(rows, jobs, out, bar)
+    summary = {"agent_name": settings.agent_name, "input_jsonl_fpath": str(settings.input_jsonl_fpath),
+               "output_jsonl_fpath": str(output), "rows": len(rows), "num_repeats": settings.num_repeats,
+               **metrics.summary()}
+    metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    width = max(len(k) for k in summary)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in summary.items())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_global_config(args)
+        settings = settings_from(config)
+        summary = asyncio.run(collect(config, settings))
+    except (ConfigError, InputError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted; finished rollouts are in the output. Re-run the same command to resume.", code=130)
+    print_flushed(f"Metrics (also in {metrics_path(Path(summary['output_jsonl_fpath']))}):")
+    print_flushed(format_summary(summary))
+    sys.exit(1 if summary["succeeded"] == 0 and summary["rollouts"] > 0 else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""`ng_dump_config "+config_paths=[...]" [+key=value ...]`: print the merged, resolved config as YAML, with every
+configured secret redacted, to check what ng_run would start."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from nemo_gym.cli.common import fail
+from nemo_gym.config import ConfigError, load_global_config
+from nemo_gym.redaction import Redactor, collect_secrets
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = load_global_config(args)
+    except ConfigError as exc:
+        fail(str(exc))
+    redactor = Redactor(collect_secrets(config.data))
+    sys.stdout.write(yaml.safe_dump(redactor.data(config.data), sort_keys=False, allow_unicode=True))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

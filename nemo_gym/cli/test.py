@@ -1,0 +1,38 @@
+"""`ng_test +entrypoint=responses_api_models/openai_model`: run one server folder's own tests with pytest and exit
+with pytest's status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from nemo_gym.cli.common import fail
+from nemo_gym.config import ConfigError, parse_overrides, resolve_input_path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides = parse_overrides(args)
+    except ConfigError as exc:
+        fail(str(exc))
+    entrypoint = overrides.get("entrypoint")
+    if not entrypoint:
+        fail("pass the server folder to test, e.g. ng_test +entrypoint=responses_api_models/openai_model")
+    folder = resolve_input_path(str(entrypoint))
+    if folder.is_file():
+        folder = folder.parent
+    tests = folder / "tests"
+    if not tests.is_dir():
+        fail(f"{folder} has no tests/ folder (expected {tests}). Is +entrypoint a server folder such as "
+             "responses_api_models/openai_model?")
+    extra = [str(a) for a in overrides.get("pytest_args", [])] if isinstance(overrides.get("pytest_args"), list) \
+        else str(overrides.get("pytest_args", "")).split()
+    command = [sys.executable, "-m", "pytest", str(tests), *extra]
+    print(f"ng_test: {' '.join(command)}", flush=True)
+    sys.exit(subprocess.call(command, cwd=folder.parent.parent))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""Rollout collection: read rows, drive an agent's `/run` concurrently, write one record per rollout, sum metrics.
+
+Each record is written as one JSON line and flushed the moment its rollout finishes, so a crash loses only
+rollouts in flight. Records carry the row's position and a hash of the row, so a re-run can skip what is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from nemo_gym.client import ServerCallError, ServerClient
+from nemo_gym.redaction import Redactor
+from nemo_gym.usage import add_usage, empty_usage
+
+RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "reward", "error", "usage", "cost_usd",
+               "models", "latency_s", "response", "input")
+
+
+class CollectionSettings(BaseModel):
+    """The `+key=value` settings of ng_collect_rollouts."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent_name: str
+    input_jsonl_fpath: Path
+    output_jsonl_fpath: Path
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows")
+    num_repeats: int = Field(default=1, ge=1, description="Rollouts per row")
+    num_samples_in_parallel: int = Field(default=16, ge=1, description="Rollouts in flight at once")
+    responses_create_params: dict[str, Any] = Field(
+        default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature")
+    overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
+
+
+class InputError(Exception):
+    """The input file or a row in it is unusable; the message names the file and line."""
+
+
+def row_hash(row: Mapping[str, Any]) -> str:
+    """Stable across key order and input reordering: identifies a row's content, not its position."""
+    return hashlib.sha256(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Parse and check every row up front, so a bad line fails the run before anything is spent."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"Cannot read input file {path}: {exc.strerror or exc}.") from None
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        if limit is not None and len(rows) >= limit:
+            break
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise InputError(f"{path}:{number}: not valid JSON ({exc}). Each line must be one JSON object.") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{number}: a row must be a JSON object, got {type(row).__name__}.")
+        params = row.get("responses_create_params")
+        if not isinstance(params, dict) or "input" not in params:
+            raise InputError(f"{path}:{number}: the row has no `responses_create_params` object with an `input` "
+                             "(e.g. {\"responses_create_params\": {\"input\": [{\"role\": \"user\", "
+                             "\"content\": \"...\"}]}}).")
+        rows.append(row)
+    if not rows:
+        raise InputError(f"{path} has no rows.")
+    return rows
+
+
+def done_keys(path: Path) -> set[tuple[str, int]]:
+    """(row_hash, repeat_index) of every successful record already in `path`."""
+    keys: set[tuple[str, int]] = set()
+    if not path.exists():
+        return keys
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line torn by a crash; its rollout simply runs again
+            if isinstance(record, dict) and record.get("error") is None and "row_hash" in record:
+                keys.add((record["row_hash"], int(record.get("repeat_index", 0))))
+    return keys
+
+
+@dataclass
+class Metrics:
+    """Aggregates over the records of one run."""
+
+    rewards: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    skipped: int = 0
+    usage: dict[str, Any] = field(default_factory=empty_usage)
+    errors: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        if record.get("error") is not None:
+            self.failures += 1
+            kind = str(record["error"]).split(":", 1)[0][:80]
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        else:
+            self.rewards.append(float(record.get("reward") or 0.0))
+            self.latencies.append(float(record.get("latency_s") or 0.0))
+        self.usage = add_usage(self.usage, record.get("usage"))
+
+    @property
+    def mean_reward(self) -> float | None:
+        return statistics.fmean(self.rewards) if self.rewards else None
+
+    def summary(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self.started
+        done = len(self.rewards) + self.failures
+        rewards = self.rewards
+        return {
+            "rollouts": done,
+            "succeeded": len(rewards),
+            "failed": self.failures,
+            "skipped_already_done": self.skipped,
+            "mean_reward": _round(self.mean_reward),
+            "std_reward": _round(statistics.pstdev(rewards)) if rewards else None,
+            "min_reward": _round(min(rewards)) if rewards else None,
+            "max_reward": _round(max(rewards)) if rewards else None,
+            "pass_rate": _round(sum(r >= 1.0 for r in rewards) / len(rewards)) if rewards else None,
+            "input_tokens": self.usage["input_tokens"],
+            "output_tokens": self.usage["output_tokens"],
+            "cached_tokens": self.usage["input_tokens_details"]["cached_tokens"],
+            "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
+            "model_calls": self.usage["calls"],
+            "cost_usd": self.usage["cost"],
+            "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
+            "wall_time_s": round(elapsed, 3),
+            "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
+            "errors": self.errors,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agent_name: str,
+                 result: Mapping[str, Any] | None, error: str | None, latency_s: float) -> dict[str, Any]:
+    """One line of output: position, reward and the verifier's extra fields, usage, models, trajectory, input."""
+    result = dict(result or {})
+    response = result.pop("response", None) or {}
+    usage = response.get("usage") or None
+    core = {
+        "row_index": row_index,
+        "repeat_index": repeat_index,
+        "row_hash": row_hash(row),
+        "agent_name": agent_name,
+        "reward": result.pop("reward", None),
+        "error": error,
+        "usage": usage,
+        "cost_usd": (usage or {}).get("cost"),
+        "models": (response.get("nemo_gym") or {}).get("models") or ([response["model"]] if response.get("model")
+                                                                     else []),
+        "latency_s": round(latency_s, 4),
+    }
+    extras = {k: v for k, v in result.items() if k not in RECORD_KEYS}
+    return {**core, **extras, "response": response or None, "input": row}
+
+
+class Collector:
+    """Runs the rollouts of one collection with bounded concurrency and writes records as they finish."""
+
+    def __init__(self, settings: CollectionSettings, servers: ServerClient, redactor: Redactor) -> None:
+        self.settings = settings
+        self.servers = servers
+        self.redactor = redactor
+        self.metrics = Metrics()
+
+    def plan(self, rows: list[dict[str, Any]], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
+        jobs = []
+        for row_index, row in enumerate(rows):
+            digest = row_hash(row)
+            for repeat_index in range(self.settings.num_repeats):
+                if (digest, repeat_index) in done:
+                    self.metrics.skipped += 1
+                else:
+                    jobs.append((row_index, repeat_index))
+        return jobs
+
+    def prepared_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        if not self.settings.responses_create_params:
+            return row
+        return {**row, "responses_create_params": {**row["responses_create_params"],
+                                                   **self.settings.responses_create_params}}
+
+    async def run_one(self, row: dict[str, Any], row_index: int, repeat_index: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        result, error = None, None
+        try:
+            result = await self.servers.post(self.settings.agent_name, "/run", self.prepared_row(row))
+            if not isinstance(result, dict) or "reward" not in result:
+                error = f"BadAgentResponse: /run answered without a reward: {str(result)[:300]}"
+                result = None
+        except ServerCallError as exc:
+            error = f"ServerCallError: {exc}"
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        record = build_record(row=row, row_index=row_index, repeat_index=repeat_index,
+                              agent_name=self.settings.agent_name, result=result,
+                              error=self.redactor.text(error) if error else None,
+                              latency_s=time.perf_counter() - started)
+        return record
+
+    async def run(self, rows: list[dict[str, Any]], jobs: Iterable[tuple[int, int]], out: TextIO,
+                  progress: Any = None) -> Metrics:
+        semaphore = asyncio.Semaphore(self.settings.num_samples_in_parallel)
+
+        async def one(row_index: int, repeat_index: int) -> None:
+            async with semaphore:
+                record = await self.run_one(rows[row_index], row_index, repeat_index)
+            out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
+            out.flush()
+            self.metrics.add(record)
+            if progress is not None:
+                progress.update(1)
+                mean = self.metrics.mean_reward
+                progress.set_postfix(reward=f"{mean:.3f}" if mean is not None else "-",
+                                     failed=self.metrics.failures, refresh=False)
+
+        await asyncio.gather(*(one(r, k) for r, k in jobs))
+        return self.metrics
