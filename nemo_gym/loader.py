@@ -1,15 +1,17 @@
-"""Find the server class an instance's `entrypoint` file defines, importing it as a package module if it is one."""
+"""Find the server class an instance's `entrypoint` file defines, and check a whole config before starting it."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
 
-from nemo_gym.config import ConfigError, InstanceSpec
+from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
+from nemo_gym.processes import free_port
 from nemo_gym.server import BaseServer
 
 
@@ -55,3 +57,20 @@ def server_class_of(module: ModuleType) -> type[BaseServer]:
 
 def load_server_class(spec: InstanceSpec) -> type[BaseServer]:
     return server_class_of(import_entrypoint(spec.entrypoint_path))
+
+
+def prepare(config: GlobalConfig) -> GlobalConfig:
+    """Validate every instance (imports its server class) and assign free ports; nothing is started."""
+    instances = config.instances
+    if not instances:
+        raise ConfigError("No server instances are configured. Pass config files, e.g. "
+                          "ng_run \"+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+                          "resources_servers/simple_weather/configs/simple_weather.yaml]\"")
+    for spec in instances.values():
+        load_server_class(spec).validate_config(spec)
+    data = json.loads(json.dumps(config.data))
+    for name, spec in instances.items():
+        block = data[name][spec.server_type][spec.impl]
+        if block.get("port") is None:
+            block["port"] = free_port(str(block.get("host", "127.0.0.1")))
+    return GlobalConfig(data=data, origins=config.origins)

@@ -183,6 +183,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     server = server_cls.from_global_config(name, global_config)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     install_log_redaction(server.redactor)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per inter-server call is noise
     config = server.config
     if config.port is None:
         raise ConfigError(f"Instance '{name}' has no port; ng_run assigns one, or set `port:` in its config.")

@@ -26,8 +26,8 @@ from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.cli.serve import CONFIG_ENV_VAR
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec, load_global_config
 from nemo_gym.head import build_head_app
-from nemo_gym.loader import load_server_class
-from nemo_gym.processes import free_port, spawn, stop
+from nemo_gym.loader import prepare
+from nemo_gym.processes import spawn, stop
 from nemo_gym.redaction import Redactor, collect_secrets
 from nemo_gym.server import serve_in_thread
 
@@ -40,23 +40,6 @@ class Child:
     spec: InstanceSpec
     process: subprocess.Popen[bytes]
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
-
-
-def prepare(config: GlobalConfig) -> GlobalConfig:
-    """Validate every instance (imports its server class) and assign free ports; nothing is started."""
-    instances = config.instances
-    if not instances:
-        raise ConfigError("No server instances are configured. Pass config files, e.g. "
-                          "ng_run \"+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                          "resources_servers/simple_weather/configs/simple_weather.yaml]\"")
-    for spec in instances.values():
-        load_server_class(spec).validate_config(spec)
-    data = json.loads(json.dumps(config.data))
-    for name, spec in instances.items():
-        block = data[name][spec.server_type][spec.impl]
-        if block.get("port") is None:
-            block["port"] = free_port(str(block.get("host", "127.0.0.1")))
-    return GlobalConfig(data=data, origins=config.origins)
 
 
 class Runner:

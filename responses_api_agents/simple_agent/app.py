@@ -20,6 +20,7 @@ from nemo_gym.client import SESSION_HEADER, ServerCallError
 from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, ServerRef, error_body
 from nemo_gym.usage import add_usage, empty_usage
 
+
 class SimpleAgentConfig(BaseServerConfig):
     resources_server: ServerRef = Field(description="The resources server whose tools and /verify this agent uses")
     model_server: ServerRef = Field(description="The model server that plays the policy")

@@ -1,0 +1,45 @@
+"""Run a whole configuration in-process for tests: every instance served on its own loopback port in a thread."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+from nemo_gym.config import GlobalConfig
+from nemo_gym.loader import load_server_class, prepare
+from nemo_gym.server import BaseServer, serve_in_thread
+
+
+@contextmanager
+def serve_config(data: Mapping[str, Any]) -> Iterator[tuple[GlobalConfig, dict[str, BaseServer]]]:
+    """Validate `data`, assign free ports, serve every instance; yields the config (with ports) and servers."""
+    config = prepare(GlobalConfig(data=dict(data), origins={}))
+    servers: dict[str, BaseServer] = {}
+    with ExitStack() as stack:
+        for name, spec in config.instances.items():
+            server = load_server_class(spec).from_global_config(name, config)
+            servers[name] = server
+            stack.enter_context(serve_in_thread(server.build_app(), host=spec.config.get("host", "127.0.0.1"),
+                                                port=int(spec.config["port"])))
+        yield config, servers
+
+
+def openai_model_block(base_url: str, *, model: str = "stub/weather-model", api_key: str | None = "sk-test-key-0001",
+                       **extra: Any) -> dict[str, Any]:
+    """An `openai_model` instance block pointing at `base_url` (e.g. a StubUpstream's URL + "/v1")."""
+    return {"responses_api_models": {"openai_model": {"entrypoint": "app.py", "base_url": base_url,
+                                                      "api_key": api_key, "model": model, **extra}}}
+
+
+def simple_weather_blocks(*, model_instance: str = "policy_model", max_steps: int = 6) -> dict[str, Any]:
+    """The simple_weather resources server and its agent, as configs/simple_weather.yaml defines them."""
+    return {
+        "simple_weather": {"resources_servers": {"simple_weather": {"entrypoint": "app.py"}}},
+        "simple_weather_simple_agent": {"responses_api_agents": {"simple_agent": {
+            "entrypoint": "app.py",
+            "resources_server": {"type": "resources_servers", "name": "simple_weather"},
+            "model_server": {"type": "responses_api_models", "name": model_instance},
+            "max_steps": max_steps,
+        }}},
+    }
