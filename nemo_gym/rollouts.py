@@ -80,6 +80,22 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def repair_torn_tail(path: Path) -> int:
+    """Cut an unfinished last line (a crash mid-write) off the output so appends start on a fresh line; the
+    fragment is kept in `<output>.torn`. Returns the number of bytes moved."""
+    if not path.exists() or path.stat().st_size == 0:
+        return 0
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data.endswith(b"\n"):
+            return 0
+        cut = data.rfind(b"\n") + 1
+        with path.with_name(path.name + ".torn").open("ab") as torn:
+            torn.write(data[cut:] + b"\n")
+        handle.truncate(cut)
+        return len(data) - cut
+
+
 def done_keys(path: Path) -> set[tuple[str, int]]:
     """(row_hash, repeat_index) of every successful record already in `path`."""
     keys: set[tuple[str, int]] = set()

@@ -23,7 +23,7 @@ from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.redaction import Redactor, collect_secrets
-from nemo_gym.rollouts import CollectionSettings, Collector, InputError, done_keys, read_rows
+from nemo_gym.rollouts import CollectionSettings, Collector, InputError, done_keys, read_rows, repair_torn_tail
 
 SETTING_KEYS = set(CollectionSettings.model_fields)
 
@@ -69,6 +69,9 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
         output.parent.mkdir(parents=True, exist_ok=True)
         if settings.overwrite and output.exists():
             output.unlink()
+        if repair_torn_tail(output):
+            print_flushed(f"{output} ended with an unfinished line (an interrupted run); moved it to "
+                          f"{output.name}.torn, its rollout runs again.")
         collector = Collector(settings, servers, redactor)
         jobs = collector.plan(rows, done_keys(output))
         if collector.metrics.skipped:
