@@ -7,6 +7,7 @@ Every command (ng_run, ng_collect_rollouts, ng_dump_config, ...) resolves its co
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import GrammarParseError, OmegaConfBaseException
 
 SERVER_TYPES: tuple[str, ...] = ("responses_api_models", "resources_servers", "responses_api_agents")
 ENV_YAML_NAME = "env.yaml"
@@ -22,6 +23,7 @@ DEFAULT_HEAD_HOST = "127.0.0.1"
 DEFAULT_HEAD_PORT = 11000
 # Keys that configure the tool itself rather than a server instance.
 RESERVED_KEYS = frozenset({"config_paths", "head_server"})
+COMMAND_LINE = "the command line"
 
 
 class ConfigError(Exception):
@@ -201,10 +203,10 @@ def _load_with_includes(
         included = _load_with_includes(
             _resolve_include(include, path, cwd), origins, (*stack, resolved), cwd
         )
-        merged = _merge(merged, included)
-    for key in content:
-        origins[key] = _display_path(path, cwd)
-    return _merge(merged, content)
+        merged = _merge(merged, included, str(include))
+    display = _display_path(path, cwd)
+    _note_origins(origins, content, display)
+    return _merge(merged, content, display)
 
 
 def _resolve_include(include: str, parent: Path, cwd: Path) -> Path:
@@ -223,9 +225,46 @@ def _display_path(path: Path, cwd: Path) -> str:
     return str(path)
 
 
-def _merge(*parts: Mapping[str, Any]) -> dict[str, Any]:
-    merged = OmegaConf.merge(*(OmegaConf.create(dict(p)) for p in parts))
+def _note_origins(origins: dict[str, str], layer: Mapping[str, Any], source: str) -> None:
+    """Record where each top-level key of `layer` came from; a mapping merged into an earlier one keeps both."""
+    for key, value in layer.items():
+        previous = origins.get(key)
+        if previous and previous != source and isinstance(value, Mapping):
+            origins[key] = f"{previous}, then {source}"
+        else:
+            origins[key] = source
+
+
+def _merge(base: Mapping[str, Any], layer: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """`layer` (from `source`) merged over `base`: mappings merge key by key, other values are replaced."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.create(dict(base)), OmegaConf.create(dict(layer)))
+    except GrammarParseError as exc:
+        raise ConfigError(
+            f"{getattr(exc, 'full_key', None) or '?'} (from {source}) is not a valid ${{...}} interpolation: "
+            f"{str(exc).splitlines()[0]}. Write a literal '${{' as '\\${{'."
+        ) from None
+    except OmegaConfBaseException as exc:
+        key = _type_conflict(base, layer) or getattr(exc, "full_key", None) or "?"
+        raise ConfigError(
+            f"Cannot merge {key} from {source} into the configuration so far: {str(exc).splitlines()[0]} "
+            "(a mapping and a list cannot be merged; use the same shape in every source)."
+        ) from None
     return OmegaConf.to_container(merged, resolve=False)  # type: ignore[return-value]
+
+
+def _type_conflict(base: Any, layer: Any, path: str = "") -> str | None:
+    """The dotted key where one source has a mapping and the other a list, if any."""
+    if isinstance(base, Mapping) and isinstance(layer, Mapping):
+        for key, value in layer.items():
+            if key in base:
+                found = _type_conflict(base[key], value, f"{path}.{key}" if path else str(key))
+                if found:
+                    return found
+        return None
+    if isinstance(base, Mapping | list) and isinstance(layer, Mapping | list) and type(base) is not type(layer):
+        return path or None
+    return None
 
 
 # --------------------------------------------------------------------------- the whole thing
@@ -244,12 +283,12 @@ def load_global_config(args: Iterable[str] = (), *, cwd: Path | None = None) -> 
     origins: dict[str, str] = {}
     merged: dict[str, Any] = {}
     for config_path in config_paths:
-        merged = _merge(merged, _load_with_includes(resolve_input_path(config_path, cwd=cwd), origins, (), cwd))
-    for key in env:
-        origins[key] = ENV_YAML_NAME
-    for key in overrides:
-        origins[key] = "the command line"
-    merged = _merge(merged, env, overrides)
+        included = _load_with_includes(resolve_input_path(config_path, cwd=cwd), origins, (), cwd)
+        merged = _merge(merged, included, config_path)
+    _note_origins(origins, env, ENV_YAML_NAME)
+    merged = _merge(merged, env, ENV_YAML_NAME)
+    _note_origins(origins, overrides, COMMAND_LINE)
+    merged = _merge(merged, overrides, COMMAND_LINE)
     merged["config_paths"] = config_paths
     return GlobalConfig(data=_resolve(merged, origins), origins=origins)
 
@@ -263,10 +302,12 @@ def _resolve(merged: dict[str, Any], origins: Mapping[str, str]) -> dict[str, An
         top = str(full_key).split(".")[0]
         where = origins.get(top, "the merged config")
         reason = str(exc).splitlines()[0]
+        missing = re.search(r"Interpolation key '([^']+)' not found", reason)
+        name = missing.group(1) if missing else "policy_api_key"
         raise ConfigError(
             f"Cannot resolve {full_key} (from {where}): {reason}.\n"
-            "Define the missing value in env.yaml (for example `policy_api_key: ...`) or on the command line "
-            "(for example `+policy_api_key=...`)."
+            f"Define the missing value in env.yaml (for example `{name}: ...`) or on the command line "
+            f"(for example `+{name}=...`)."
         ) from None
 
 
@@ -341,9 +382,10 @@ def _check_references(instances: Mapping[str, InstanceSpec]) -> None:
                 continue
             same_type = sorted(n for n, s in instances.items() if s.server_type == ref["type"])
             key = ".".join((spec.name, spec.server_type, spec.impl, *path))
+            problem = "which is not configured" if target is None else f"which is a {target.server_type} instance"
             raise ConfigError(
-                f"{key} (from {spec.origin}) refers to {ref['type']} instance '{ref['name']}', which is not "
-                f"configured. Configured {ref['type']}: {', '.join(same_type) or 'none'}. "
+                f"{key} (from {spec.origin}) refers to {ref['type']} instance '{ref['name']}', {problem}. "
+                f"Configured {ref['type']}: {', '.join(same_type) or 'none'}. "
                 "Add its config file to config_paths or fix the name."
             )
 

@@ -73,8 +73,10 @@ def responses_to_chat_request(
     reasoning = params.get("reasoning")
     if reasoning:
         if reasoning_field:
-            body["reasoning"] = {k: v for k, v in reasoning.items() if k in ("effort", "max_tokens", "exclude",
-                                                                             "enabled") and v is not None}
+            unified = {k: v for k, v in reasoning.items()
+                       if k in ("effort", "max_tokens", "exclude", "enabled") and v is not None}
+            if unified:
+                body["reasoning"] = unified
         elif reasoning.get("effort"):
             body["reasoning_effort"] = reasoning["effort"]
     return body
@@ -291,6 +293,10 @@ def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = No
                           "output": content if isinstance(content, str) else json.dumps(content)})
             continue
         if role == "assistant":
+            reasoning = message.get("reasoning") or message.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                items.append({"type": "reasoning", "id": new_id("rs"), "summary": [],
+                              "content": [{"type": "reasoning_text", "text": reasoning}]})
             text = content if isinstance(content, str) else _text_of_chat_parts(content)
             if text:
                 items.append({"type": "message", "role": "assistant",
@@ -332,7 +338,10 @@ def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = No
         params["text"] = {"format": {"type": "json_schema", **(response_format.get("json_schema") or {})}}
     elif isinstance(response_format, Mapping) and response_format.get("type") == "json_object":
         params["text"] = {"format": {"type": "json_object"}}
-    if body.get("reasoning_effort"):
+    reasoning = body.get("reasoning")  # OpenRouter's unified reasoning object
+    if isinstance(reasoning, Mapping) and reasoning.get("effort"):
+        params["reasoning"] = {"effort": reasoning["effort"]}
+    elif body.get("reasoning_effort"):
         params["reasoning"] = {"effort": body["reasoning_effort"]}
     return params
 
@@ -366,7 +375,8 @@ def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> dict[str, Any] |
     converted: dict[str, Any] = {
         "prompt_tokens": int(usage.get("input_tokens") or 0),
         "completion_tokens": int(usage.get("output_tokens") or 0),
-        "total_tokens": int(usage.get("total_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0) or int(usage.get("input_tokens") or 0) + int(
+            usage.get("output_tokens") or 0),
         "prompt_tokens_details": {
             "cached_tokens": int((usage.get("input_tokens_details") or {}).get("cached_tokens") or 0),
             "cache_write_tokens": int((usage.get("input_tokens_details") or {}).get("cache_write_tokens") or 0),

@@ -52,7 +52,9 @@ class VerifyResponse(BaseModel):
 
 
 class ToolError(Exception):
-    """A tool call that cannot be answered; the message goes back to the model, so make it instructive."""
+    """A tool call that cannot be answered; the message goes back to the model, so make it instructive.
+
+    Raised from `seed_session` or `verify`, it means the row cannot be used and becomes a 422 `invalid_row`."""
 
 
 class BaseResourcesServer(BaseServer):
@@ -114,7 +116,11 @@ class BaseResourcesServer(BaseServer):
                 return body
             row = body.get("row", body)
             session = self.open_session(row if isinstance(row, dict) else {})
-            await self.seed_session(session)
+            try:
+                await self.seed_session(session)
+            except ToolError as exc:  # the row cannot start a rollout: the caller's data, not a server bug
+                self.sessions.pop(session.id, None)
+                return JSONResponse(error_body(str(exc), "invalid_row"), 422)
             return JSONResponse({"session_id": session.id})
 
         @app.post("/verify")
@@ -131,7 +137,10 @@ class BaseResourcesServer(BaseServer):
                 return JSONResponse(error_body(str(exc), "unknown_session"), 404)
             if not session.row:
                 session.row = verify_request.row
-            result = await self.verify(session, verify_request)
+            try:
+                result = await self.verify(session, verify_request)
+            except ToolError as exc:  # e.g. the row lacks what the verifier needs: the caller's data, not a bug
+                return JSONResponse(error_body(str(exc), "invalid_row"), 422)
             return JSONResponse(result.model_dump(mode="json"))
 
         @app.get("/tools")

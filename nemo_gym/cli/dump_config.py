@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_global_config(args)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(Redactor().text(str(exc)))  # an override echoed in the message may hold a key
     redactor = Redactor(collect_secrets(config.data))
     sys.stdout.write(yaml.safe_dump(redactor.data(config.data), sort_keys=False, allow_unicode=True))
     sys.stdout.flush()

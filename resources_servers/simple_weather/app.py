@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from nemo_gym.resources import BaseResourcesServer, Session, ToolError, VerifyRequest, VerifyResponse
 
@@ -28,6 +28,13 @@ class GetWeatherArguments(BaseModel):
     """Get the current weather for a city."""
 
     city: str = Field(min_length=1, description="City name, e.g. Paris")
+
+    @field_validator("city")
+    @classmethod
+    def _has_a_name(cls, city: str) -> str:
+        if not normalize_city(city):
+            raise ValueError('must contain a city name, e.g. {"city": "Paris"}')
+        return city
 
 
 def normalize_city(name: str) -> str:
@@ -51,8 +58,6 @@ class SimpleWeatherServer(BaseResourcesServer):
         if not isinstance(arguments, GetWeatherArguments):
             raise ToolError(f"Unknown tool {name}")
         city = arguments.city.strip()
-        if not normalize_city(city):
-            raise ToolError("`city` must contain a city name, e.g. {\"city\": \"Paris\"}.")
         return {"city": city, "weather": weather_for(city)}
 
     async def verify(self, session: Session, request: VerifyRequest) -> VerifyResponse:

@@ -102,8 +102,8 @@ class OpenAIModelServer(BaseServer):
         endpoint = self.endpoint()
         if self.upstream_api == "chat_completions":
             call = await endpoint.post(self.upstream_http, "chat/completions",
-                                       self.adapt_chat_body({**body, "model": endpoint.model,
-                                                             **self.config.extra_body}))
+                                       self.adapt_chat_body({**_fill_null_assistant_content(body),
+                                                             "model": endpoint.model, **self.config.extra_body}))
             result = dict(call.body)
         else:
             params = {**chat_to_responses_request(body, model=endpoint.model), **self.config.extra_body}
@@ -150,6 +150,17 @@ class OpenAIModelServer(BaseServer):
                                            upstream_status=exc.upstream_status), exc.status_code)
         except ValueError as exc:
             return JSONResponse(error_body(self.redactor.text(f"Cannot convert: {exc}"), "conversion_error"), 502)
+
+
+def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
+    """Assistant messages echoed back as `content: null` (how tool-call-only turns come out of Chat Completions)
+    get `""`: several servers reject null there, which would break the second turn of every tool conversation."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return body
+    filled = [{**m, "content": ""} if isinstance(m, dict) and m.get("role") == "assistant" and "content" in m
+              and m["content"] is None else m for m in messages]
+    return {**body, "messages": filled}
 
 
 def _reject_streaming(body: dict[str, Any]) -> None:
