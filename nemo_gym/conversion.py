@@ -293,14 +293,11 @@ def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = No
                           "output": content if isinstance(content, str) else json.dumps(content)})
             continue
         if role == "assistant":
-            reasoning = message.get("reasoning") or message.get("reasoning_content")
-            if isinstance(reasoning, str) and reasoning:
-                items.append({"type": "reasoning", "id": new_id("rs"), "summary": [],
-                              "content": [{"type": "reasoning_text", "text": reasoning}]})
+            # Earlier reasoning text is not sent back: Responses servers only accept their own reasoning items.
+            # Plain string content is the one assistant form the API accepts without item ids.
             text = content if isinstance(content, str) else _text_of_chat_parts(content)
             if text:
-                items.append({"type": "message", "role": "assistant",
-                              "content": [{"type": "output_text", "text": text, "annotations": []}]})
+                items.append({"type": "message", "role": "assistant", "content": text})
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 items.append({"type": "function_call", "call_id": call.get("id"),

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from nemo_gym.server import BaseServer, serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
@@ -171,14 +172,17 @@ class ScriptedModel:
     script: list[list[dict[str, Any]]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     status: str = "completed"
+    fail_with: int | None = None
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
         @app.post("/v1/responses")
-        async def responses(request: Request) -> dict[str, Any]:
+        async def responses(request: Request) -> Any:
             body = await request.json()
             self.requests.append(body)
+            if self.fail_with is not None:
+                return JSONResponse({"error": {"message": "scripted failure"}}, status_code=self.fail_with)
             k = len(self.requests)
             output = copy.deepcopy(self.script[min(k, len(self.script)) - 1])
             return {
@@ -191,8 +195,8 @@ class ScriptedModel:
 
         return app
 
-    def reset(self, *script: list[dict[str, Any]], status: str = "completed") -> None:
-        self.script, self.requests, self.status = list(script), [], status
+    def reset(self, *script: list[dict[str, Any]], status: str = "completed", fail_with: int | None = None) -> None:
+        self.script, self.requests, self.status, self.fail_with = list(script), [], status, fail_with
 
 
 def call(name: str, arguments: str, call_id: str) -> dict[str, Any]:
@@ -353,6 +357,17 @@ def test_an_incomplete_response_stops_the_loop(scripted_cluster: Cluster, script
     assert len(scripted.requests) == 1
     assert result["response"]["nemo_gym"]["stop_reason"] == "incomplete"
     assert result["response"]["status"] == "incomplete"
+
+
+def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Cluster,
+                                                          scripted: ScriptedModel) -> None:
+    scripted.reset(fail_with=400)
+    response = scripted_cluster.post(AGENT, "/run", PARIS)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "downstream_error"
+    assert "policy_model" in error["message"] and "scripted failure" in error["message"]
+    assert len(scripted.requests) == 1
 
 
 def test_the_agent_carries_one_session_through_the_rollout(scripted_cluster: Cluster, scripted: ScriptedModel,

