@@ -1,7 +1,8 @@
 """The resources-server base: per-rollout sessions, tool endpoints and `/verify`.
 
 A rollout opens a session with `POST /seed_session` (the input row), calls tools with `POST /<tool>` carrying the
-session id in the `X-NeMo-Gym-Session` header, and ends with `POST /verify`, which scores it and frees the session.
+session id in the `X-NeMo-Gym-Session` header, and ends with `POST /verify`, which scores it and frees the session
+(a rollout that fails before /verify frees it with `POST /close_session`).
 An environment subclasses `BaseResourcesServer`, declares its tools as pydantic argument models, and implements
 `call_tool` and `verify`; the HTTP plumbing, session bookkeeping and error shapes live here.
 """
@@ -142,6 +143,13 @@ class BaseResourcesServer(BaseServer):
             except ToolError as exc:  # e.g. the row lacks what the verifier needs: the caller's data, not a bug
                 return JSONResponse(error_body(str(exc), "invalid_row"), 422)
             return JSONResponse(result.model_dump(mode="json"))
+
+        @app.post("/close_session")
+        async def close_session(request: Request) -> JSONResponse:
+            """Drop a session without scoring it: the rollout failed before /verify (e.g. a model error)."""
+            session_id = request.headers.get(SESSION_HEADER)
+            closed = bool(session_id) and self.sessions.pop(session_id, None) is not None
+            return JSONResponse({"closed": closed})
 
         @app.get("/tools")
         async def list_tools() -> dict[str, Any]:

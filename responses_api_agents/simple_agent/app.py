@@ -9,6 +9,7 @@ read and correct; it never crashes the rollout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -103,7 +104,13 @@ class SimpleAgentServer(BaseServer):
         resources = self.config.resources_server.name
         seeded = await self.servers.post(resources, "/seed_session", {"row": row})
         session_id = seeded.get("session_id")
-        response = await self.respond(params, session_id=session_id)
+        try:
+            response = await self.respond(params, session_id=session_id)
+        except Exception:
+            if session_id:  # free the session now rather than at its TTL; the rollout's own error is what matters
+                with contextlib.suppress(ServerCallError):
+                    await self.servers.post(resources, "/close_session", {}, headers={SESSION_HEADER: session_id})
+            raise
         verdict = await self.servers.post(resources, "/verify", {"row": row, "response": response},
                                           headers={SESSION_HEADER: session_id} if session_id else None)
         return {**verdict, "response": response}

@@ -211,6 +211,16 @@ def test_verify_pops_the_session(client: httpx.Client) -> None:
     assert get_weather(client, "Paris", session_id).status_code == 404
 
 
+def test_close_session_drops_a_session_without_scoring_it(client: httpx.Client) -> None:
+    session_id = seed(client, row_for("Paris"))
+    close = client.post("/close_session", json={}, headers={SESSION_HEADER: session_id})
+    assert close.status_code == 200 and close.json() == {"closed": True}
+    assert get_weather(client, "Paris", session_id).status_code == 404
+    again = client.post("/close_session", json={}, headers={SESSION_HEADER: session_id})
+    assert again.json() == {"closed": False}
+    assert client.post("/close_session", json={}).json() == {"closed": False}
+
+
 def test_sessions_are_isolated(client: httpx.Client) -> None:
     first, second = seed(client, row_for("Paris")), seed(client, row_for("Tokyo"))
     get_weather(client, "Paris", first)

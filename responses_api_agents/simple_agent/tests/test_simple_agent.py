@@ -368,6 +368,8 @@ def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Clus
     assert error["type"] == "downstream_error"
     assert "policy_model" in error["message"] and "scripted failure" in error["message"]
     assert len(scripted.requests) == 1
+    # The failed rollout's session is closed, not left to expire.
+    assert scripted_cluster.servers["simple_weather"].sessions == {}  # type: ignore[attr-defined]
 
 
 def test_the_agent_carries_one_session_through_the_rollout(scripted_cluster: Cluster, scripted: ScriptedModel,
