@@ -64,6 +64,17 @@ def error_body(message: str, error_type: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, **extra}}
 
 
+async def read_json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object body, or the 400 response that says why it is not one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request"), 400)
+    if not isinstance(body, dict):
+        return JSONResponse(error_body("The request body must be a JSON object.", "invalid_request"), 400)
+    return body
+
+
 class BaseServer:
     """One running server instance: its name, validated config, the global config and a pooled client."""
 

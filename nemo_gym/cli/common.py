@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from nemo_gym.config import ConfigError, parse_overrides
 
 
 def print_flushed(message: str, *, err: bool = False) -> None:
@@ -14,3 +17,11 @@ def print_flushed(message: str, *, err: bool = False) -> None:
 def fail(message: str, code: int = 2) -> NoReturn:
     print_flushed(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def overrides_or_fail(argv: Sequence[str] | None) -> dict[str, Any]:
+    """The command's `+key=value` arguments (sys.argv when `argv` is None) as a nested dict, or a clean exit."""
+    try:
+        return parse_overrides(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as exc:
+        fail(str(exc))

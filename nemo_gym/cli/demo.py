@@ -14,8 +14,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from nemo_gym.cli.common import fail, print_flushed
-from nemo_gym.config import ConfigError, parse_overrides, project_root
+from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
+from nemo_gym.config import project_root
 from nemo_gym.processes import free_port
 from nemo_gym.testing.processes import CommandProcess
 
@@ -26,11 +26,7 @@ STARTUP_TIMEOUT_S = 600.0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        overrides = parse_overrides(args)
-    except ConfigError as exc:
-        fail(str(exc))
+    overrides = overrides_or_fail(argv)
     head_port = free_port()
     run_cmd = ["ng_run", f"+config_paths=[{CONFIG_PATHS}]", f"+head_server.port={head_port}"]
     collect_settings = {**DEFAULTS, **overrides}

@@ -7,16 +7,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from nemo_gym.cli.common import fail
-from nemo_gym.config import ConfigError, parse_overrides, resolve_input_path
+from nemo_gym.cli.common import fail, overrides_or_fail
+from nemo_gym.config import resolve_input_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
-    try:
-        overrides = parse_overrides(args)
-    except ConfigError as exc:
-        fail(str(exc))
+    overrides = overrides_or_fail(argv)
     entrypoint = overrides.get("entrypoint")
     if not entrypoint:
         fail("pass the server folder to test, e.g. ng_test +entrypoint=responses_api_models/openai_model")

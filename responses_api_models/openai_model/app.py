@@ -82,7 +82,7 @@ class OpenAIModelServer(BaseServer):
             body = {**params, "model": endpoint.model, **self.config.extra_body}
             body.pop("stream", None)
             call = await endpoint.post(self.upstream_http, "responses", body)
-            result = dict(call.body)
+            result = _complete_usage_details(dict(call.body))
         else:
             chat_body = responses_to_chat_request(
                 params, model=endpoint.model, reasoning_field=is_openrouter(endpoint.base_url))
@@ -150,6 +150,16 @@ class OpenAIModelServer(BaseServer):
                                            upstream_status=exc.upstream_status), exc.status_code)
         except ValueError as exc:
             return JSONResponse(error_body(self.redactor.text(f"Cannot convert: {exc}"), "conversion_error"), 502)
+
+
+def _complete_usage_details(response: dict[str, Any]) -> dict[str, Any]:
+    """Responses usage from servers that leave out token details gets zeros, so every answer is a valid Response."""
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return response
+    inputs = {"cached_tokens": 0, "cache_write_tokens": 0, **(usage.get("input_tokens_details") or {})}
+    outputs = {"reasoning_tokens": 0, **(usage.get("output_tokens_details") or {})}
+    return {**response, "usage": {**usage, "input_tokens_details": inputs, "output_tokens_details": outputs}}
 
 
 def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
