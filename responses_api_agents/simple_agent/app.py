@@ -46,7 +46,7 @@ class SimpleAgentServer(BaseServer):
         for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
             response = await self.servers.post(self.config.model_server.name, "/v1/responses",
                                                {**params, "input": items + trajectory})
-            usage = add_usage(usage, response.get("usage"))
+            usage = add_usage(usage, response.get("usage") or {"calls": 1})  # a call without usage still counts
             served = (response.get("nemo_gym") or {}).get("served_model") or response.get("model")
             if served and served not in models:
                 models.append(served)
