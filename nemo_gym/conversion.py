@@ -257,6 +257,12 @@ def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any
         status, incomplete = "incomplete", {"reason": "max_output_tokens"}
     elif finish_reason == "content_filter":
         status, incomplete = "incomplete", {"reason": "content_filter"}
+    error = None
+    if finish_reason == "error" or choice.get("error"):
+        # OpenRouter: the provider failed mid-generation; the partial output must not pass as a finished turn.
+        detail = choice.get("error") if isinstance(choice.get("error"), dict) else {}
+        status = "failed"
+        error = {"code": "server_error", "message": str(detail.get("message") or "the provider failed mid-answer")}
     response: dict[str, Any] = {
         "id": str(chat.get("id") or new_id("resp")),
         "object": "response",
@@ -264,7 +270,7 @@ def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any
         "model": str(chat.get("model") or params.get("model") or ""),
         "status": status,
         "incomplete_details": incomplete,
-        "error": None,
+        "error": error,
         "output": output,
         "instructions": params.get("instructions"),
         "tools": list(params.get("tools") or []),

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.client import SESSION_HEADER
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, read_json_object
 
 
 class ResourcesServerConfig(BaseServerConfig):
@@ -112,7 +112,7 @@ class BaseResourcesServer(BaseServer):
     def add_routes(self, app: FastAPI) -> None:
         @app.post("/seed_session")
         async def seed_session(request: Request) -> JSONResponse:
-            body = await _json_object(request)
+            body = await read_json_object(request)
             if isinstance(body, JSONResponse):
                 return body
             row = body.get("row", body)
@@ -126,7 +126,7 @@ class BaseResourcesServer(BaseServer):
 
         @app.post("/verify")
         async def verify(request: Request) -> JSONResponse:
-            body = await _json_object(request)
+            body = await read_json_object(request)
             if isinstance(body, JSONResponse):
                 return body
             try:
@@ -163,7 +163,7 @@ class BaseResourcesServer(BaseServer):
         arguments_model = self.tools[name]
 
         async def endpoint(request: Request) -> JSONResponse:
-            body = await _json_object(request)
+            body = await read_json_object(request)
             if isinstance(body, JSONResponse):
                 return body
             try:
@@ -197,13 +197,3 @@ class BaseResourcesServer(BaseServer):
             prop.pop("title", None)
         return {"type": "function", "name": name, "description": (model.__doc__ or "").strip(),
                 "parameters": schema, "strict": False}
-
-
-async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        body = await request.json()
-    except ValueError:
-        return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request"), 400)
-    if not isinstance(body, dict):
-        return JSONResponse(error_body("The request body must be a JSON object.", "invalid_request"), 400)
-    return body

@@ -647,3 +647,15 @@ def test_agent_loop_feeds_converted_output_items_back_as_input() -> None:
     assert call_ids == ["call_a", "call_b"]
     assert [m["tool_call_id"] for m in second_request["messages"][2:]] == call_ids
     _validated(CHAT_MESSAGES, second_request["messages"])
+
+
+def test_an_openrouter_mid_generation_error_becomes_a_failed_response() -> None:
+    chat = {
+        "id": "gen-1", "object": "chat.completion", "created": 1, "model": "openai/gpt-4o",
+        "choices": [{"index": 0, "finish_reason": "error",
+                     "message": {"role": "assistant", "content": "The weather in Par"},
+                     "error": {"code": 502, "message": "Provider disconnected"}}],
+    }
+    response = chat_to_responses_response(chat, {"input": "weather?"})
+    assert response.status == "failed"
+    assert response.error is not None and "Provider disconnected" in response.error.message

@@ -130,7 +130,7 @@ class StubUpstream:
             "tools": body.get("tools", []),
             "usage": {"input_tokens": PROMPT_TOKENS_PER_CALL, "output_tokens": COMPLETION_TOKENS_PER_CALL,
                       "total_tokens": PROMPT_TOKENS_PER_CALL + COMPLETION_TOKENS_PER_CALL,
-                      "input_tokens_details": {"cached_tokens": 0},
+                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                       "output_tokens_details": {"reasoning_tokens": 0}},
         }
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from pydantic import Field
 
 from nemo_gym.client import SESSION_HEADER, ServerCallError
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, ServerRef, error_body
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, ServerRef, error_body, read_json_object
 from nemo_gym.usage import add_usage, empty_usage
 
 
@@ -53,8 +53,12 @@ class SimpleAgentServer(BaseServer):
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)
             calls = [item for item in output if item.get("type") == "function_call"]
+            status = response.get("status", "completed")
+            if status == "failed":  # the provider broke off mid-answer: its partial tool calls are not to be run
+                stop_reason = "failed"
+                break
             if not calls:
-                stop_reason = "answered" if response.get("status", "completed") == "completed" else "incomplete"
+                stop_reason = "answered" if status == "completed" else "incomplete"
                 break
             for call in calls:
                 trajectory.append({"type": "function_call_output", "call_id": call.get("call_id"),
@@ -118,18 +122,14 @@ class SimpleAgentServer(BaseServer):
     def add_routes(self, app: FastAPI) -> None:
         @app.post("/v1/responses")
         async def responses(request: Request) -> JSONResponse:
-            body = await request.json()
-            if not isinstance(body, dict):
-                return JSONResponse(error_body("The request body must be a Responses create object.",
-                                               "invalid_request"), 400)
-            return JSONResponse(await self.respond(body))
+            body = await read_json_object(request)
+            return body if isinstance(body, JSONResponse) else JSONResponse(await self.respond(body))
 
         @app.post("/run")
         async def run(request: Request) -> JSONResponse:
-            body = await request.json()
-            if not isinstance(body, dict):
-                return JSONResponse(error_body("The request body must be a dataset row (a JSON object).",
-                                               "invalid_request"), 400)
+            body = await read_json_object(request)
+            if isinstance(body, JSONResponse):
+                return body
             try:
                 return JSONResponse(await self.run(body))
             except ValueError as exc:

@@ -21,8 +21,12 @@ from nemo_gym.conversion import (
     responses_to_chat_request,
     responses_to_chat_response,
 )
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, read_json_object
 from nemo_gym.upstream import UpstreamAPI, UpstreamCall, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+
+
+class InvalidRequest(Exception):
+    """The request asks for something this server does not do; answered with 400 before any upstream call."""
 
 
 class OpenAIModelConfig(BaseServerConfig):
@@ -137,17 +141,16 @@ class OpenAIModelServer(BaseServer):
                                                 "owned_by": self.name}]}
 
     async def _answer(self, request: Request, handler: Any) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request"), 400)
-        if not isinstance(body, dict):
-            return JSONResponse(error_body("The request body must be a JSON object.", "invalid_request"), 400)
+        body = await read_json_object(request)
+        if isinstance(body, JSONResponse):
+            return body
         try:
             return JSONResponse(await handler(body))
         except UpstreamError as exc:
             return JSONResponse(error_body(self.redactor.text(str(exc)), "upstream_error",
                                            upstream_status=exc.upstream_status), exc.status_code)
+        except InvalidRequest as exc:
+            return JSONResponse(error_body(str(exc), "invalid_request"), 400)
         except ValueError as exc:
             return JSONResponse(error_body(self.redactor.text(f"Cannot convert: {exc}"), "conversion_error"), 502)
 
@@ -175,8 +178,8 @@ def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
 
 def _reject_streaming(body: dict[str, Any]) -> None:
     if body.get("stream"):
-        raise UpstreamError("stream=true is not supported by this model server: rollouts need whole responses. "
-                            "Remove `stream` from responses_create_params.", status_code=400)
+        raise InvalidRequest("stream=true is not supported by this model server: rollouts need whole responses. "
+                             "Remove `stream` from responses_create_params.")
 
 
 if __name__ == "__main__":

@@ -359,6 +359,15 @@ def test_an_incomplete_response_stops_the_loop(scripted_cluster: Cluster, script
     assert result["response"]["status"] == "incomplete"
 
 
+def test_a_failed_turn_stops_the_loop_without_running_its_tool_calls(scripted_cluster: Cluster,
+                                                                     scripted: ScriptedModel) -> None:
+    scripted.reset([call("get_weather", json.dumps({"city": "Paris"}), "c1")], status="failed")
+    result = scripted_cluster.run(PARIS)
+    assert len(scripted.requests) == 1
+    assert result["response"]["nemo_gym"]["stop_reason"] == "failed"
+    assert result["called_cities"] == [] and result["reward"] == 0.0
+
+
 def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Cluster,
                                                           scripted: ScriptedModel) -> None:
     scripted.reset(fail_with=400)

@@ -382,6 +382,7 @@ def test_stream_true_is_rejected_with_400_before_calling_upstream(cluster: Clust
     answer = cluster.post("chat_model", path, body)
 
     assert answer.status_code == 400
+    assert answer.json()["error"]["type"] == "invalid_request"
     assert "stream" in answer.json()["error"]["message"]
     assert cluster.upstream_calls_since(mark) == []
 
