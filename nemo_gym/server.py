@@ -42,6 +42,10 @@ class ServerRef(BaseModel):
     name: str
 
 
+class StartupError(Exception):
+    """A server cannot start for a reason the user must fix; reported as one message, without a traceback."""
+
+
 class BaseServerConfig(BaseModel):
     """Keys every instance accepts. Unknown keys are errors, so typos fail at start-up, not mid-run."""
 
@@ -145,7 +149,11 @@ class BaseServer:
     def build_app(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            await self.startup()
+            try:
+                await self.startup()
+            except StartupError:
+                await self.shutdown()  # close what startup opened before it failed
+                raise
             try:
                 yield
             finally:
@@ -194,6 +202,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     server = server_cls.from_global_config(name, global_config)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     install_log_redaction(server.redactor)
+    logging.getLogger("uvicorn.error").addFilter(_StartupErrorFilter())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per inter-server call is noise
     config = server.config
     if config.port is None:
@@ -213,6 +222,18 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     uv_server.run()
     if not uv_server.started:
         sys.exit(1)
+
+
+class _StartupErrorFilter(logging.Filter):
+    """uvicorn logs a failed start-up as a whole traceback; a StartupError is a message for the user, so keep
+    only that message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        marker = f"{StartupError.__module__}.{StartupError.__qualname__}: "
+        if marker in message:
+            record.msg, record.args = "start-up failed: " + message.rsplit(marker, 1)[1].strip(), None
+        return True
 
 
 class _ReadyReportingServer(uvicorn.Server):

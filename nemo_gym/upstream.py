@@ -6,6 +6,8 @@ users to the wrong place. Nothing here ever puts the API key into a message.
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +20,15 @@ import orjson
 UpstreamAPI = Literal["chat_completions", "responses"]
 
 
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 521, 522, 523, 524, 529})
+"""Worth another attempt: rate limits, timeouts, provider and gateway failures. 400/401/402/403/404/413/422 are
+not: the same request would fail the same way."""
+
+
 def is_openrouter(base_url: str) -> bool:
-    return (urlparse(base_url).hostname or "").endswith("openrouter.ai")
+    """openrouter.ai, or anything serving OpenRouter's `/api/v1` path (a proxy, the offline emulator)."""
+    parsed = urlparse(base_url)
+    return (parsed.hostname or "").endswith("openrouter.ai") or parsed.path.rstrip("/").endswith("/api/v1")
 
 
 def default_api(base_url: str) -> UpstreamAPI:
@@ -33,11 +42,13 @@ class UpstreamError(Exception):
     """The upstream refused or failed a call; `status_code` is what the model server answers with."""
 
     def __init__(self, message: str, *, status_code: int, upstream_status: int | None = None,
-                 body: Any = None) -> None:
+                 body: Any = None, retryable: bool | None = None, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.upstream_status = upstream_status
         self.body = body
+        self.retryable = (upstream_status in RETRYABLE_STATUSES) if retryable is None else retryable
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -66,30 +77,37 @@ class UpstreamEndpoint:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    async def post(self, http: httpx.AsyncClient, path: str, body: Mapping[str, Any]) -> UpstreamCall:
+    async def post(self, http: httpx.AsyncClient, path: str, body: Mapping[str, Any],
+                   *, timeout_s: float | None = None) -> UpstreamCall:
+        """One attempt. `timeout_s` caps the whole call: OpenRouter's whitespace keep-alive padding resets a
+        per-read timeout, so without a total cap one call can run for many minutes."""
         url = self.url(path)
         started = time.perf_counter()
         try:
-            response = await http.post(url, content=orjson.dumps(body), headers=self.headers())
-        except httpx.TimeoutException as exc:
+            async with asyncio.timeout(timeout_s):
+                response = await http.post(url, content=orjson.dumps(body), headers=self.headers())
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise UpstreamError(
-                f"Timed out calling {url} ({type(exc).__name__}). The upstream is slow or unreachable; raise the "
-                "model server's timeout_s or check base_url.", status_code=504) from None
+                f"Timed out calling {url} after {time.perf_counter() - started:.1f}s ({type(exc).__name__}). The "
+                "upstream is slow or unreachable; raise the model server's timeout_s or check base_url.",
+                status_code=504, retryable=True) from None
         except httpx.HTTPError as exc:
             raise UpstreamError(
-                f"Cannot connect to {url}: {type(exc).__name__}: {exc}. Check that base_url is right and the "
-                "server is running.", status_code=502) from None
+                f"Cannot connect to {url}: {type(exc).__name__}: {exc or 'connection closed'}. Check that base_url "
+                "is right and the server is running.", status_code=502, retryable=True) from None
         latency = time.perf_counter() - started
         payload = _decode(response)
         if response.status_code >= 400 or (isinstance(payload, dict) and payload.get("error")
                                            and not payload.get("choices") and not payload.get("output")):
-            raise self._error(url, response.status_code, payload)
-        if not isinstance(payload, dict):
-            raise UpstreamError(f"{url} answered HTTP {response.status_code} with a body that is not a JSON object: "
-                                f"{str(payload)[:300]!r}", status_code=502, upstream_status=response.status_code)
+            raise self._error(url, response.status_code, payload, response.headers)
+        if not isinstance(payload, dict) or not (payload.get("choices") or payload.get("output") is not None):
+            # OpenRouter's "warming up" answers come without choices; a truncated body lands here too.
+            raise UpstreamError(f"{url} answered HTTP {response.status_code} without choices or output: "
+                                f"{str(payload)[:300]!r}", status_code=502, upstream_status=response.status_code,
+                                retryable=True)
         return UpstreamCall(body=payload, latency_s=latency, headers=dict(response.headers))
 
-    def _error(self, url: str, status: int, payload: Any) -> UpstreamError:
+    def _error(self, url: str, status: int, payload: Any, headers: Mapping[str, str]) -> UpstreamError:
         detail = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(detail, dict):
             message = str(detail.get("message") or detail)
@@ -104,7 +122,25 @@ class UpstreamEndpoint:
         hint = _hint(status, self.model, self.base_url)
         answered = status if status >= 400 else 502
         return UpstreamError(f"Upstream {url} answered HTTP {status}: {message}. {hint}".strip(),
-                             status_code=answered, upstream_status=status, body=payload)
+                             status_code=answered, upstream_status=status, body=payload,
+                             retryable=status in RETRYABLE_STATUSES or status < 400,
+                             retry_after_s=retry_after_seconds(headers))
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """`Retry-After` as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _decode(response: httpx.Response) -> Any:
@@ -128,7 +164,8 @@ def _hint(status: int, model: str, base_url: str) -> str:
         return (f"Model '{model}' was not found or has no endpoint for this request: check the id format "
                 "provider/model-name against the catalog, and that the model supports tools if tools were sent.")
     if status == 429:
-        return "Rate limited: lower num_samples_in_parallel, or wait and retry."
+        return ("Rate limited: lower num_samples_in_parallel or the model server's max_concurrent_requests; "
+                "free (:free) models allow about 20 requests per minute.")
     if status in (400, 422):
         return "The upstream rejected the request body; see its message above."
     return ""

@@ -109,7 +109,9 @@ def test_an_unknown_agent_is_an_error_listing_the_agents(running: GlobalConfig, 
 
 def test_failed_rollouts_are_recorded_not_dropped(tmp_path: Path) -> None:
     dead_upstream = f"http://127.0.0.1:{free_port()}/v1"
-    data = {"policy_model": openai_model_block(dead_upstream, api_key=API_KEY), **simple_weather_blocks()}
+    data = {"policy_model": openai_model_block(dead_upstream, api_key=API_KEY,
+                                               retry={"max_attempts": 2, "initial_backoff_s": 0.01}),
+            **simple_weather_blocks()}
     with serve_config(data) as (config, _servers):
         head_port = free_port()
         with serve_in_thread(build_head_app(config), port=head_port):

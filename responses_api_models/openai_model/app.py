@@ -7,11 +7,13 @@ carries what cost and debugging need under `nemo_gym` (served model, provider, l
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import httpx
 from fastapi import FastAPI, Request
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nemo_gym.client import make_http_client
 from nemo_gym.config import GlobalConfig
@@ -21,12 +23,29 @@ from nemo_gym.conversion import (
     responses_to_chat_request,
     responses_to_chat_response,
 )
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, read_json_object
-from nemo_gym.upstream import UpstreamAPI, UpstreamCall, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+from nemo_gym.openrouter import PreflightError, openrouter_config_problems, preflight
+from nemo_gym.ratelimit import AdaptiveLimiter
+from nemo_gym.retry import RetryPolicy
+from nemo_gym.routing import RoutedCall, Router, Target, targets_for
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, StartupError, error_body, read_json_object
+from nemo_gym.upstream import UpstreamAPI, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidRequest(Exception):
     """The request asks for something this server does not do; answered with 400 before any upstream call."""
+
+
+class FallbackEndpoint(BaseModel):
+    """Another endpoint to use when the primary is exhausted, e.g. a provider's own API when OpenRouter is down."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str
+    api_key: str | None = None
+    model: str
+    fallback_models: list[str] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class OpenAIModelConfig(BaseServerConfig):
@@ -35,11 +54,35 @@ class OpenAIModelConfig(BaseServerConfig):
     model: str = Field(description="Model id sent upstream, e.g. openai/gpt-4-turbo")
     api: Literal["auto", "chat_completions", "responses"] = Field(
         default="auto", description="Upstream API; auto = Chat Completions except for api.openai.com")
-    timeout_s: float = Field(default=600.0, gt=0, description="Read timeout of one upstream call")
+    timeout_s: float = Field(default=600.0, gt=0, description="Longest one upstream attempt may take, in total")
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    extra_body: dict[str, Any] = Field(default_factory=dict, description="Merged into every upstream body")
+    extra_body: dict[str, Any] = Field(default_factory=dict,
+                                       description="Merged into every upstream body, e.g. OpenRouter's provider")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, e.g. HTTP-Referer, X-Title")
+    fallback_models: list[str] = Field(default_factory=list,
+                                       description="Models to try after `model` (OpenRouter: its native `models`)")
+    fallbacks: list[FallbackEndpoint] = Field(default_factory=list,
+                                              description="Other endpoints, tried when the primary is exhausted")
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    max_concurrent_requests: int = Field(default=256, ge=1, description="Upstream calls in flight at most")
+    adaptive_concurrency: bool = Field(default=True, description="Halve the limit on 429s, grow it back on success")
+    openrouter: bool | None = Field(default=None, description="Speak OpenRouter's extensions; default: detect from "
+                                    "base_url (openrouter.ai or an .../api/v1 path)")
+    preflight: bool | None = Field(default=None, description="Check the key and model ids once at start-up; "
+                                   "default: on for OpenRouter")
 
+    @model_validator(mode="after")
+    def _check_openrouter_settings(self) -> OpenAIModelConfig:
+        problems = []
+        chains = [(self.base_url, self.api_key, [self.model, *self.fallback_models], self.openrouter)]
+        chains += [(f.base_url, f.api_key, [f.model, *f.fallback_models], None) for f in self.fallbacks]
+        for base_url, api_key, models, flag in chains:
+            if not (is_openrouter(base_url) if flag is None else flag):
+                continue
+            problems += openrouter_config_problems(api_key, models)
+        if problems:
+            raise ValueError(" ".join(problems))
+        return self
 
 class OpenAIModelServer(BaseServer):
     config_class = OpenAIModelConfig
@@ -48,16 +91,29 @@ class OpenAIModelServer(BaseServer):
     def __init__(self, name: str, config: OpenAIModelConfig, global_config: GlobalConfig) -> None:
         super().__init__(name, config, global_config)
         self._upstream_http: httpx.AsyncClient | None = None
-        if config.api_key:
-            self.redactor.add(config.api_key)
+        self._router: Router | None = None
+        self.redactor.add(*(key for key in [config.api_key, *(f.api_key for f in config.fallbacks)] if key))
 
     @property
     def upstream_api(self) -> UpstreamAPI:
         return default_api(self.config.base_url) if self.config.api == "auto" else self.config.api
 
+    @property
+    def speaks_openrouter(self) -> bool:
+        return is_openrouter(self.config.base_url) if self.config.openrouter is None else self.config.openrouter
+
     def endpoint(self) -> UpstreamEndpoint:
         return UpstreamEndpoint(base_url=self.config.base_url, model=self.config.model,
                                 api_key=self.config.api_key, extra_headers=self.config.headers)
+
+    def targets(self) -> list[Target]:
+        """The primary with its fallback models, then each fallback endpoint with its own."""
+        targets = targets_for(self.endpoint(), self.config.fallback_models, openrouter=self.speaks_openrouter)
+        for fallback in self.config.fallbacks:
+            endpoint = UpstreamEndpoint(base_url=fallback.base_url, model=fallback.model, api_key=fallback.api_key,
+                                        extra_headers={**self.config.headers, **fallback.headers})
+            targets += targets_for(endpoint, fallback.fallback_models)
+        return targets
 
     @property
     def upstream_http(self) -> httpx.AsyncClient:
@@ -65,10 +121,33 @@ class OpenAIModelServer(BaseServer):
             raise RuntimeError("The upstream client exists only while the server is running.")
         return self._upstream_http
 
+    @property
+    def router(self) -> Router:
+        if self._router is None:
+            raise RuntimeError("The router exists only while the server is running.")
+        return self._router
+
     async def startup(self) -> None:
         await super().startup()
-        self._upstream_http = make_http_client(timeout=self.config.timeout_s,
+        self._upstream_http = make_http_client(max_connections=self.config.max_concurrent_requests,
+                                               timeout=self.config.timeout_s,
                                                connect_timeout=self.config.connect_timeout_s)
+        limiter = AdaptiveLimiter(self.config.max_concurrent_requests, adaptive=self.config.adaptive_concurrency,
+                                  label=self.name)
+        self._router = Router(self.targets(), self.config.retry, limiter, timeout_s=self.config.timeout_s,
+                              label=self.name)
+        if self.config.preflight if self.config.preflight is not None else self.speaks_openrouter:
+            await self._preflight()
+
+    async def _preflight(self) -> None:
+        try:
+            found = await preflight(self.upstream_http, self.endpoint(),
+                                    [self.config.model, *self.config.fallback_models])
+        except PreflightError as exc:
+            raise StartupError(self.redactor.text(f"{self.name}: {exc}")) from None
+        key = found["key"]
+        logger.info("%s: preflight ok (key usage %s USD, limit %s USD; %d models in the catalog)", self.name,
+                    key.get("usage"), key.get("limit"), found["models_in_catalog"])
 
     async def shutdown(self) -> None:
         if self._upstream_http is not None:
@@ -78,22 +157,27 @@ class OpenAIModelServer(BaseServer):
 
     # ------------------------------------------------------------------ the two APIs
 
+    def _target_body(self, body: dict[str, Any], target: Target) -> dict[str, Any]:
+        routed = {**body, "model": target.model, **self.config.extra_body}
+        if target.native_fallbacks:
+            routed["models"] = list(target.native_fallbacks)
+        return routed
+
     async def responses(self, params: dict[str, Any]) -> dict[str, Any]:
         """Answer a Responses `create` body, converting through Chat Completions when the upstream needs it."""
         _reject_streaming(params)
-        endpoint = self.endpoint()
         if self.upstream_api == "responses":
-            body = {**params, "model": endpoint.model, **self.config.extra_body}
-            body.pop("stream", None)
-            call = await endpoint.post(self.upstream_http, "responses", body)
-            result = _complete_usage_details(dict(call.body))
+            body = {k: v for k, v in params.items() if k != "stream"}
+            routed = await self.router.call(self.upstream_http, "responses",
+                                            lambda target: self._target_body(body, target))
+            result = _complete_usage_details(dict(routed.call.body))
         else:
-            chat_body = responses_to_chat_request(
-                params, model=endpoint.model, reasoning_field=is_openrouter(endpoint.base_url))
-            call = await endpoint.post(self.upstream_http, "chat/completions",
-                                       self.adapt_chat_body({**chat_body, **self.config.extra_body}))
-            result = chat_to_responses_response(call.body, params).model_dump(mode="json", exclude_unset=True)
-        result["nemo_gym"] = self._metadata(call, result.get("model"))
+            chat_body = responses_to_chat_request(params, model=self.config.model,
+                                                  reasoning_field=self.speaks_openrouter)
+            routed = await self.router.call(self.upstream_http, "chat/completions",
+                                            lambda target: self.adapt_chat_body(self._target_body(chat_body, target)))
+            result = chat_to_responses_response(routed.call.body, params).model_dump(mode="json", exclude_unset=True)
+        result["nemo_gym"] = self._metadata(routed, result.get("model"))
         return result
 
     def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -103,27 +187,32 @@ class OpenAIModelServer(BaseServer):
     async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
         _reject_streaming(body)
-        endpoint = self.endpoint()
         if self.upstream_api == "chat_completions":
-            call = await endpoint.post(self.upstream_http, "chat/completions",
-                                       self.adapt_chat_body({**_fill_null_assistant_content(body),
-                                                             "model": endpoint.model, **self.config.extra_body}))
-            result = dict(call.body)
+            filled = _fill_null_assistant_content(body)
+            routed = await self.router.call(self.upstream_http, "chat/completions",
+                                            lambda target: self.adapt_chat_body(self._target_body(filled, target)))
+            result = dict(routed.call.body)
         else:
-            params = {**chat_to_responses_request(body, model=endpoint.model), **self.config.extra_body}
-            call = await endpoint.post(self.upstream_http, "responses", params)
-            result = responses_to_chat_response(call.body).model_dump(mode="json", exclude_unset=True)
-        result["nemo_gym"] = self._metadata(call, result.get("model"))
+            params = chat_to_responses_request(body, model=self.config.model)
+            routed = await self.router.call(self.upstream_http, "responses",
+                                            lambda target: self._target_body(params, target))
+            result = responses_to_chat_response(routed.call.body).model_dump(mode="json", exclude_unset=True)
+        result["nemo_gym"] = self._metadata(routed, result.get("model"))
         return result
 
-    def _metadata(self, call: UpstreamCall, served_model: Any) -> dict[str, Any]:
+    def _metadata(self, routed: RoutedCall, served_model: Any) -> dict[str, Any]:
+        call = routed.call
         return {
             "requested_model": self.config.model,
-            "served_model": served_model or self.config.model,
-            "provider": call.body.get("provider"),
+            "served_model": served_model or routed.target.model,
+            "provider": call.body.get("provider") or call.headers.get("x-provider-name"),
+            "endpoint": urlparse(routed.target.endpoint.base_url).netloc,
             "upstream_api": self.upstream_api,
             "latency_s": round(call.latency_s, 4),
-            "attempts": call.attempts,
+            "attempts": routed.stats.attempts,
+            "retries": routed.stats.retries,
+            "retry_wait_s": round(routed.stats.waited_s, 3),
+            "failovers": routed.failovers,
         }
 
     def add_routes(self, app: FastAPI) -> None:

@@ -110,7 +110,8 @@ def cluster() -> Iterator[Cluster]:
             "leaky_model": openai_model_block(quirky_v1, api_key=LEAKED_KEY, model="quirk/leaks-key"),
             "error_in_200_model": openai_model_block(quirky_v1, model="quirk/error-in-200"),
             "padded_model": openai_model_block(quirky_v1, model="quirk/padded-truncated"),
-            "offline_model": openai_model_block(closed_url, api_key=API_KEY, model=CONFIGURED_MODEL),
+            "offline_model": openai_model_block(closed_url, api_key=API_KEY, model=CONFIGURED_MODEL,
+                                                retry={"max_attempts": 2, "initial_backoff_s": 0.01}),
         }
         try:
             with serve_config(data) as (config, _servers), httpx.Client(timeout=60) as http:
@@ -414,13 +415,15 @@ def test_a_body_that_is_not_json_is_400(cluster: Cluster) -> None:
     ("https://api.openai.com/v1", "responses"),
 ])
 def test_api_auto_picks_chat_completions_except_for_api_openai_com(base_url: str, expected: str) -> None:
-    server = OpenAIModelServer("m", OpenAIModelConfig(base_url=base_url, model="x"), GlobalConfig(data={}))
+    config = OpenAIModelConfig(base_url=base_url, model="openai/gpt-4o", api_key="sk-or-v1-abc")
+    server = OpenAIModelServer("m", config, GlobalConfig(data={}))
 
     assert server.upstream_api == expected
 
 
 def test_explicit_api_overrides_auto() -> None:
-    config = OpenAIModelConfig(base_url="https://openrouter.ai/api/v1", model="x", api="responses")
+    config = OpenAIModelConfig(base_url="https://openrouter.ai/api/v1", model="openai/gpt-4o", api="responses",
+                               api_key="sk-or-v1-abc")
 
     assert OpenAIModelServer("m", config, GlobalConfig(data={})).upstream_api == "responses"
 

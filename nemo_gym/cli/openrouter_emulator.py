@@ -1,0 +1,87 @@
+"""`ng_openrouter_emulator [+host=127.0.0.1] [+port=8080] [+config_path=emulator.yaml] [+key=value ...]`: serve the
+offline OpenRouter emulator until Ctrl-C / SIGTERM.
+
+Point `policy_base_url` at the printed URL to dry-run an environment at zero cost. `+config_path` names a YAML
+file of EmulatorConfig keys (keys, credits_usd, seed, models, latency_ms, default_faults, ...); command-line
+`+key=value` overrides win over it.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+
+from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
+from nemo_gym.config import ConfigError, load_yaml_file, resolve_input_path
+from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
+from nemo_gym.emulator.app import API_PREFIX
+from nemo_gym.processes import free_port
+
+DEFAULT_HOST = "127.0.0.1"
+
+
+class _Server(uvicorn.Server):
+    """Prints the flushed ready line once the socket listens, so scripts can wait for it."""
+
+    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
+        super().__init__(config)
+        self.ready_line = ready_line
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            print_flushed(self.ready_line)
+
+
+def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in layer.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(overrides: Mapping[str, Any]) -> EmulatorConfig:
+    """The YAML file's keys (if `config_path`), then the overrides; a readable error for anything invalid."""
+    data: dict[str, Any] = {}
+    if overrides.get("config_path"):
+        data = load_yaml_file(resolve_input_path(str(overrides["config_path"])))
+    data = _deep_merge(data, {k: v for k, v in overrides.items() if k not in ("host", "port", "config_path")})
+    try:
+        return EmulatorConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(config)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid emulator config: {problems}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    overrides = overrides_or_fail(argv)
+    try:
+        config = load_config(overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    host = str(overrides.get("host") or DEFAULT_HOST)
+    port = int(overrides.get("port") or free_port(host))
+    app = OpenRouterEmulator(config).app()
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
+                     ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")
+    # uvicorn re-raises the signal it stopped on once it has restored these handlers; make that a no-op so a
+    # requested stop exits 0 (and SIGINT works even when a shell started us with it ignored).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if not server.started:
+        fail(f"cannot serve on {host}:{port} (is the port in use?)", code=1)
+    print_flushed("ng_openrouter_emulator stopped.")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
