@@ -24,7 +24,11 @@ from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
 RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "reward", "error", "usage", "cost_usd",
-               "models", "latency_s", "response", "input")
+               "models", "retries", "latency_s", "response", "input")
+
+
+RUN_STOPPING_STATUSES = frozenset({401, 402})
+"""A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
 
 
 class CollectionSettings(BaseModel):
@@ -119,6 +123,7 @@ class Metrics:
     rewards: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
+    retries: int = 0
     skipped: int = 0
     usage: dict[str, Any] = field(default_factory=empty_usage)
     errors: dict[str, int] = field(default_factory=dict)
@@ -133,6 +138,7 @@ class Metrics:
             self.rewards.append(float(record.get("reward") or 0.0))
             self.latencies.append(float(record.get("latency_s") or 0.0))
         self.usage = add_usage(self.usage, record.get("usage"))
+        self.retries += int(record.get("retries") or 0)
 
     @property
     def mean_reward(self) -> float | None:
@@ -157,6 +163,7 @@ class Metrics:
             "cached_tokens": self.usage["input_tokens_details"]["cached_tokens"],
             "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
             "model_calls": self.usage["calls"],
+            "upstream_retries": self.retries,
             "cost_usd": self.usage["cost"],
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
             "wall_time_s": round(elapsed, 3),
@@ -186,6 +193,7 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
         "cost_usd": (usage or {}).get("cost"),
         "models": (response.get("nemo_gym") or {}).get("models") or ([response["model"]] if response.get("model")
                                                                      else []),
+        "retries": (response.get("nemo_gym") or {}).get("retries", 0),
         "latency_s": round(latency_s, 4),
     }
     extras = {k: v for k, v in result.items() if k not in RECORD_KEYS}
@@ -200,6 +208,8 @@ class Collector:
         self.servers = servers
         self.redactor = redactor
         self.metrics = Metrics()
+        self.stop_reason: str | None = None
+        """Set when a failure means every further rollout would fail too (credits spent, key rejected)."""
 
     def plan(self, rows: list[dict[str, Any]], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
         jobs = []
@@ -218,7 +228,8 @@ class Collector:
         return {**row, "responses_create_params": {**row["responses_create_params"],
                                                    **self.settings.responses_create_params}}
 
-    async def run_one(self, row: dict[str, Any], row_index: int, repeat_index: int) -> dict[str, Any]:
+    async def run_one(self, row: dict[str, Any], row_index: int, repeat_index: int) -> dict[str, Any] | None:
+        """The rollout's record; None when the run must stop (nothing is recorded, so a re-run redoes it)."""
         started = time.perf_counter()
         result, error = None, None
         try:
@@ -227,6 +238,9 @@ class Collector:
                 error = f"BadAgentResponse: /run answered without a reward: {str(result)[:300]}"
                 result = None
         except ServerCallError as exc:
+            if exc.status_code in RUN_STOPPING_STATUSES:
+                self.stop_reason = self.redactor.text(str(exc))
+                return None
             error = f"ServerCallError: {exc}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -242,7 +256,11 @@ class Collector:
 
         async def one(row_index: int, repeat_index: int) -> None:
             async with semaphore:
+                if self.stop_reason is not None:
+                    return
                 record = await self.run_one(rows[row_index], row_index, repeat_index)
+            if record is None:
+                return
             out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
             out.flush()
             self.metrics.add(record)

@@ -28,6 +28,10 @@ from nemo_gym.rollouts import CollectionSettings, Collector, InputError, done_ke
 SETTING_KEYS = set(CollectionSettings.model_fields)
 
 
+class RunStopped(Exception):
+    """The collection stopped before its end for a reason the user must fix; finished rows are kept."""
+
+
 def settings_from(config: GlobalConfig) -> CollectionSettings:
     values = {k: v for k, v in config.data.items() if k in SETTING_KEYS}
     try:
@@ -82,8 +86,12 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
             metrics = await collector.run(rows, jobs, out, bar)
     summary = {"agent_name": settings.agent_name, "input_jsonl_fpath": str(settings.input_jsonl_fpath),
                "output_jsonl_fpath": str(output), "rows": len(rows), "num_repeats": settings.num_repeats,
-               **metrics.summary()}
+               **metrics.summary(), "stopped_early": collector.stop_reason}
     metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if collector.stop_reason is not None:
+        raise RunStopped(f"The run stopped early: {collector.stop_reason}\n{metrics.summary()['rollouts']} rollouts "
+                         f"finished in this run and are kept in {output}. Fix the cause (for 402: add credits; for "
+                         "401: check policy_api_key), then re-run the same command to resume.")
     return summary
 
 
@@ -100,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         summary = asyncio.run(collect(config, settings))
     except (ConfigError, InputError) as exc:
         fail(str(exc))
+    except RunStopped as exc:
+        fail(str(exc), code=3)
     except KeyboardInterrupt:
         fail("interrupted; finished rollouts are in the output. Re-run the same command to resume.", code=130)
     print_flushed(f"Metrics (also in {metrics_path(Path(summary['output_jsonl_fpath']))}):")

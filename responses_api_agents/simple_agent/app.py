@@ -40,6 +40,7 @@ class SimpleAgentServer(BaseServer):
         trajectory: list[dict[str, Any]] = []
         usage = empty_usage()
         models: list[str] = []
+        turns: list[dict[str, Any]] = []
         steps, started = 0, time.perf_counter()
         response: dict[str, Any] = {}
         stop_reason = "max_steps"
@@ -47,9 +48,13 @@ class SimpleAgentServer(BaseServer):
             response = await self.servers.post(self.config.model_server.name, "/v1/responses",
                                                {**params, "input": items + trajectory})
             usage = add_usage(usage, response.get("usage") or {"calls": 1})  # a call without usage still counts
-            served = (response.get("nemo_gym") or {}).get("served_model") or response.get("model")
+            meta = response.get("nemo_gym") or {}
+            served = meta.get("served_model") or response.get("model")
             if served and served not in models:
                 models.append(served)
+            turns.append({"model": served, "provider": meta.get("provider"), "attempts": meta.get("attempts", 1),
+                          "retries": meta.get("retries", 0), "failovers": meta.get("failovers", []),
+                          "cost": (response.get("usage") or {}).get("cost")})
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)
             calls = [item for item in output if item.get("type") == "function_call"]
@@ -72,6 +77,8 @@ class SimpleAgentServer(BaseServer):
                 "steps": steps,
                 "stop_reason": stop_reason,
                 "models": models,
+                "turns": turns,
+                "retries": sum(int(t["retries"] or 0) for t in turns),
                 "agent_latency_s": round(time.perf_counter() - started, 4),
             },
         }
