@@ -27,7 +27,7 @@ from nemo_gym.conversion import chat_to_responses_response, responses_to_chat_re
 from nemo_gym.emulator import billing, routing
 from nemo_gym.emulator.catalog import key_status, model_entry
 from nemo_gym.emulator.config import ROUTING_FAULTS, EmulatedModel, EmulatorConfig, FaultKind
-from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, EmulatorError, error_body
+from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, USER_ID, EmulatorError, error_body
 from nemo_gym.emulator.faults import FaultSchedule, in_band_error, routing_fault_error
 from nemo_gym.emulator.policy import ScriptedPolicy, Turn
 from nemo_gym.emulator.transport import RawResponse, chat_stream, dropped_json, padded_json, sleep_unless_disconnected
@@ -212,8 +212,9 @@ class OpenRouterEmulator:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise EmulatorError(400, "'messages' must be a non-empty array of message objects.")
-        if body.get("tools") is not None and not isinstance(body["tools"], list):
-            raise EmulatorError(400, "'tools' must be an array.")
+        tools = body.get("tools")
+        if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+            raise EmulatorError(400, "'tools' must be an array of tool objects.")
         candidates = routing.candidates(body, self.catalog)
         routing.provider_preferences(body)
         credits = self.config.credits_usd
@@ -232,8 +233,7 @@ class OpenRouterEmulator:
                 continue
             await self._wait(request, model, fault)
             return self._answer(model, body, fault, streamed=streamed, started=started)
-        assert last_error is not None
-        raise last_error
+        raise last_error or EmulatorError(404, "No endpoints found.")
 
     async def _wait(self, request: Request, model: EmulatedModel, fault: FaultKind | None) -> None:
         delay_s = (self.config.latency_ms + self._latency.uniform(0.0, self.config.latency_jitter_ms)) / 1000.0
@@ -282,9 +282,7 @@ class OpenRouterEmulator:
 
     def _render(self, generation: Generation, payload: dict[str, Any]) -> Response:
         if generation.fault == "error_in_200":
-            return padded_json(error_body(502, "Provider returned error", {
-                "provider_name": generation.model.provider_name, "raw": "upstream stream closed unexpectedly"}),
-                generation.headers)
+            return padded_json({"error": in_band_error(generation.model), "user_id": USER_ID}, generation.headers)
         if generation.fault == "drop_connection":
             return dropped_json(payload, generation.headers)
         return JSONResponse(payload, headers=generation.headers)

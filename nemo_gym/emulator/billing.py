@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from nemo_gym.emulator.config import EmulatedModel
+from nemo_gym.emulator.config import EmulatedModel, exact
 from nemo_gym.emulator.policy import Turn, text_of
 
 CHARS_PER_TOKEN = 4
@@ -42,13 +42,13 @@ def completion_tokens(turn: Turn) -> int:
 
 
 def cost_usd(model: EmulatedModel, prompt: int, completion: int) -> float:
-    return float(Decimal(prompt) * model.prompt_price + Decimal(completion) * model.completion_price)
+    return float(Decimal(prompt) * exact(model.prompt_price) + Decimal(completion) * exact(model.completion_price))
 
 
 def usage(model: EmulatedModel, prompt: int, completion: int, *, billed: bool = True) -> dict[str, Any]:
     """The `usage` object of a chat completion. Unbilled (failed) generations report cost 0, as OpenRouter does."""
-    prompt_cost = float(Decimal(prompt) * model.prompt_price) if billed else 0.0
-    completion_cost = float(Decimal(completion) * model.completion_price) if billed else 0.0
+    prompt_cost = float(Decimal(prompt) * exact(model.prompt_price)) if billed else 0.0
+    completion_cost = float(Decimal(completion) * exact(model.completion_price)) if billed else 0.0
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 FaultKind = Literal[
     "rate_limit", "rate_limit_no_retry_after", "server_error", "bad_gateway", "unavailable", "timeout",
@@ -25,29 +25,31 @@ FAULT_KINDS: tuple[FaultKind, ...] = (*ROUTING_FAULTS, "hang", "drop_connection"
                                       "finish_reason_error")
 
 
-def _price(value: object) -> Decimal:
-    """USD per token from a float, int or decimal string; floats go through str() so 1.5e-07 stays exact."""
-    if isinstance(value, Decimal):
-        price = value
-    elif isinstance(value, bool) or not isinstance(value, int | float | str):
+def _price(value: object) -> float:
+    """USD per token from a float, int or decimal string ("0.00000015"); negative or non-finite is an error."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise ValueError(f"a price must be a number or a decimal string, got {value!r}")
-    else:
-        try:
-            price = Decimal(str(value).strip())
-        except InvalidOperation:
-            raise ValueError(f"a price must be a number or a decimal string, got {value!r}") from None
+    try:
+        price = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"a price must be a number or a decimal string, got {value!r}") from None
     if not price.is_finite() or price < 0:
         raise ValueError(f"a price must be a finite number >= 0, got {value!r}")
-    return price
+    return float(price)
 
 
-def price_string(price: Decimal) -> str:
+def exact(price: float) -> Decimal:
+    """A float price as the decimal it was written as (repr keeps 1.5e-07 exact), for cost arithmetic."""
+    return Decimal(repr(price))
+
+
+def price_string(price: float) -> str:
     """The plain decimal string OpenRouter's /models uses: "0.00000015", "0"."""
-    text = format(price.normalize(), "f")
+    text = format(exact(price).normalize(), "f")
     return "0" if text in ("0", "-0") else text
 
 
-Price = Annotated[Decimal, BeforeValidator(_price), PlainSerializer(price_string, return_type=str)]
+Price = Annotated[float, BeforeValidator(_price)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -88,8 +90,8 @@ class EmulatedModel(BaseModel):
     provider_name: str
     context_length: int = Field(128_000, gt=0)
     max_completion_tokens: int | None = 16_384
-    prompt_price: Price = Decimal(0)
-    completion_price: Price = Decimal(0)
+    prompt_price: Price = 0.0
+    completion_price: Price = 0.0
     supports_tools: bool = True
     quality: Probability = 1.0
     faults: FaultRates | None = None

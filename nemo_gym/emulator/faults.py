@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable
-from typing import cast
+from typing import Any, cast
 
 from nemo_gym.emulator.config import FAULT_KINDS, EmulatedModel, EmulatorConfig, FaultKind, FaultRates
 from nemo_gym.emulator.errors import PROVIDER_ERROR, EmulatorError
@@ -92,7 +92,7 @@ def routing_fault_error(kind: FaultKind, model: EmulatedModel, rates: FaultRates
     raise ValueError(f"{kind!r} is not a routing fault")
 
 
-def in_band_error(model: EmulatedModel) -> dict[str, object]:
+def in_band_error(model: EmulatedModel) -> dict[str, Any]:
     """The `error` object of a failure that arrives inside an HTTP 200 (padded body or choice error)."""
     return {"code": 502, "message": PROVIDER_ERROR,
             "metadata": {"provider_name": model.provider_name, "raw": "upstream stream closed unexpectedly"}}

@@ -122,7 +122,8 @@ class ScriptedPolicy:
         since_user = messages[last_user + 1:]
         results = _tool_results(since_user)
         done = {(c.name, c.arguments) for c in _calls_made(since_user)}
-        tools = [t for t in body.get("tools") or [] if t.get("type", "function") == "function"]
+        tools = [t for t in body.get("tools") or []
+                 if isinstance(t.get("function"), Mapping) and t["function"].get("name")]
         choice = body.get("tool_choice", "auto")
         nouns = proper_nouns(user_text)
 

@@ -48,6 +48,10 @@ def provider_preferences(body: Mapping[str, Any]) -> Mapping[str, Any]:
         return {}
     if not isinstance(preferences, Mapping):
         raise EmulatorError(400, "'provider' must be an object.")
+    for key in ("only", "ignore", "order"):
+        value = preferences.get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise EmulatorError(400, f"'provider.{key}' must be an array of provider slugs.")
     return preferences
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -12,6 +13,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
 
 DROP = b"\x00<drop the connection here>"
 PADDING_CHUNKS = 3
@@ -34,6 +37,7 @@ class RawResponse(Response):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         async for chunk in self.chunks:
             if chunk is DROP:
+                logger.warning("drop_connection fault: closing the connection before the body is complete")
                 return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
