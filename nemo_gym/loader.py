@@ -69,8 +69,10 @@ def prepare(config: GlobalConfig) -> GlobalConfig:
     for spec in instances.values():
         load_server_class(spec).validate_config(spec)
     data = json.loads(json.dumps(config.data))
+    taken = {int(spec.config["port"]) for spec in instances.values() if spec.config.get("port") is not None}
     for name, spec in instances.items():
         block = data[name][spec.server_type][spec.impl]
         if block.get("port") is None:
-            block["port"] = free_port(str(block.get("host", "127.0.0.1")))
+            block["port"] = free_port(str(block.get("host", "127.0.0.1")), exclude=taken)
+            taken.add(block["port"])
     return GlobalConfig(data=data, origins=config.origins)

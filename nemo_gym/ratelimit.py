@@ -2,7 +2,7 @@
 
 The adaptive limit is additive-increase / multiplicative-decrease, like TCP congestion control: a 429 halves it
 (at most once per cool-down, so a burst of 429s from calls already in flight counts once), and every `limit`
-successes raise it by one, back up to the cap. Each change is logged.
+successes raise it by one, back up to the cap. Cuts are logged as warnings, the recovery at info/debug.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class AdaptiveLimiter:
     async def _set(self, limit: int, reason: str) -> None:
         if limit == self.limit:
             return
-        logger.warning("%s: concurrency limit %d -> %d (%s)", self.label, self.limit, limit, reason)
+        # Cuts are news; the climb back is logged step by step only at debug level, and once when it is complete.
+        level = logging.WARNING if limit < self.limit else logging.INFO if limit == self.max_limit else logging.DEBUG
+        logger.log(level, "%s: concurrency limit %d -> %d (%s)", self.label, self.limit, limit, reason)
         async with self._changed:
             self.limit = limit
             self._changed.notify_all()

@@ -73,7 +73,7 @@ async def call_with_retries(
         try:
             return await attempt()
         except UpstreamError as exc:
-            stats.errors.append(str(exc.upstream_status or type(exc).__name__))
+            stats.errors.append(str(exc.upstream_status or exc.kind))
             if not exc.retryable or local_attempts >= policy.max_attempts:
                 raise
             pause = policy.backoff_s(local_attempts, exc.retry_after_s, rng)

@@ -108,11 +108,14 @@ class BaseServer:
                     problems.append(f"unknown key '{key}' (allowed keys: {allowed})")
                 elif err["type"] == "missing":
                     problems.append(f"missing required key '{key}'")
+                elif not err["loc"]:  # a check across keys: its message says what is wrong; the input is the block
+                    problems.append(str(err["msg"]).removeprefix("Value error, "))
                 else:
                     problems.append(f"key '{key}': {err['msg']} (got {err.get('input')!r})")
             where = f"{spec.name}.{spec.server_type}.{spec.impl}"
-            raise ConfigError(f"Invalid config for instance '{spec.name}' ({where}, from {spec.origin}): " +
-                              "; ".join(problems)) from None
+            redactor = Redactor(collect_secrets(spec.config))
+            raise ConfigError(redactor.text(f"Invalid config for instance '{spec.name}' ({where}, from {spec.origin}): "
+                                            + "; ".join(problems))) from None
 
     @classmethod
     def from_global_config(cls, name: str, global_config: GlobalConfig) -> BaseServer:

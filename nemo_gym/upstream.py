@@ -42,8 +42,11 @@ class UpstreamError(Exception):
     """The upstream refused or failed a call; `status_code` is what the model server answers with."""
 
     def __init__(self, message: str, *, status_code: int, upstream_status: int | None = None,
-                 body: Any = None, retryable: bool | None = None, retry_after_s: float | None = None) -> None:
+                 body: Any = None, retryable: bool | None = None, retry_after_s: float | None = None,
+                 kind: str = "http") -> None:
         super().__init__(message)
+        self.kind = kind
+        """http (an answer with an error), timeout, connection, or invalid_body."""
         self.status_code = status_code
         self.upstream_status = upstream_status
         self.body = body
@@ -90,11 +93,11 @@ class UpstreamEndpoint:
             raise UpstreamError(
                 f"Timed out calling {url} after {time.perf_counter() - started:.1f}s ({type(exc).__name__}). The "
                 "upstream is slow or unreachable; raise the model server's timeout_s or check base_url.",
-                status_code=504, retryable=True) from None
+                status_code=504, retryable=True, kind="timeout") from None
         except httpx.HTTPError as exc:
             raise UpstreamError(
                 f"Cannot connect to {url}: {type(exc).__name__}: {exc or 'connection closed'}. Check that base_url "
-                "is right and the server is running.", status_code=502, retryable=True) from None
+                "is right and the server is running.", status_code=502, retryable=True, kind="connection") from None
         latency = time.perf_counter() - started
         payload = _decode(response)
         if response.status_code >= 400 or (isinstance(payload, dict) and payload.get("error")
@@ -105,6 +108,14 @@ class UpstreamEndpoint:
             raise UpstreamError(f"{url} answered HTTP {response.status_code} without choices or output: "
                                 f"{str(payload)[:300]!r}", status_code=502, upstream_status=response.status_code,
                                 retryable=True)
+        failed = next((c for c in payload.get("choices") or [] if isinstance(c, dict)
+                       and (c.get("finish_reason") == "error" or c.get("error"))), None)
+        if failed is not None:
+            # The provider broke off after partial output (OpenRouter's finish_reason "error"): the turn is lost,
+            # and another attempt is the way to get it.
+            detail = failed.get("error") if isinstance(failed.get("error"), dict) else {}
+            raise UpstreamError(f"Upstream {url} failed mid-answer: {detail.get('message') or 'finish_reason error'}",
+                                status_code=502, upstream_status=response.status_code, body=payload, retryable=True)
         return UpstreamCall(body=payload, latency_s=latency, headers=dict(response.headers))
 
     def _error(self, url: str, status: int, payload: Any, headers: Mapping[str, str]) -> UpstreamError:

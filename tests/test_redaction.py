@@ -262,7 +262,13 @@ def root_handler() -> Iterator[io.StringIO]:
     root.addHandler(handler)
     old_level = root.level
     root.setLevel(logging.INFO)
+    # uvicorn's own logging config (applied by any server started earlier in the session) stops propagation.
+    propagation = {name: logging.getLogger(name).propagate for name in names}
+    for name in names:
+        logging.getLogger(name).propagate = True
     yield stream
+    for name, value in propagation.items():
+        logging.getLogger(name).propagate = value
     root.removeHandler(handler)
     root.setLevel(old_level)
     for name, filters in before.items():

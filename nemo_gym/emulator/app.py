@@ -84,6 +84,7 @@ class OpenRouterEmulator:
         self.spent_usd: float = 0.0
         self.generations: dict[str, dict[str, Any]] = {}
         self._faults = FaultSchedule(self.config)
+        self.faults_injected = self._faults.counts
         self._ids = random.Random(f"{self.config.seed}:ids")
         self._latency = random.Random(f"{self.config.seed}:latency")
 

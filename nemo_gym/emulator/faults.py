@@ -11,7 +11,7 @@ import random
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -30,6 +30,8 @@ class FaultSchedule:
         self._rngs = {m.id: random.Random(f"{config.seed}:faults:{m.id}") for m in config.models}
         self._injected: dict[str, deque[str]] = {}
         self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        """How many of each fault kind were handed out, injected or drawn."""
 
     def inject(self, model_id: str, faults: Iterable[str]) -> None:
         """Force the next attempts on `model_id` to fail with `faults` in order (`"none"` forces a clean one)."""
@@ -48,14 +50,18 @@ class FaultSchedule:
             queue = self._injected.get(model.id)
             if queue:
                 kind = queue.popleft()
-                return None if kind == NO_FAULT else cast(FaultKind, kind)
+                if kind == NO_FAULT:
+                    return None
+                self.counts[kind] += 1
+                return cast(FaultKind, kind)
             draw = self._rngs[model.id].random()
-        rates = self._config.faults_of(model)
-        threshold = 0.0
-        for kind in FAULT_KINDS:
-            threshold += getattr(rates, kind)
-            if draw < threshold:
-                return kind
+            rates = self._config.faults_of(model)
+            threshold = 0.0
+            for kind in FAULT_KINDS:
+                threshold += getattr(rates, kind)
+                if draw < threshold:
+                    self.counts[kind] += 1
+                    return kind
         return None
 
 

@@ -53,7 +53,8 @@ class SimpleAgentServer(BaseServer):
             if served and served not in models:
                 models.append(served)
             turns.append({"model": served, "provider": meta.get("provider"), "attempts": meta.get("attempts", 1),
-                          "retries": meta.get("retries", 0), "failovers": meta.get("failovers", []),
+                          "retries": meta.get("retries", 0), "errors": meta.get("errors", []),
+                          "failovers": meta.get("failovers", []),
                           "cost": (response.get("usage") or {}).get("cost")})
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)

@@ -212,6 +212,7 @@ class OpenAIModelServer(BaseServer):
             "attempts": routed.stats.attempts,
             "retries": routed.stats.retries,
             "retry_wait_s": round(routed.stats.waited_s, 3),
+            "errors": routed.stats.errors,
             "failovers": routed.failovers,
         }
 
