@@ -209,3 +209,26 @@ def test_a_key_with_no_credits_left_is_caught_before_any_rollout(tmp_path: Path)
                                 timeout=90)
     assert result.returncode == 1
     assert "no credits left" in result.stdout + result.stderr
+
+
+def test_a_key_revoked_mid_run_stops_the_run_with_what_to_check(emulator: OpenRouterEmulator, tmp_path: Path) -> None:
+    rows = write_rows(tmp_path / "rows.jsonl", 50)
+    with emulated_cluster(emulator, retry=FAST_RETRY) as config:
+        emulator.config.keys[:] = ["sk-or-v1-someone-else"]  # revoked after the preflight passed
+        with pytest.raises(RunStopped) as stopped:
+            collect_rows(config, rows, tmp_path / "out.jsonl", num_samples_in_parallel=2)
+    message = str(stopped.value)
+    assert "401" in message and "User not found" in message and "policy_api_key" in message
+    assert EMULATOR_KEY not in message
+
+
+def test_provider_preferences_and_attribution_headers_reach_openrouter(emulator: OpenRouterEmulator,
+                                                                       tmp_path: Path) -> None:
+    rows = write_rows(tmp_path / "rows.jsonl", 1)
+    with emulated_cluster(emulator, extra_body={"provider": {"only": ["openai"], "allow_fallbacks": False}},
+                          headers={"HTTP-Referer": "https://example.org", "X-Title": "weather-evals"}) as config:
+        collect_rows(config, rows, tmp_path / "out.jsonl")
+    call = next(r for r in emulator.requests if r.path.endswith("/chat/completions"))
+    assert call.body["provider"] == {"only": ["openai"], "allow_fallbacks": False}
+    assert call.headers["http-referer"] == "https://example.org" and call.headers["x-title"] == "weather-evals"
+    assert records_of(tmp_path / "out.jsonl")[0]["response"]["nemo_gym"]["turns"][0]["provider"] == "OpenAI"
