@@ -31,6 +31,10 @@ from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
 
 logger = logging.getLogger(__name__)
 
+KEEP_ALIVE_S = 75
+"""Longer than the clients' keep-alive expiry (nemo_gym.client, 60 s), so a server never closes a connection that
+a client is about to reuse (that race surfaces as a ReadError on a perfectly healthy server)."""
+
 ServerType = Literal["responses_api_models", "resources_servers", "responses_api_agents"]
 
 
@@ -218,7 +222,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
         access_log=False,
         loop="auto",
         http="auto",
-        timeout_keep_alive=75,
+        timeout_keep_alive=KEEP_ALIVE_S,
         backlog=4096,
     )
     uv_server = _ReadyReportingServer(uv_config, ready_line=f"{name} ready at http://{config.host}:{config.port}")
@@ -261,7 +265,7 @@ def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = Non
     main thread (uvicorn installs no handlers outside it)."""
     port = free_port(host) if port is None else port
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                           access_log=False))
+                                           access_log=False, timeout_keep_alive=KEEP_ALIVE_S))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s
