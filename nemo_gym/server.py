@@ -258,14 +258,14 @@ class _ReadyReportingServer(uvicorn.Server):
 
 @contextmanager
 def serve_in_thread(app: Any, *, host: str = "127.0.0.1", port: int | None = None,
-                    startup_timeout_s: float = 60.0) -> Iterator[str]:
+                    startup_timeout_s: float = 60.0, keep_alive_s: float = KEEP_ALIVE_S) -> Iterator[str]:
     """Run `app` with uvicorn (lifespan included) in a daemon thread until the block exits; yields its URL.
 
     Used for ng_run's head server and for tests that need a real server on loopback. Signals stay with the
     main thread (uvicorn installs no handlers outside it)."""
     port = free_port(host) if port is None else port
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on",
-                                           access_log=False, timeout_keep_alive=KEEP_ALIVE_S))
+                                           access_log=False, timeout_keep_alive=keep_alive_s))
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s

@@ -22,6 +22,7 @@ from nemo_gym.processes import free_port
 from nemo_gym.server import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 
+EMULATOR_KEEP_ALIVE_S = 75
 EMULATOR_KEY = "sk-or-v1-emulator-fault-run-0000"
 EXAMPLES = project_root() / "resources_servers/simple_weather/data/example.jsonl"
 # Shares of the injected fault rate, so every kind shows up.
@@ -49,7 +50,7 @@ def write_rows(path: Path, count: int) -> Path:
 @contextmanager
 def emulated_cluster(emulator: OpenRouterEmulator, **model_config: Any) -> Iterator[GlobalConfig]:
     """The emulator, openai_model pointed at it, simple_weather, its agent and a head server, all on loopback."""
-    with serve_in_thread(emulator.app()) as url:
+    with serve_in_thread(emulator.app(), keep_alive_s=EMULATOR_KEEP_ALIVE_S) as url:
         block = openai_model_block(url + "/api/v1", api_key=EMULATOR_KEY, **{"model": "openai/gpt-4o-mini",
                                                                              **model_config})
         with serve_config({"policy_model": block, **simple_weather_blocks()}) as (config, _servers):
