@@ -18,6 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from nemo_gym.emulator.policy import text_of
+
 KNOWN_CITIES = (
     "Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Sydney", "Cairo", "Toronto", "Mumbai",
     "Lagos", "Lima", "Oslo", "Seoul", "Nairobi", "Chicago", "Vienna", "Dublin", "Bangkok", "Lisbon",
@@ -88,9 +90,9 @@ class StubUpstream:
 
     def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages", [])
-        user_text = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        user_text = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        outputs = [_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
+        outputs = [text_of(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -111,7 +113,7 @@ class StubUpstream:
         items = body.get("input", [])
         if isinstance(items, str):
             items = [{"role": "user", "content": items}]
-        user_text = next((_text(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
+        user_text = next((text_of(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
         last_user = max((k for k, i in enumerate(items) if i.get("role") == "user"), default=-1)
         outputs = [str(i.get("output")) for i in items[last_user + 1:] if i.get("type") == "function_call_output"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
@@ -133,14 +135,6 @@ class StubUpstream:
                       "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                       "output_tokens_details": {"reasoning_tokens": 0}},
         }
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def _error(status: int, message: str) -> JSONResponse:
