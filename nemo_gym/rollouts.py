@@ -7,6 +7,7 @@ rollouts in flight. Records carry the row's position and a hash of the row, so a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import statistics
 import time
@@ -23,8 +24,8 @@ from nemo_gym.client import ServerCallError, ServerClient
 from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
-RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "reward", "error", "usage", "cost_usd",
-               "models", "retries", "latency_s", "response", "input")
+RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "fingerprint", "reward", "error", "usage",
+               "cost_usd", "models", "retries", "latency_s", "response", "input")
 
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
@@ -44,6 +45,9 @@ class CollectionSettings(BaseModel):
     responses_create_params: dict[str, Any] = Field(
         default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature")
     overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
+    retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
+    drain_timeout_s: float = Field(default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may "
+                                   "finish before they are cancelled")
 
 
 class InputError(Exception):
@@ -82,38 +86,6 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     if not rows:
         raise InputError(f"{path} has no rows.")
     return rows
-
-
-def repair_torn_tail(path: Path) -> int:
-    """Cut an unfinished last line (a crash mid-write) off the output so appends start on a fresh line; the
-    fragment is kept in `<output>.torn`. Returns the number of bytes moved."""
-    if not path.exists() or path.stat().st_size == 0:
-        return 0
-    with path.open("rb+") as handle:
-        data = handle.read()
-        if data.endswith(b"\n"):
-            return 0
-        cut = data.rfind(b"\n") + 1
-        with path.with_name(path.name + ".torn").open("ab") as torn:
-            torn.write(data[cut:] + b"\n")
-        handle.truncate(cut)
-        return len(data) - cut
-
-
-def done_keys(path: Path) -> set[tuple[str, int]]:
-    """(row_hash, repeat_index) of every successful record already in `path`."""
-    keys: set[tuple[str, int]] = set()
-    if not path.exists():
-        return keys
-    with path.open("rb") as handle:
-        for line in handle:
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a line torn by a crash; its rollout simply runs again
-            if isinstance(record, dict) and record.get("error") is None and "row_hash" in record:
-                keys.add((record["row_hash"], int(record.get("repeat_index", 0))))
-    return keys
 
 
 @dataclass
@@ -177,7 +149,8 @@ def _round(value: float | None) -> float | None:
 
 
 def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agent_name: str,
-                 result: Mapping[str, Any] | None, error: str | None, latency_s: float) -> dict[str, Any]:
+                 result: Mapping[str, Any] | None, error: str | None, latency_s: float,
+                 fingerprint: str | None = None) -> dict[str, Any]:
     """One line of output: position, reward and the verifier's extra fields, usage, models, trajectory, input."""
     result = dict(result or {})
     response = result.pop("response", None) or {}
@@ -187,6 +160,7 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
         "repeat_index": repeat_index,
         "row_hash": row_hash(row),
         "agent_name": agent_name,
+        "fingerprint": fingerprint,
         "reward": result.pop("reward", None),
         "error": error,
         "usage": usage,
@@ -203,13 +177,32 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
 class Collector:
     """Runs the rollouts of one collection with bounded concurrency and writes records as they finish."""
 
-    def __init__(self, settings: CollectionSettings, servers: ServerClient, redactor: Redactor) -> None:
+    def __init__(self, settings: CollectionSettings, servers: ServerClient, redactor: Redactor, *,
+                 fingerprint: str | None = None) -> None:
         self.settings = settings
         self.servers = servers
         self.redactor = redactor
+        self.fingerprint = fingerprint
         self.metrics = Metrics()
         self.stop_reason: str | None = None
         """Set when a failure means every further rollout would fail too (credits spent, key rejected)."""
+        self.interrupted = False
+        self._stop = asyncio.Event()
+        self._abort = asyncio.Event()
+
+    def stop(self, reason: str | None = None) -> None:
+        """Start no new rollouts; those in flight may finish (see `run`)."""
+        if reason is not None:
+            self.stop_reason = self.stop_reason or reason
+        else:
+            self.interrupted = True
+        self._stop.set()
+
+    def abort(self) -> None:
+        """Cancel the rollouts in flight now (a second Ctrl-C); nothing half-done is recorded."""
+        self.interrupted = True
+        self._stop.set()
+        self._abort.set()
 
     def plan(self, rows: list[dict[str, Any]], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
         jobs = []
@@ -239,7 +232,7 @@ class Collector:
                 result = None
         except ServerCallError as exc:
             if exc.status_code in RUN_STOPPING_STATUSES:
-                self.stop_reason = self.redactor.text(str(exc))
+                self.stop(self.redactor.text(str(exc)))
                 return None
             error = f"ServerCallError: {exc}"
         except httpx.HTTPError as exc:
@@ -247,28 +240,48 @@ class Collector:
         record = build_record(row=row, row_index=row_index, repeat_index=repeat_index,
                               agent_name=self.settings.agent_name, result=result,
                               error=self.redactor.text(error) if error else None,
-                              latency_s=time.perf_counter() - started)
+                              latency_s=time.perf_counter() - started, fingerprint=self.fingerprint)
         return record
 
     async def run(self, rows: list[dict[str, Any]], jobs: Iterable[tuple[int, int]], out: TextIO,
                   progress: Any = None) -> Metrics:
-        semaphore = asyncio.Semaphore(self.settings.num_samples_in_parallel)
+        """`num_samples_in_parallel` workers take jobs until none are left or `stop()` is called; after a stop,
+        rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
+        pending = iter(jobs)
 
-        async def one(row_index: int, repeat_index: int) -> None:
-            async with semaphore:
-                if self.stop_reason is not None:
+        async def worker() -> None:
+            for row_index, repeat_index in pending:
+                if self._stop.is_set():
                     return
                 record = await self.run_one(rows[row_index], row_index, repeat_index)
-            if record is None:
-                return
-            out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
-            out.flush()
-            self.metrics.add(record)
-            if progress is not None:
-                progress.update(1)
-                mean = self.metrics.mean_reward
-                progress.set_postfix(reward=f"{mean:.3f}" if mean is not None else "-",
-                                     failed=self.metrics.failures, refresh=False)
+                if record is not None:
+                    self._write(record, out, progress)
 
-        await asyncio.gather(*(one(r, k) for r, k in jobs))
+        workers = [asyncio.create_task(worker()) for _ in range(self.settings.num_samples_in_parallel)]
+        everything = asyncio.gather(*workers)
+        stop_requested = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({everything, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        if not everything.done():
+            abort_requested = asyncio.create_task(self._abort.wait())
+            await asyncio.wait({everything, abort_requested}, timeout=self.settings.drain_timeout_s,
+                               return_when=asyncio.FIRST_COMPLETED)
+            abort_requested.cancel()
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        stop_requested.cancel()
+        everything.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await everything
         return self.metrics
+
+    def _write(self, record: dict[str, Any], out: TextIO, progress: Any) -> None:
+        # One write of one whole line, flushed: a crash can tear at most the line being written.
+        out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
+        out.flush()
+        self.metrics.add(record)
+        if progress is not None:
+            progress.update(1)
+            mean = self.metrics.mean_reward
+            progress.set_postfix(reward=f"{mean:.3f}" if mean is not None else "-",
+                                 failed=self.metrics.failures, refresh=False)

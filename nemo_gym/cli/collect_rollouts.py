@@ -9,9 +9,12 @@ next to the output as `<output stem>.metrics.json`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +26,25 @@ from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.redaction import Redactor, collect_secrets
-from nemo_gym.rollouts import CollectionSettings, Collector, InputError, done_keys, read_rows, repair_torn_tail
+from nemo_gym.resume import (
+    SettingsChanged,
+    check_settings,
+    repair_torn_tail,
+    result_settings,
+    scan_output,
+    set_aside_failures,
+)
+from nemo_gym.rollouts import CollectionSettings, Collector, InputError, read_rows
 
 SETTING_KEYS = set(CollectionSettings.model_fields)
 
 
 class RunStopped(Exception):
     """The collection stopped before its end for a reason the user must fix; finished rows are kept."""
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C or SIGTERM: finished rows are kept; the same command resumes."""
 
 
 def settings_from(config: GlobalConfig) -> CollectionSettings:
@@ -48,24 +63,39 @@ def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
 
 
-async def discover(config: GlobalConfig, http: httpx.AsyncClient) -> ServerClient:
-    url = config.head_url + "/instances"
+async def discover(config: GlobalConfig, http: httpx.AsyncClient) -> tuple[ServerClient, dict[str, Any]]:
+    """The running instances and the (redacted) resolved config, from ng_run's head server."""
     try:
-        response = await http.get(url, timeout=5.0)
+        response = await http.get(config.head_url + "/instances", timeout=5.0)
         response.raise_for_status()
+        served_config = await http.get(config.head_url + "/config", timeout=5.0)
+        served_config.raise_for_status()
     except httpx.HTTPError as exc:
         raise ConfigError(f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
                           "Start the servers first with ng_run in another terminal, or point at its head server "
                           "with +head_server.host=... +head_server.port=...") from None
-    return ServerClient(registry_from_head(response.json()), http)
+    return ServerClient(registry_from_head(response.json()), http), served_config.json()
+
+
+def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
+    """The command that resumes this run: its settings without +overwrite, plus a non-default head server."""
+    args = [f"+{key}={value}" for key, value in settings.model_dump(mode="json", exclude_defaults=True).items()
+            if key not in ("overwrite", "responses_create_params")]
+    args += [f"+responses_create_params.{k}={json.dumps(v)}" for k, v in settings.responses_create_params.items()]
+    if "head_server" in config.data:
+        args += [f"+head_server.{k}={v}" for k, v in config.data["head_server"].items()]
+    return shlex.join(["ng_collect_rollouts", *args])
 
 
 async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[str, Any]:
     rows = read_rows(settings.input_jsonl_fpath, settings.limit)
     output = settings.output_jsonl_fpath
+    if output.is_dir():
+        raise InputError(f"+output_jsonl_fpath={output} is a directory; give a file path such as "
+                         f"{output / 'rollouts.jsonl'}.")
     redactor = Redactor(collect_secrets(config.data))
     async with make_http_client(max_connections=max(64, settings.num_samples_in_parallel * 2)) as http:
-        servers = await discover(config, http)
+        servers, served_config = await discover(config, http)
         agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
         if settings.agent_name not in agents:
             raise ConfigError(f"No agent named '{settings.agent_name}' is running. Agents: "
@@ -76,23 +106,63 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
         if repair_torn_tail(output):
             print_flushed(f"{output} ended with an unfinished line (an interrupted run); moved it to "
                           f"{output.name}.torn, its rollout runs again.")
-        collector = Collector(settings, servers, redactor)
-        jobs = collector.plan(rows, done_keys(output))
+        state = scan_output(output)
+        run_fingerprint = check_settings(
+            output, state, result_settings(settings.agent_name, served_config, settings.responses_create_params))
+        if settings.retry_failed and state.failed:
+            moved = set_aside_failures(output)
+            print_flushed(f"+retry_failed: {moved} failed records moved to {output.name}.retried_failures.jsonl; "
+                          "their rollouts run again.")
+            state = scan_output(output)
+        collector = Collector(settings, servers, redactor, fingerprint=run_fingerprint)
+        jobs = collector.plan(rows, state.done)
         if collector.metrics.skipped:
-            print_flushed(f"Resuming {output}: {collector.metrics.skipped} rollouts already done, "
+            failed_note = (f" ({len(state.failed)} of them failed; +retry_failed=true runs those again)"
+                           if state.failed else "")
+            print_flushed(f"Resuming {output}: {collector.metrics.skipped} rollouts already done{failed_note}, "
                           f"{len(jobs)} to run (+overwrite=true starts over).")
-        with output.open("a", encoding="utf-8") as out, tqdm(total=len(jobs), desc=settings.agent_name,
-                                                              unit="rollout", dynamic_ncols=True) as bar:
+        with _stop_on_signals(collector, settings.drain_timeout_s), output.open("a", encoding="utf-8") as out, \
+                tqdm(total=len(jobs), desc=settings.agent_name, unit="rollout", dynamic_ncols=True) as bar:
             metrics = await collector.run(rows, jobs, out, bar)
     summary = {"agent_name": settings.agent_name, "input_jsonl_fpath": str(settings.input_jsonl_fpath),
                "output_jsonl_fpath": str(output), "rows": len(rows), "num_repeats": settings.num_repeats,
-               **metrics.summary(), "stopped_early": collector.stop_reason}
+               "fingerprint": run_fingerprint, **metrics.summary(), "stopped_early": collector.stop_reason,
+               "interrupted": collector.interrupted}
     metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    done_now = metrics.summary()["rollouts"]
     if collector.stop_reason is not None:
-        raise RunStopped(f"The run stopped early: {collector.stop_reason}\n{metrics.summary()['rollouts']} rollouts "
-                         f"finished in this run and are kept in {output}. Fix the cause (for 402: add credits; for "
-                         "401: check policy_api_key), then re-run the same command to resume.")
+        raise RunStopped(f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
+                         f"and are kept in {output}. Fix the cause (for 402: add credits; for 401: check "
+                         f"policy_api_key), then re-run the same command to resume: {resume_command(settings, config)}")
+    if collector.interrupted:
+        raise Interrupted(f"Interrupted: {done_now} rollouts finished in this run and are kept in {output}; "
+                         f"rollouts still in flight were cancelled and will run again. Resume with: "
+                         f"{resume_command(settings, config)}")
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[None]:
+    """Ctrl-C / SIGTERM: start nothing new and let rollouts in flight finish (bounded); a second one cancels them."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal() -> None:
+        if collector.interrupted:
+            print_flushed("\nStopping now: cancelling the rollouts in flight.", err=True)
+            collector.abort()
+            return
+        print_flushed(f"\nStopping: no new rollouts; waiting up to {drain_timeout_s:g}s for those in flight "
+                      "(Ctrl-C again to cancel them).", err=True)
+        collector.stop()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -106,8 +176,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         config = load_global_config(args)
         settings = settings_from(config)
         summary = asyncio.run(collect(config, settings))
-    except (ConfigError, InputError) as exc:
+    except (ConfigError, InputError, SettingsChanged) as exc:
         fail(str(exc))
+    except Interrupted as exc:
+        fail(str(exc), code=130)
     except RunStopped as exc:
         fail(str(exc), code=3)
     except KeyboardInterrupt:
