@@ -106,7 +106,8 @@ def decode_response(name: str, url: str, response: httpx.Response) -> Any:
     except orjson.JSONDecodeError:
         snippet = response.text[:300]
         raise ServerCallError(
-            f"'{name}' answered {url} with HTTP {response.status_code} and a body that is not JSON: {snippet!r}",
+            f"'{name}' answered {url} with HTTP {response.status_code} and a body that is not JSON: {snippet!r}. "
+            f"Every NeMo Gym server answers JSON: check that this URL is the '{name}' server and look in its log.",
             status_code=response.status_code,
         ) from None
     if response.status_code >= 400:

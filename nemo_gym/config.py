@@ -6,6 +6,7 @@ Every command (ng_run, ng_collect_rollouts, ng_dump_config, ...) resolves its co
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -107,11 +108,12 @@ def parse_overrides(args: Iterable[str]) -> dict[str, Any]:
         try:
             (override,) = parser.parse_overrides([text])
         except OverrideParseException as exc:
-            raise ConfigError(
-                f"Cannot parse the command-line override {raw!r}: {exc}\n"
-                "Overrides look like +key=value, +nested.key=value or \"+config_paths=[a.yaml, b.yaml]\"; "
-                "quote values containing spaces or shell characters."
-            ) from None
+            hint = ("Overrides look like +key=value, +nested.key=value or \"+config_paths=[a.yaml, b.yaml]\"; "
+                    "quote values containing spaces or shell characters.")
+            if "${" in text:
+                hint += (" `${name}` refers to another key and must be closed with `}`; write a literal '${' inside "
+                         "quotes and escaped, e.g. +key='a\\${b'.")
+            raise ConfigError(f"Cannot parse the command-line override {raw!r}: {exc}\n{hint}") from None
         key = override.key_or_group
         if override.is_delete():
             _set_dotted(result, key, None)
@@ -167,16 +169,39 @@ def load_yaml_file(path: Path) -> dict[str, Any]:
             f"root ({project_root()}); check the spelling in config_paths."
         ) from None
     except OSError as exc:
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror}") from None
+        what = "a directory" if path.is_dir() else "not readable"
+        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc} ({what}). "
+                          "config_paths must list YAML files, e.g. +config_paths=[configs/my_env.yaml].") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(_yaml_error_message(path, exc)) from None
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
-        raise ConfigError(f"{path} must contain a YAML mapping at the top level, not {type(loaded).__name__}.")
+        raise ConfigError(
+            f"{path} must contain a YAML mapping at the top level, not a {type(loaded).__name__}. Write `key: value` "
+            "lines, e.g. `policy_model_name: openai/gpt-4-turbo` or `my_instance: {resources_servers: {...}}`."
+        )
     return loaded
+
+
+def _yaml_error_message(path: Path, exc: yaml.YAMLError) -> str:
+    """`file:line:column: problem`, pointing at the line to fix (PyYAML's own text points at "<unicode string>")."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return f"{path} is not valid YAML: {exc}. Fix its syntax (indent with spaces, close quotes and brackets)."
+    problem = getattr(exc, "problem", None) or "syntax error"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line != mark.line:
+        problem += f" ({context} started at line {context_mark.line + 1})"
+    elif context:
+        problem += f" ({context})"
+    lines = mark.buffer.splitlines() if isinstance(getattr(mark, "buffer", None), str) else []
+    shown = f"\n    {lines[mark.line].rstrip()}\n    {' ' * mark.column}^" if mark.line < len(lines) else ""
+    return (f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}.{shown}\n"
+            "Fix the syntax at that line or just before it: indent with spaces (not tabs), close every quote and "
+            "bracket, and quote values that contain ': ' or start with a special character.")
 
 
 def _as_path_list(value: Any, where: str) -> list[str]:
@@ -186,7 +211,9 @@ def _as_path_list(value: Any, where: str) -> list[str]:
         return [p.strip() for p in normalize_override(value).split(",") if p.strip()]
     if isinstance(value, list | tuple):
         return [str(p).strip() for p in value if str(p).strip()]
-    raise ConfigError(f"config_paths in {where} must be a list of file paths, got {value!r}.")
+    raise ConfigError(f"config_paths in {where} must be a list of file paths, got {value!r}. Write it as "
+                      "`config_paths: [a.yaml, b.yaml]` in a file or \"+config_paths=[a.yaml, b.yaml]\" on the "
+                      "command line.")
 
 
 def _load_with_includes(
@@ -196,7 +223,8 @@ def _load_with_includes(
     resolved = path.resolve()
     if resolved in stack:
         chain = " -> ".join(str(p) for p in (*stack, resolved))
-        raise ConfigError(f"config_paths include cycle: {chain}")
+        raise ConfigError(f"config_paths include cycle: {chain}. Remove {path} from the config_paths of "
+                          f"{stack[-1] if stack else path}; a file must not include itself, directly or indirectly.")
     content = load_yaml_file(path)
     merged: dict[str, Any] = {}
     for include in _as_path_list(content.pop("config_paths", None), str(path)):
@@ -290,7 +318,44 @@ def load_global_config(args: Iterable[str] = (), *, cwd: Path | None = None) -> 
     _note_origins(origins, overrides, COMMAND_LINE)
     merged = _merge(merged, overrides, COMMAND_LINE)
     merged["config_paths"] = config_paths
-    return GlobalConfig(data=_resolve(merged, origins), origins=origins)
+    data = _resolve(merged, origins)
+    _check_top_level_keys(data, origins)
+    return GlobalConfig(data=data, origins=origins)
+
+
+def _check_top_level_keys(data: Mapping[str, Any], origins: Mapping[str, str]) -> None:
+    """The tool's own top-level keys (`head_server`, `startup_timeout_s`) fail here, not as a traceback later."""
+    head = data.get("head_server")
+    if head is not None:
+        where = origins.get("head_server", "the merged config")
+        if not isinstance(head, Mapping):
+            raise ConfigError(f"head_server (from {where}) must be a mapping such as "
+                              f"{{host: {DEFAULT_HEAD_HOST}, port: {DEFAULT_HEAD_PORT}}}, got {head!r}.")
+        port = head.get("port", DEFAULT_HEAD_PORT)
+        if _as_number(port, int) is None or not 0 < int(port) < 65536:
+            raise ConfigError(f"head_server.port (from {where}) must be a port number between 1 and 65535, got "
+                              f"{port!r}. Set it with +head_server.port={DEFAULT_HEAD_PORT} (ng_run and "
+                              "ng_collect_rollouts must use the same one).")
+        host = head.get("host", DEFAULT_HEAD_HOST)
+        if not isinstance(host, str) or not host:
+            raise ConfigError(f"head_server.host (from {where}) must be a host name or address, got {host!r}. "
+                              f"Set it with +head_server.host={DEFAULT_HEAD_HOST}.")
+    if "startup_timeout_s" in data:
+        value = data["startup_timeout_s"]
+        number = _as_number(value, float)
+        if number is None or number <= 0:
+            where = origins.get("startup_timeout_s", "the merged config")
+            raise ConfigError(f"startup_timeout_s (from {where}) must be a number of seconds greater than 0, got "
+                              f"{value!r}. Set it with e.g. +startup_timeout_s=600.")
+
+
+def _as_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _resolve(merged: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
@@ -320,6 +385,18 @@ def find_server_dir(server_type: str, impl: str) -> Path:
     return project_root() / relative
 
 
+def available_impls(server_type: str) -> list[str]:
+    """The implementation folders of one server type (those with an app.py), in the working directory and project."""
+    found = {
+        entry.name
+        for base in (Path.cwd(), project_root())
+        if (base / server_type).is_dir()
+        for entry in (base / server_type).iterdir()
+        if (entry / "app.py").is_file()
+    }
+    return sorted(found)
+
+
 def find_instances(data: Mapping[str, Any], origins: Mapping[str, str]) -> dict[str, InstanceSpec]:
     """Every top-level key shaped like a server instance, checked for structure."""
     instances: dict[str, InstanceSpec] = {}
@@ -333,7 +410,8 @@ def find_instances(data: Mapping[str, Any], origins: Mapping[str, str]) -> dict[
         if extra:
             raise ConfigError(
                 f"Instance '{name}' (from {origin}) has several top-level keys {sorted(value)}; "
-                f"an instance has exactly one server type, one of {', '.join(SERVER_TYPES)}."
+                f"an instance has exactly one server type, one of {', '.join(SERVER_TYPES)}. Split it into one "
+                "instance per server and refer between them with {type: <server_type>, name: <instance>}."
             )
         if server_type not in SERVER_TYPES:
             raise ConfigError(
@@ -352,9 +430,13 @@ def find_instances(data: Mapping[str, Any], origins: Mapping[str, str]) -> dict[
                 "'entrypoint' (usually `entrypoint: app.py`)."
             )
         if not find_server_dir(server_type, impl).is_dir():
+            known = available_impls(server_type)
+            near = difflib.get_close_matches(impl, known, n=1)
             raise ConfigError(
                 f"Instance '{name}' (from {origin}): no server implementation folder {server_type}/{impl}/ "
-                f"in {Path.cwd()} or {project_root()}."
+                f"in {Path.cwd()} or {project_root()}. "
+                + (f"Did you mean '{near[0]}'? " if near else "")
+                + f"Available {server_type}: {', '.join(known) or 'none'}."
             )
         instances[name] = InstanceSpec(name, server_type, impl, dict(block), origin)
     _check_references(instances)

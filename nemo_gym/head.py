@@ -32,6 +32,6 @@ def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None) 
 
     @app.get("/config")
     async def resolved_config() -> Any:
-        return redactor.data(config.data)
+        return redactor.config(config.data)
 
     return app

@@ -56,7 +56,15 @@ def server_class_of(module: ModuleType) -> type[BaseServer]:
 
 
 def load_server_class(spec: InstanceSpec) -> type[BaseServer]:
-    return server_class_of(import_entrypoint(spec.entrypoint_path))
+    path = spec.entrypoint_path
+    if not path.is_file():
+        candidates = sorted(p.name for p in spec.server_dir.glob("*.py") if p.name != "__init__.py")
+        raise ConfigError(
+            f"Instance '{spec.name}' (from {spec.origin}): {spec.name}.{spec.server_type}.{spec.impl}.entrypoint "
+            f"is '{spec.config.get('entrypoint')}', but there is no file {path}. Set `entrypoint:` to one of the "
+            f"files in {spec.server_dir}: {', '.join(candidates) or 'none'} (usually `entrypoint: app.py`)."
+        )
+    return server_class_of(import_entrypoint(path))
 
 
 def prepare(config: GlobalConfig) -> GlobalConfig:

@@ -174,8 +174,9 @@ class BaseResourcesServer(BaseServer):
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                                      for e in exc.errors())
-                return JSONResponse(error_body(f"Invalid arguments for {name}: {problems}", "invalid_arguments"),
-                                    422)
+                return JSONResponse(error_body(f"Invalid arguments for {name}: {problems}. Call {name} with a JSON "
+                                               f"object of its arguments: {self.arguments_summary(name)}.",
+                                               "invalid_arguments"), 422)
             record: dict[str, Any] = {"name": name, "arguments": arguments.model_dump(mode="json")}
             session.tool_calls.append(record)
             try:
@@ -187,6 +188,14 @@ class BaseResourcesServer(BaseServer):
             return JSONResponse(output)
 
         return endpoint
+
+    def arguments_summary(self, name: str) -> str:
+        """`city (string, required)`: what a tool's arguments are, for error messages a model can act on."""
+        schema = self.tools[name].model_json_schema()
+        required = set(schema.get("required", []))
+        parts = [f"{prop} ({spec.get('type', 'any')}{', required' if prop in required else ''})"
+                 for prop, spec in schema.get("properties", {}).items()]
+        return ", ".join(parts) or "none"
 
     def tool_definition(self, name: str) -> dict[str, Any]:
         """The Responses-API function tool for `name`, derived from its argument model."""

@@ -7,13 +7,16 @@ process through `nemo_gym.cli.serve`, which calls `serve_instance`.
 
 from __future__ import annotations
 
+import difflib
+import errno
 import logging
+import socket
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import httpx
 import orjson
@@ -22,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_gym.client import ServerCallError, ServerClient, make_http_client, registry_from_config
@@ -57,6 +61,22 @@ class BaseServerConfig(BaseModel):
     entrypoint: str = "app.py"
     host: str = "127.0.0.1"
     port: int | None = None
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
+    """The fields of the (nested) pydantic model at `loc` within `model`, if it is one."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            args = get_args(current)
+            current = args[0] if args else None
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return None
+        current = current.model_fields[str(part)].annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return dict(current.model_fields)
+    return None
 
 
 class JSONResponse(Response):
@@ -107,11 +127,16 @@ class BaseServer:
             problems = []
             for err in exc.errors():
                 key = ".".join(str(p) for p in err["loc"]) or "(block)"
+                fields = _fields_at(cls.config_class, err["loc"][:-1])
                 if err["type"] == "extra_forbidden":
-                    allowed = ", ".join(sorted(cls.config_class.model_fields))
-                    problems.append(f"unknown key '{key}' (allowed keys: {allowed})")
+                    allowed = sorted(fields) if fields else sorted(cls.config_class.model_fields)
+                    near = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+                    hint = f"did you mean '{near[0]}'? " if near else ""
+                    problems.append(f"unknown key '{key}' ({hint}allowed keys: {', '.join(allowed)})")
                 elif err["type"] == "missing":
-                    problems.append(f"missing required key '{key}'")
+                    field = (fields or {}).get(str(err["loc"][-1]))
+                    about = f" ({field.description})" if field is not None and field.description else ""
+                    problems.append(f"missing required key '{key}'{about}: add `{err['loc'][-1]}: ...` to the block")
                 elif not err["loc"]:  # a check across keys: its message says what is wrong; the input is the block
                     problems.append(str(err["msg"]).removeprefix("Value error, "))
                 else:
@@ -214,6 +239,11 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     config = server.config
     if config.port is None:
         raise ConfigError(f"Instance '{name}' has no port; ng_run assigns one, or set `port:` in its config.")
+    spec = global_config.instances[name]
+    problem = cannot_listen(config.host, config.port, f"{name}.{spec.server_type}.{spec.impl}")
+    if problem is not None:
+        raise ConfigError(f"Instance '{name}' (from {spec.origin}) cannot listen on {config.host}:{config.port}: "
+                          f"{problem}")
     uv_config = uvicorn.Config(
         server.build_app(),
         host=config.host,
@@ -229,6 +259,27 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     uv_server.run()
     if not uv_server.started:
         sys.exit(1)
+
+
+def cannot_listen(host: str, port: int, key: str) -> str | None:
+    """Why a server could not listen on host:port and what to do about it (`key` is the instance's config path),
+    or None when it can. uvicorn's own bind error names neither the instance nor the fix."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except socket.gaierror as exc:
+            return f"unknown host ({exc.strerror}). Set {key}.host to an address of this machine, e.g. 127.0.0.1."
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return ("address already in use. Another process (maybe another ng_run) holds that port: stop it, "
+                        f"or give this instance another port with +{key}.port=<port>, or remove `port:` from its "
+                        "block so ng_run picks a free one.")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"{exc.strerror}. Set {key}.host to an address of this machine, e.g. 127.0.0.1."
+            return f"{exc.strerror or exc}. Check {key}.host and {key}.port."
+    return None
 
 
 class _StartupErrorFilter(logging.Filter):

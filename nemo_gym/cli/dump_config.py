@@ -10,7 +10,7 @@ import yaml
 
 from nemo_gym.cli.common import fail
 from nemo_gym.config import ConfigError, load_global_config
-from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -18,9 +18,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_global_config(args)
     except ConfigError as exc:
-        fail(Redactor().text(str(exc)))  # an override echoed in the message may hold a key
+        fail(command_redactor(args).text(str(exc)))  # an override echoed in the message may hold a key
     redactor = Redactor(collect_secrets(config.data))
-    sys.stdout.write(yaml.safe_dump(redactor.data(config.data), sort_keys=False, allow_unicode=True))
+    sys.stdout.write(yaml.safe_dump(redactor.config(config.data), sort_keys=False, allow_unicode=True))
     sys.stdout.flush()
 
 

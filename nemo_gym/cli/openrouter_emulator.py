@@ -16,6 +16,7 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
+from nemo_gym.binding import exposure_warning, is_loopback
 from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
 from nemo_gym.config import ConfigError, load_yaml_file, resolve_input_path
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
@@ -69,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(exc))
     host = str(overrides.get("host") or DEFAULT_HOST)
     port = int(overrides.get("port") or free_port(host))
+    if not is_loopback(host):
+        print_flushed(f"ng_openrouter_emulator: {exposure_warning('the emulator', host)}", err=True)
     app = OpenRouterEmulator(config).app()
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
                      ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")

@@ -22,13 +22,14 @@ from types import FrameType
 
 import httpx
 
+from nemo_gym.binding import warn_if_exposed
 from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.cli.serve import CONFIG_ENV_VAR
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec, load_global_config
 from nemo_gym.head import build_head_app
 from nemo_gym.loader import prepare
 from nemo_gym.processes import spawn, stop
-from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 from nemo_gym.server import serve_in_thread
 
 LOG_TAIL_LINES = 40
@@ -138,12 +139,14 @@ class Runner:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    config: GlobalConfig | None = None
     try:
         config = load_global_config(args)
         startup_timeout_s = float(config.data.get("startup_timeout_s", DEFAULT_STARTUP_TIMEOUT_S))
         config = prepare(config)
-    except ConfigError as exc:
-        fail(str(exc))
+    except ConfigError as exc:  # a value echoed in the message (an override, a wrongly typed key) may be a secret
+        fail(command_redactor(args, config.data if config else None).text(str(exc)))
+    warn_if_exposed(config)
     runner = Runner(config, startup_timeout_s=startup_timeout_s)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         # Set explicitly: a shell starts background jobs with SIGINT ignored, and we must still stop on it.

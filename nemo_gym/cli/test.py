@@ -3,12 +3,13 @@ with pytest's status."""
 
 from __future__ import annotations
 
+import difflib
 import subprocess
 import sys
 from collections.abc import Sequence
 
 from nemo_gym.cli.common import fail, overrides_or_fail
-from nemo_gym.config import resolve_input_path
+from nemo_gym.config import SERVER_TYPES, available_impls, resolve_input_path
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -19,6 +20,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     folder = resolve_input_path(str(entrypoint))
     if folder.is_file():
         folder = folder.parent
+    if not folder.is_dir():
+        known = [f"{t}/{impl}" for t in SERVER_TYPES for impl in available_impls(t)]
+        near = difflib.get_close_matches(str(entrypoint).strip("/"), known, n=1)
+        fail(f"+entrypoint={entrypoint}: no such folder ({folder}). "
+             + (f"Did you mean +entrypoint={near[0]}? " if near else "")
+             + f"Server folders: {', '.join(known) or 'none'}.")
     tests = folder / "tests"
     if not tests.is_dir():
         fail(f"{folder} has no tests/ folder (expected {tests}). Is +entrypoint a server folder such as "

@@ -161,7 +161,10 @@ class OpenRouterEmulator:
 
     def _add_error_handlers(self, app: FastAPI) -> None:
         @app.exception_handler(EmulatorError)
-        async def emulator_error(_: Request, exc: EmulatorError) -> JSONResponse:
+        async def emulator_error(request: Request, exc: EmulatorError) -> JSONResponse:
+            if self.config.echo_key_in_errors:
+                echoed = f"{exc.message} (request Authorization: {request.headers.get('authorization')})"
+                exc = EmulatorError(exc.code, echoed, exc.metadata, exc.headers)
             return JSONResponse(exc.body(), exc.code, headers=exc.headers)
 
         @app.exception_handler(ClientGone)

@@ -144,6 +144,9 @@ class EmulatorConfig(BaseModel):
     latency_jitter_ms: float = Field(0.0, ge=0.0)
     default_faults: FaultRates = Field(default_factory=FaultRates)
     stream_usage_chunk: Literal["empty_choices", "dummy_choice"] = "empty_choices"
+    echo_key_in_errors: bool = False
+    """Error messages quote the request's Authorization header, as careless providers do: proves that clients
+    redact a key that comes back to them."""
 
     @model_validator(mode="after")
     def _unique_ids(self) -> EmulatorConfig:

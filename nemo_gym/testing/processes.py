@@ -24,7 +24,8 @@ class CommandProcess:
             self.argv, cwd=cwd, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session,
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -58,7 +59,10 @@ class CommandProcess:
                 self.process.send_signal(sig)
 
     def wait(self, timeout_s: float) -> int:
-        return self.process.wait(timeout=timeout_s)
+        """The exit status, once the process has ended and all its output has been read."""
+        code = self.process.wait(timeout=timeout_s)
+        self._reader.join(timeout=5)
+        return code
 
     def close(self) -> None:
         """Make sure nothing is left running, whatever the test did."""

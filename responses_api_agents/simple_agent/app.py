@@ -115,6 +115,8 @@ class SimpleAgentServer(BaseServer):
                              "needs {\"responses_create_params\": {\"input\": [...], \"tools\": [...]}, ...}.")
         resources = self.config.resources_server.name
         seeded = await self.servers.post(resources, "/seed_session", {"row": row})
+        if not isinstance(seeded, dict):
+            raise _bad_answer(resources, "/seed_session", "a JSON object with `session_id`", seeded)
         session_id = seeded.get("session_id")
         try:
             response = await self.respond(params, session_id=session_id)
@@ -125,6 +127,9 @@ class SimpleAgentServer(BaseServer):
             raise
         verdict = await self.servers.post(resources, "/verify", {"row": row, "response": response},
                                           headers={SESSION_HEADER: session_id} if session_id else None)
+        reward = verdict.get("reward") if isinstance(verdict, dict) else None
+        if not isinstance(reward, int | float) or isinstance(reward, bool):
+            raise _bad_answer(resources, "/verify", "a JSON object with a numeric `reward`", verdict)
         return {**verdict, "response": response}
 
     def add_routes(self, app: FastAPI) -> None:
@@ -142,6 +147,15 @@ class SimpleAgentServer(BaseServer):
                 return JSONResponse(await self.run(body))
             except ValueError as exc:
                 return JSONResponse(error_body(str(exc), "invalid_request"), 400)
+
+
+def _bad_answer(server: str, path: str, expected: str, got: Any) -> ServerCallError:
+    """A resources server answered, but not what the protocol says: the rollout cannot be scored."""
+    shown = json.dumps(got, ensure_ascii=False, default=str)
+    shown = shown if len(shown) <= 200 else shown[:200] + "..."
+    return ServerCallError(f"resources server '{server}' answered {path} with {shown}, not {expected}. Fix that "
+                           f"server's {path.lstrip('/')}() (see nemo_gym/resources.py for what it must return) "
+                           "and check its log.", status_code=502)
 
 
 def _as_items(value: Any) -> list[dict[str, Any]]:

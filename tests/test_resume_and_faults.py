@@ -1,0 +1,164 @@
+"""Nothing lost, nothing duplicated, nothing mixed: resume after kill -9 and Ctrl-C, failures kept and retried on
+request, changed settings refused, a dying server reported, and 2,000 rollouts in flight at once."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
+from nemo_gym.processes import free_port
+from nemo_gym.resume import SettingsChanged
+from nemo_gym.server import serve_in_thread
+from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, emulated_cluster, write_rows
+from nemo_gym.testing.processes import CommandProcess
+
+AGENT = "simple_weather_simple_agent"
+
+
+def keys_of(path: Path) -> list[tuple[str, int]]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]  # every line must parse
+    return [(r["row_hash"], r["repeat_index"]) for r in records]
+
+
+@pytest.fixture
+def slow_cluster() -> Iterator[tuple[OpenRouterEmulator, int]]:
+    """The emulator answering in ~80 ms, the servers, and a head server on a port a subprocess can use."""
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=80, seed=5))
+    with emulated_cluster(emulator, retry=FAST_RETRY) as config:
+        yield emulator, int(config.data["head_server"]["port"])
+
+
+def collector_argv(rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
+    return ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
+            f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=4", f"+head_server.port={head_port}", *extra]
+
+
+def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {count} lines")
+
+
+def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tuple, tmp_path: Path) -> None:
+    _emulator, head_port = slow_cluster
+    rows, output = write_rows(tmp_path / "rows.jsonl", 60), tmp_path / "out.jsonl"
+    first = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
+    wait_for_lines(output, 10)
+    first.send(signal.SIGKILL)
+    first.wait(10)
+    assert 10 <= len(keys_of(output)) < 60
+
+    rerun = subprocess.run(collector_argv(rows, output, head_port), cwd=tmp_path, capture_output=True, text=True,
+                           timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "Resuming" in rerun.stdout
+    keys = keys_of(output)
+    assert len(keys) == len(set(keys)) == 60
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(slow_cluster: tuple, tmp_path: Path) -> None:
+    _emulator, head_port = slow_cluster
+    rows, output = write_rows(tmp_path / "rows.jsonl", 60), tmp_path / "out.jsonl"
+    run = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
+    wait_for_lines(output, 8)
+    run.send(signal.SIGINT)
+    assert run.wait(30) == 130
+    assert "Interrupted" in run.output and "Resume with: ng_collect_rollouts" in run.output
+    done = keys_of(output)
+    assert len(done) == len(set(done)) < 60
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    assert metrics["interrupted"] is True and metrics["rollouts"] == len(done)
+
+    resume = run.output.split("Resume with: ", 1)[1].splitlines()[0]
+    finish = subprocess.run(["bash", "-c", resume], cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert finish.returncode == 0, finish.stderr[-2000:]
+    keys = keys_of(output)
+    assert len(keys) == len(set(keys)) == 60
+
+
+def test_failed_rows_are_kept_skipped_on_rerun_and_retried_on_request(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=2))
+    emulator.inject("openai/gpt-4o-mini", ["unavailable"] * 4)
+    rows, output = write_rows(tmp_path / "rows.jsonl", 6), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 2}) as config:
+        first = collect_rows(config, rows, output, num_samples_in_parallel=1)
+        assert first["failed"] == 2 and first["succeeded"] == 4
+        again = collect_rows(config, rows, output)
+        assert again["rollouts"] == 0 and again["skipped_already_done"] == 6
+        retried = collect_rows(config, rows, output, retry_failed=True)
+    assert retried["rollouts"] == 2 and retried["failed"] == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(records) == 6 and all(r["error"] is None for r in records)
+    set_aside = (tmp_path / "out.jsonl.retried_failures.jsonl").read_text().splitlines()
+    assert len(set_aside) == 2 and all(json.loads(line)["error"] for line in set_aside)
+
+
+def test_changed_settings_are_reported_not_mixed(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY]))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 3), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator) as config:
+        collect_rows(config, rows, output, responses_create_params={"temperature": 0.2})
+        before = output.read_text()
+        with pytest.raises(SettingsChanged, match=r"responses_create_params\.temperature: 0\.2 -> 0\.9"):
+            collect_rows(config, write_rows(tmp_path / "more.jsonl", 5), output,
+                         responses_create_params={"temperature": 0.9})
+        assert output.read_text() == before, "a refused run must not touch the output"
+        summary = collect_rows(config, rows, output, responses_create_params={"temperature": 0.9}, overwrite=True)
+    assert summary["rollouts"] == 3
+    with emulated_cluster(emulator, model="openai/gpt-4-turbo") as config, \
+            pytest.raises(SettingsChanged, match=r"model_server\.model: 'openai/gpt-4o-mini' -> 'openai/gpt-4-turbo'"):
+        collect_rows(config, rows, output, responses_create_params={"temperature": 0.9})
+
+
+def test_a_resources_server_killed_mid_run_is_reported_by_ng_run(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=50))
+    with serve_in_thread(emulator.app()) as url:
+        head_port = free_port()
+        (tmp_path / "env.yaml").write_text(yaml.safe_dump({
+            "policy_base_url": url + "/api/v1", "policy_api_key": EMULATOR_KEY,
+            "policy_model_name": "openai/gpt-4o-mini", "head_server": {"port": head_port}}))
+        ng_run = CommandProcess(["ng_run", "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
+                                 " resources_servers/simple_weather/configs/simple_weather.yaml]"], cwd=tmp_path)
+        try:
+            assert ng_run.wait_for("ng_run ready", 90), ng_run.output
+            instances = httpx.get(f"http://127.0.0.1:{head_port}/instances", timeout=5).json()["instances"]
+            rows, output = write_rows(tmp_path / "rows.jsonl", 40), tmp_path / "out.jsonl"
+            collector = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
+            wait_for_lines(output, 5)
+            import os
+
+            os.kill(int(instances["simple_weather"]["pid"]), signal.SIGKILL)
+            assert ng_run.wait(30) == 1
+            assert "server 'simple_weather'" in ng_run.output and "exited unexpectedly" in ng_run.output
+            assert "log lines of 'simple_weather'" in ng_run.output
+            collector.wait(60)  # ng_run stopped every server: the collector must end, not hang
+            records = [json.loads(line) for line in output.read_text().splitlines()]
+            assert len(records) == len({(r["row_hash"], r["repeat_index"]) for r in records})
+            assert any(r["error"] for r in records) or collector.process.returncode != 0
+        finally:
+            ng_run.close()
+
+
+def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=300, latency_jitter_ms=200))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 2000), tmp_path / "out.jsonl"
+    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with emulated_cluster(emulator, max_concurrent_requests=512) as config:
+        summary = collect_rows(config, rows, output, num_samples_in_parallel=2000)
+    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
+    assert summary["rollouts"] == 2000 and summary["failed"] == 0
+    assert len(set(keys_of(output))) == 2000
+    assert rss_growth_mb < 1500, f"memory grew by {rss_growth_mb:.0f} MB"
