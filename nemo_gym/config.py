@@ -169,9 +169,9 @@ def load_yaml_file(path: Path) -> dict[str, Any]:
             f"root ({project_root()}); check the spelling in config_paths."
         ) from None
     except OSError as exc:
-        what = "a directory" if path.is_dir() else "not readable"
-        raise ConfigError(f"Cannot read config file {path}: {exc.strerror or exc} ({what}). "
-                          "config_paths must list YAML files, e.g. +config_paths=[configs/my_env.yaml].") from None
+        reason = "it is a directory" if path.is_dir() else (exc.strerror or str(exc))
+        raise ConfigError(f"Cannot read config file {path}: {reason}. config_paths must list readable YAML files, "
+                          "e.g. +config_paths=[configs/my_env.yaml].") from None
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:

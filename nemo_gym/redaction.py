@@ -26,8 +26,10 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{6,}")
 _AUTHORIZATION = re.compile(r"""(?i)(\bauthorization["']?\s*[:=]\s*["']?(?!bearer\s)[A-Za-z]+\s+)[^\s"',;}]{6,}""")
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9][A-Za-z0-9_\-]{10,}")
-_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^/\s@]+(@)")
+_URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)([^/\s@]+)(@)")
 _MIN_SECRET_LENGTH = 4
+_MIN_FRAGMENT_LENGTH = 8
+_KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def is_secret_key(key: str) -> bool:
@@ -46,7 +48,8 @@ def _secret_text(value: Any) -> str | None:
 
 
 def collect_secrets(config: Any) -> set[str]:
-    """Every scalar configured under a secret-looking key (at any depth, inside lists too), as text."""
+    """Every scalar configured under a secret-looking key (at any depth, inside lists too), as text; and the
+    password of every URL that carries one (`https://user:password@host`), under whatever key."""
     found: set[str] = set()
 
     def walk(node: Any, secret: bool) -> None:
@@ -58,6 +61,8 @@ def collect_secrets(config: Any) -> set[str]:
                 walk(item, secret)
         elif secret and (text := _secret_text(node)) is not None:
             found.add(text)
+        elif isinstance(node, str):
+            found.update(m.group(2) for m in _URL_PASSWORD.finditer(node) if len(m.group(2)) >= _MIN_SECRET_LENGTH)
 
     walk(config, False)
     return found
@@ -98,8 +103,26 @@ class Redactor:
                 value = value.replace(secret, REDACTED)
         value = _BEARER.sub(lambda m: m.group(1) + REDACTED, value)
         value = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, value)
-        value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(2), value)
-        return _KEY_LIKE.sub(REDACTED, value)
+        value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
+        return self._fragments(_KEY_LIKE.sub(REDACTED, value))
+
+    def _fragments(self, value: str) -> str:
+        """A secret cut short by a message that was truncated before it was redacted (`body[:300]`): at least
+        8 leading characters of a secret that end where the text stops looking like a key."""
+        for secret in self._secrets:
+            if len(secret) <= _MIN_FRAGMENT_LENGTH:
+                continue
+            head = secret[:_MIN_FRAGMENT_LENGTH]
+            start = value.find(head)
+            while start != -1:
+                end = start + _MIN_FRAGMENT_LENGTH
+                while end < len(value) and end - start < len(secret) and value[end] == secret[end - start]:
+                    end += 1
+                if end == len(value) or value[end] not in _KEY_CHARACTERS:
+                    value = value[:start] + REDACTED + value[end:]
+                    end = start + len(REDACTED)
+                start = value.find(head, end)
+        return value
 
     def data(self, value: Any) -> Any:
         """A copy with every string redacted, and every number that is a configured secret replaced."""

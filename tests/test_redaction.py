@@ -13,6 +13,8 @@ from nemo_gym.redaction import (
     RedactingFilter,
     Redactor,
     collect_secrets,
+    command_line_secrets,
+    command_redactor,
     install_log_redaction,
     is_secret_key,
 )
@@ -41,6 +43,15 @@ OPENROUTER_KEY = "sk-or-v1-abcdef123456"
         "db_password",
         "Authorization",
         "credentials",
+        "api_keys",
+        "openrouter_api_keys",
+        "keys",
+        "secrets",
+        "passwords",
+        "openrouterApiKey",
+        "hfToken",
+        "dbPassword",
+        "clientSecrets",
     ],
 )
 def test_secret_looking_keys(key: str) -> None:
@@ -62,6 +73,11 @@ def test_secret_looking_keys(key: str) -> None:
         "keyboard",
         "monkey",
         "author",
+        "tokens",
+        "maxOutputTokens",
+        "hf_tokens",
+        "monkeys",
+        "authority",
     ],
 )
 def test_ordinary_keys_are_not_secrets(key: str) -> None:
@@ -101,7 +117,33 @@ def test_collect_secrets_ignores_token_counts_and_ordinary_values() -> None:
 
 def test_empty_or_missing_secret_values_are_not_collected() -> None:
     # An empty "secret" would otherwise match everywhere and redact every string.
-    assert collect_secrets({"api_key": "", "token": None, "secret": "ab"}) == set()
+    assert collect_secrets({"api_key": "", "token": None, "secret": "ab", "password": True}) == set()
+
+
+def test_numeric_secrets_are_collected_as_the_text_they_show_up_as() -> None:
+    # YAML reads `password: 12345678` as an int; it still shows up as "12345678" in a log line.
+    assert collect_secrets({"db_password": 12345678, "pin_secret": 1234.5}) == {"12345678", "1234.5"}
+
+
+def test_every_value_in_a_list_under_a_plural_secret_key_is_collected() -> None:
+    config = {"openrouter": {"api_keys": ["sk-or-v1-first-key", "second-key-value", 87654321]},
+              "tokens": ["not-secret", "also-not"]}
+
+    assert collect_secrets(config) == {"sk-or-v1-first-key", "second-key-value", "87654321"}
+
+
+def test_a_password_inside_a_configured_url_is_collected_whatever_its_key() -> None:
+    config = {"base_url": "https://proxy-user:proxy-pass-123@proxy.example.org/api/v1", "plain": "https://a.org/x"}
+
+    assert collect_secrets(config) == {"proxy-pass-123"}
+    # ...so it is redacted where the URL is shown without its scheme, e.g. as a host label.
+    assert "proxy-pass-123" not in Redactor(collect_secrets(config)).text("model at proxy-user:proxy-pass-123@proxy")
+
+
+def test_everything_nested_under_a_secret_key_is_secret() -> None:
+    config = {"credentials": {"service_account": {"private_value": "pem-body-xyz"}, "ids": [["nested-id-1"]]}}
+
+    assert collect_secrets(config) == {"pem-body-xyz", "nested-id-1"}
 
 
 # --------------------------------------------------------------------------- replacing them
@@ -167,6 +209,57 @@ def test_bearer_headers_are_redacted_even_when_the_secret_was_never_configured(t
     assert text.split()[-1].rstrip('"}') not in redacted
 
 
+def test_a_numeric_secret_is_redacted_in_text_and_as_a_number_in_data() -> None:
+    redactor = Redactor(collect_secrets({"password": 12345678}))
+
+    assert redactor.text("login with 12345678 failed") == f"login with {REDACTED} failed"
+    assert redactor.data({"hint": 12345678, "total_tokens": 1234, "ok": True}) == {
+        "hint": REDACTED, "total_tokens": 1234, "ok": True}
+
+
+def test_config_redaction_replaces_whole_values_under_secret_keys_and_keeps_the_rest() -> None:
+    config = {
+        "db_password": 99,  # too short to match by value, still never shown
+        "service": {"api_keys": ["key-one-1234", "key-two-5678"], "url": "https://example.org"},
+        "fallbacks": [{"api_key": "fallback-key-000", "model": "openai/gpt-4o-mini", "api_key_required": False}],
+        "notes": {"max_output_tokens": 4096, "total_tokens": 1234, "mentions": "uses key-one-1234"},
+        "token": None,
+    }
+
+    shown = Redactor(collect_secrets(config)).config(config)
+
+    assert shown == {
+        "db_password": REDACTED,
+        "service": {"api_keys": [REDACTED, REDACTED], "url": "https://example.org"},
+        "fallbacks": [{"api_key": REDACTED, "model": "openai/gpt-4o-mini", "api_key_required": False}],
+        "notes": {"max_output_tokens": 4096, "total_tokens": 1234, "mentions": f"uses {REDACTED}"},
+        "token": None,
+    }
+
+
+def test_records_keep_values_under_key_shaped_names_that_are_data_not_config() -> None:
+    # Chat Completions logprobs carry {"token": ...}: records are redacted by value only.
+    record = {"logprobs": [{"token": "Hello", "logprob": -0.1}]}
+
+    assert Redactor({"my-secret-value"}).data(record) == record
+
+
+def test_a_truncated_secret_is_redacted_where_the_text_cut_it_off() -> None:
+    secret = "plain-secret-0123456789abcdef"
+    redactor = Redactor({secret})
+
+    assert redactor.text(f"(provider said: key={secret[:15]})") == f"(provider said: key={REDACTED})"
+    assert redactor.text(f"body: '{secret[:9]}") == f"body: '{REDACTED}"
+    assert redactor.text(f"ends with {secret[:12]}") == f"ends with {REDACTED}"
+
+
+def test_a_shared_prefix_that_goes_on_is_not_a_fragment() -> None:
+    redactor = Redactor({"https://internal.example.org/secret-path"})
+
+    assert redactor.text("see https://internal.example.com/docs") == "see https://internal.example.com/docs"
+    assert redactor.text("prefix plain-sec") == "prefix plain-sec"  # shorter than 8 characters of any secret
+
+
 @pytest.mark.parametrize(
     "key",
     ["sk-or-v1-0123456789abcdef0123", "sk-proj-AbCdEf0123456789", "sk-0123456789abcdefXYZ"],
@@ -176,8 +269,23 @@ def test_sk_style_keys_are_redacted_as_a_safety_net(key: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("Authorization: Basic dXNlcjpodW50ZXIy", "dXNlcjpodW50ZXIy"),
+        ("{'authorization': 'Token abcdef0123456'}", "abcdef0123456"),
+        ("connecting to postgres://admin:hunter2pw@db.internal:5432/x", "hunter2pw"),
+    ],
+)
+def test_other_credentials_in_text_are_redacted_as_a_safety_net(text: str, hidden: str) -> None:
+    redacted = Redactor().text(text)
+
+    assert hidden not in redacted and REDACTED in redacted
+
+
+@pytest.mark.parametrize(
     "text",
     [
+        "Authorization failed for this request",
         "task-management-system is fine",
         "risk-adjusted returns",
         "sk-short",
@@ -187,6 +295,23 @@ def test_sk_style_keys_are_redacted_as_a_safety_net(key: str) -> None:
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
     assert Redactor({OPENROUTER_KEY}).text(text) == text
+
+
+# --------------------------------------------------------------------------- command lines
+
+
+def test_secret_values_on_a_command_line_are_known_even_when_the_override_does_not_parse() -> None:
+    args = ["+config_paths=[a.yaml]", "+wandb_api_key=[unterminated-secret", "+policy.token='quoted-token-1'",
+            "+limit=10", "~api_key"]
+
+    assert command_line_secrets(args) == {"[unterminated-secret", "'quoted-token-1'", "quoted-token-1"}
+
+
+def test_a_command_redactor_knows_the_command_line_and_the_loaded_config() -> None:
+    redactor = command_redactor(["+hf_token=from-the-command-line"], {"db": {"password": "from-the-config"}})
+
+    assert redactor.text("from-the-command-line and from-the-config") == f"{REDACTED} and {REDACTED}"
+    assert command_redactor([]).text("nothing to hide") == "nothing to hide"
 
 
 # --------------------------------------------------------------------------- logging

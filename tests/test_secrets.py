@@ -46,14 +46,17 @@ FORBIDDEN = (CANARY, str(DB_PASSWORD), "Bearer sk-", HEX)
 
 
 def echoing_upstream() -> FastAPI:
-    """A broken provider: every call gets a 503 whose message and metadata quote the credentials it was sent."""
+    """A broken provider: every call gets a 503 whose message quotes the credentials it was sent, and whose long
+    `metadata.raw` has the bare key where the model server cuts it off (at 300 characters), leaving a fragment."""
     app = FastAPI()
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
         sent = (f"Authorization: {request.headers.get('authorization')}, "
                 f"X-Api-Key: {request.headers.get('x-api-key')}")
-        return JSONResponse({"error": {"message": f"Overloaded; you sent {sent}", "metadata": {"raw": sent}}}, 503)
+        key = str(request.headers.get("authorization")).removeprefix("Bearer ")
+        raw = f"{'diagnostics ' * 30}"[:300 - len(key) // 2 - 5] + f" key={key} was refused"
+        return JSONResponse({"error": {"message": f"Overloaded; you sent {sent}", "metadata": {"raw": raw}}}, 503)
 
     return app
 
@@ -132,6 +135,7 @@ def test_a_whole_collection_leaks_no_secret_anywhere(workdir: Path,
     assert dumped.returncode == 0, dumped.stderr
     dump = yaml.safe_load(dumped.stdout)
     assert {k: dump["notes"][k] for k in NOT_SECRETS} == NOT_SECRETS
+    assert dump["policy_model_name"] == MODEL and dump["service"]["url"] == "https://example.org"
     assert dump["db_password"] == REDACTED and dump["service"]["api_keys"] == [REDACTED, REDACTED]
     assert dump["notes"]["password_hint"] == REDACTED and dump["notes"]["mentions"] == f"key is {REDACTED}"
 
@@ -180,6 +184,21 @@ def test_a_whole_collection_leaks_no_secret_anywhere(workdir: Path,
     assert emulator.faults_injected["server_error"] == 1 and emulator.faults_injected["bad_gateway"] == 1
     assert "retrying" in outputs["ng_run"], "the servers' own log lines are part of what is searched"
 
+    files = written_files(workdir)
+    assert {"results/rollouts.jsonl", "results/rollouts.metrics.json", "results/rollouts.jsonl.torn"} <= set(files)
+    found = leaks({**outputs, **files})
+    assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+def test_a_rejected_key_echoed_back_at_start_up_is_not_shown(workdir: Path) -> None:
+    """The preflight's 401 quotes the key, and ng_run shows the start-up failure with the servers' last lines."""
+    rejected = f"sk-or-v1-{CANARY}-rejected-{HEX}-" + "0123456789" * 16  # long: the message is cut inside it
+    outputs: dict[str, str] = {}
+
+    result = run(["ng_run", CONFIG_PATHS, f"+policy_api_key={rejected}"], workdir, outputs, "ng_run", timeout_s=90)
+
+    assert result.returncode == 1 and "rejected the API key" in result.stdout + result.stderr
+    assert REDACTED in result.stdout + result.stderr
     found = leaks({**outputs, **written_files(workdir)})
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
@@ -200,12 +219,27 @@ def test_configuration_errors_never_quote_a_secret(workdir: Path, override: str)
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
-def test_a_malformed_override_holding_a_secret_is_not_echoed(workdir: Path) -> None:
+@pytest.mark.parametrize("command", [
+    "ng_dump_config",
+    "ng_run",
+    pytest.param("ng_collect_rollouts", marks=pytest.mark.xfail(strict=True, reason=(
+        "collect_rollouts.main must fail with command_redactor(args).text(str(exc)) as ng_run and ng_dump_config "
+        "do; the lead owns that file"))),
+])
+def test_a_malformed_override_holding_a_secret_is_not_echoed(workdir: Path, command: str) -> None:
     outputs: dict[str, str] = {}
 
-    for command in ("ng_dump_config", "ng_run", "ng_collect_rollouts"):
-        result = run([command, CONFIG_PATHS, f"+wandb_api_key=[{WANDB_API_KEY}"], workdir, outputs, command)
-        assert result.returncode == 2 and "Cannot parse the command-line override" in result.stderr
+    result = run([command, CONFIG_PATHS, f"+wandb_api_key=[{WANDB_API_KEY}"], workdir, outputs, command)
 
+    assert result.returncode == 2 and "Cannot parse the command-line override '+wandb_api_key=" in result.stderr
     found = leaks(outputs)
     assert not found, "secrets leaked:\n" + "\n".join(found)
+
+
+def test_the_emulator_does_not_echo_a_malformed_keys_override(tmp_path: Path) -> None:
+    outputs: dict[str, str] = {}
+
+    result = run(["ng_openrouter_emulator", f"+keys=[{FALLBACK_KEY}"], tmp_path, outputs, "ng_openrouter_emulator")
+
+    assert result.returncode == 2 and "Cannot parse the command-line override '+keys=" in result.stderr
+    assert not leaks(outputs)

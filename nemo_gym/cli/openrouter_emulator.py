@@ -17,11 +17,12 @@ import uvicorn
 from pydantic import ValidationError
 
 from nemo_gym.binding import exposure_warning, is_loopback
-from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
-from nemo_gym.config import ConfigError, load_yaml_file, resolve_input_path
+from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.config import ConfigError, load_yaml_file, parse_overrides, resolve_input_path
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.app import API_PREFIX
 from nemo_gym.processes import free_port
+from nemo_gym.redaction import command_redactor
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -63,7 +64,11 @@ def load_config(overrides: Mapping[str, Any]) -> EmulatorConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    overrides = overrides_or_fail(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        overrides = parse_overrides(args)
+    except ConfigError as exc:  # the message quotes the override, which may be `+keys=[...]`
+        fail(command_redactor(args).text(str(exc)))
     try:
         config = load_config(overrides)
     except ConfigError as exc:
