@@ -63,6 +63,12 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Parse and check every row up front, so a bad line fails the run before anything is spent."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise InputError(f"Input file not found: {path}. Check +input_jsonl_fpath (a relative path is tried against "
+                         "the working directory, then the repository).") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory; +input_jsonl_fpath must name a JSONL file, e.g. "
+                         f"{path}/example.jsonl.") from None
     except OSError as exc:
         raise InputError(f"Cannot read input file {path}: {exc.strerror or exc}.") from None
     rows: list[dict[str, Any]] = []
@@ -84,7 +90,8 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
                              "\"content\": \"...\"}]}}).")
         rows.append(row)
     if not rows:
-        raise InputError(f"{path} has no rows.")
+        raise InputError(f"{path} has no rows (it is empty or blank). Write one JSON object per line, each with "
+                         "responses_create_params.input.")
     return rows
 
 
@@ -228,7 +235,9 @@ class Collector:
         try:
             result = await self.servers.post(self.settings.agent_name, "/run", self.prepared_row(row))
             if not isinstance(result, dict) or "reward" not in result:
-                error = f"BadAgentResponse: /run answered without a reward: {str(result)[:300]}"
+                error = (f"BadAgentResponse: agent '{self.settings.agent_name}' answered /run without a numeric "
+                         f"`reward`: {str(result)[:300]}. An agent's /run must return the verifier's answer "
+                         "({\"reward\": <float>, ...}) plus `response`; check that agent's log.")
                 result = None
         except ServerCallError as exc:
             if exc.status_code in RUN_STOPPING_STATUSES:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import json
 import shlex
 import signal
@@ -24,7 +25,7 @@ from tqdm import tqdm
 
 from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
-from nemo_gym.config import ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.redaction import Redactor, collect_secrets
 from nemo_gym.resume import (
     SettingsChanged,
@@ -48,6 +49,12 @@ class Interrupted(RunStopped):
 
 
 def settings_from(config: GlobalConfig) -> CollectionSettings:
+    for key in config.data:
+        if config.origins.get(key) == COMMAND_LINE and key not in SETTING_KEYS:
+            near = difflib.get_close_matches(key, sorted(SETTING_KEYS), n=1, cutoff=0.75)
+            if near:
+                raise ConfigError(f"Unknown setting +{key} (did you mean +{near[0]}?). ng_collect_rollouts settings: "
+                                  f"{', '.join('+' + k for k in sorted(SETTING_KEYS))}.")
     values = {k: v for k, v in config.data.items() if k in SETTING_KEYS}
     try:
         settings = CollectionSettings.model_validate(values)
@@ -93,6 +100,12 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
     if output.is_dir():
         raise InputError(f"+output_jsonl_fpath={output} is a directory; give a file path such as "
                          f"{output / 'rollouts.jsonl'}.")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.open("a", encoding="utf-8").close()
+    except OSError as exc:
+        raise InputError(f"Cannot write +output_jsonl_fpath={output}: {exc.strerror or exc}. Choose a path in a "
+                         "writable directory.") from None
     redactor = Redactor(collect_secrets(config.data))
     async with make_http_client(max_connections=max(64, settings.num_samples_in_parallel * 2)) as http:
         servers, served_config = await discover(config, http)
