@@ -152,13 +152,40 @@ def test_a_resources_server_killed_mid_run_is_reported_by_ng_run(tmp_path: Path)
             ng_run.close()
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path) -> None:
+    """Servers as ng_run runs them (one process each), the collector as a user runs it, 2,000 at once."""
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=300, latency_jitter_ms=200))
-    rows, output = write_rows(tmp_path / "rows.jsonl", 2000), tmp_path / "out.jsonl"
-    rss_before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    with emulated_cluster(emulator, max_concurrent_requests=512) as config:
-        summary = collect_rows(config, rows, output, num_samples_in_parallel=2000)
-    rss_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before_kb) / 1024
-    assert summary["rollouts"] == 2000 and summary["failed"] == 0
+    with serve_in_thread(emulator.app()) as url:
+        head_port = free_port()
+        (tmp_path / "env.yaml").write_text(yaml.safe_dump({
+            "policy_base_url": url + "/api/v1", "policy_api_key": EMULATOR_KEY,
+            "policy_model_name": "openai/gpt-4o-mini", "head_server": {"port": head_port}}))
+        ng_run = CommandProcess(["ng_run", "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
+                                 " resources_servers/simple_weather/configs/simple_weather.yaml]",
+                                 "+policy_model.responses_api_models.openai_model.max_concurrent_requests=512"],
+                                cwd=tmp_path)
+        try:
+            assert ng_run.wait_for("ng_run ready", 90), ng_run.output
+            instances = httpx.get(f"http://127.0.0.1:{head_port}/instances", timeout=5).json()["instances"]
+            rows, output = write_rows(tmp_path / "rows.jsonl", 2000), tmp_path / "out.jsonl"
+            argv = collector_argv(rows, output, head_port)
+            argv[argv.index("+num_samples_in_parallel=4")] = "+num_samples_in_parallel=2000"
+            collect = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+            collector_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+            server_rss_mb = {name: peak_rss_mb(int(e["pid"])) for name, e in instances.items()}
+        finally:
+            ng_run.close()
+    assert collect.returncode == 0, collect.stderr[-2000:]
+    metrics = json.loads((tmp_path / "out.metrics.json").read_text())
+    print(f"2000 in flight: {metrics['wall_time_s']}s, collector {collector_rss_mb:.0f} MB, servers {server_rss_mb}")
+    assert metrics["rollouts"] == 2000 and metrics["failed"] == 0, metrics["errors"]
     assert len(set(keys_of(output))) == 2000
-    assert rss_growth_mb < 1500, f"memory grew by {rss_growth_mb:.0f} MB"
+    assert collector_rss_mb < 1024, f"collector peaked at {collector_rss_mb:.0f} MB"
+    assert max(server_rss_mb.values()) < 1024, server_rss_mb
