@@ -147,7 +147,7 @@ def test_bad_input_names_the_file_and_line(tmp_path: Path, content: str, message
 
 
 def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="Cannot read input file .*missing.jsonl"):
+    with pytest.raises(InputError, match="Input file not found: .*missing.jsonl. Check \\+input_jsonl_fpath"):
         read_rows(tmp_path / "missing.jsonl")
 
 

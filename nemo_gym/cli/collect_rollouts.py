@@ -26,7 +26,7 @@ from tqdm import tqdm
 from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
-from nemo_gym.redaction import Redactor, collect_secrets
+from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 from nemo_gym.resume import (
     SettingsChanged,
     check_settings,
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = settings_from(config)
         summary = asyncio.run(collect(config, settings))
     except (ConfigError, InputError, SettingsChanged) as exc:
-        fail(str(exc))
+        fail(command_redactor(args).text(str(exc)))
     except Interrupted as exc:
         fail(str(exc), code=130)
     except RunStopped as exc:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from nemo_gym.config import ConfigError, parse_overrides
+from nemo_gym.redaction import command_redactor
 
 
 def print_flushed(message: str, *, err: bool = False) -> None:
@@ -21,7 +22,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
 
 def overrides_or_fail(argv: Sequence[str] | None) -> dict[str, Any]:
     """The command's `+key=value` arguments (sys.argv when `argv` is None) as a nested dict, or a clean exit."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return parse_overrides(list(sys.argv[1:] if argv is None else argv))
+        return parse_overrides(args)
     except ConfigError as exc:
-        fail(str(exc))
+        fail(command_redactor(args).text(str(exc)))
