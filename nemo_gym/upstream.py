@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 import httpx
 import orjson
 
+from nemo_gym.redaction import REDACTED
+
 UpstreamAPI = Literal["chat_completions", "responses"]
 
 
@@ -106,7 +108,7 @@ class UpstreamEndpoint:
         if not isinstance(payload, dict) or not (payload.get("choices") or payload.get("output") is not None):
             # OpenRouter's "warming up" answers come without choices; a truncated body lands here too.
             raise UpstreamError(f"{url} answered HTTP {response.status_code} without choices or output: "
-                                f"{str(payload)[:300]!r}", status_code=502, upstream_status=response.status_code,
+                                f"{self._clip(payload, 300)!r}", status_code=502, upstream_status=response.status_code,
                                 retryable=True)
         failed = next((c for c in payload.get("choices") or [] if isinstance(c, dict)
                        and (c.get("finish_reason") == "error" or c.get("error"))), None)
@@ -118,18 +120,26 @@ class UpstreamEndpoint:
                                 status_code=502, upstream_status=response.status_code, body=payload, retryable=True)
         return UpstreamCall(body=payload, latency_s=latency, headers=dict(response.headers))
 
+    def _clip(self, value: Any, limit: int) -> str:
+        """Upstream text for a message, shortened only after this endpoint's key is taken out: cutting first could
+        leave a prefix of the key that value-based redaction no longer recognises."""
+        text = str(value)
+        if self.api_key:
+            text = text.replace(self.api_key, REDACTED)
+        return text[:limit]
+
     def _error(self, url: str, status: int, payload: Any, headers: Mapping[str, str]) -> UpstreamError:
         detail = payload.get("error") if isinstance(payload, dict) else None
         if isinstance(detail, dict):
             message = str(detail.get("message") or detail)
             raw = (detail.get("metadata") or {}).get("raw") if isinstance(detail.get("metadata"), dict) else None
             if raw:
-                message += f" (provider said: {str(raw)[:300]})"
+                message += f" (provider said: {self._clip(raw, 300)})"
             code = detail.get("code")
             if status < 400 and isinstance(code, int) and code >= 400:
                 status = code  # OpenRouter can put an error with its real code inside an HTTP 200 body.
         else:
-            message = str(detail or payload)[:500]
+            message = self._clip(detail or payload, 500)
         hint = _hint(status, self.model, self.base_url)
         answered = status if status >= 400 else 502
         return UpstreamError(f"Upstream {url} answered HTTP {status}: {message}. {hint}".strip(),
