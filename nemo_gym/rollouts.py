@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import math
 import statistics
 import time
 from collections.abc import Iterable, Mapping
@@ -25,7 +26,7 @@ from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
 RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "fingerprint", "reward", "error", "usage",
-               "cost_usd", "models", "retries", "latency_s", "response", "input")
+               "cost_usd", "cost_by_model", "models", "retries", "latency_s", "response", "input")
 
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
@@ -46,6 +47,8 @@ class CollectionSettings(BaseModel):
         default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature")
     overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
     retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Start no rollout once spent cost plus the "
+                                       "estimate for those in flight would pass this (USD)")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may "
                                    "finish before they are cancelled")
 
@@ -144,7 +147,11 @@ class Metrics:
             "model_calls": self.usage["calls"],
             "upstream_retries": self.retries,
             "cost_usd": self.usage["cost"],
+            "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
+            "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
+            "p50_latency_s": _round(_percentile(self.latencies, 50)),
+            "p95_latency_s": _round(_percentile(self.latencies, 95)),
             "wall_time_s": round(elapsed, 3),
             "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
             "errors": self.errors,
@@ -153,6 +160,18 @@ class Metrics:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def _round_cost(cost: float | None, per: float) -> float | None:
+    return None if cost is None or per <= 0 else round(cost / per, 10)
+
+
+def _percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile: an observed value, so p95 of a few latencies is one that really happened."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
 
 
 def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agent_name: str,
@@ -174,11 +193,22 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
         "cost_usd": (usage or {}).get("cost"),
         "models": (response.get("nemo_gym") or {}).get("models") or ([response["model"]] if response.get("model")
                                                                      else []),
+        "cost_by_model": _cost_by_model(response),
         "retries": (response.get("nemo_gym") or {}).get("retries", 0),
         "latency_s": round(latency_s, 4),
     }
     extras = {k: v for k, v in result.items() if k not in RECORD_KEYS}
     return {**core, **extras, "response": response or None, "input": row}
+
+
+def _cost_by_model(response: Mapping[str, Any]) -> dict[str, float] | None:
+    """USD per serving model over the rollout's turns (fallbacks may have served some); None if no turn had a cost."""
+    totals: dict[str, float] = {}
+    for turn in (response.get("nemo_gym") or {}).get("turns") or []:
+        if turn.get("cost") is not None:
+            model = str(turn.get("model"))
+            totals[model] = round(totals.get(model, 0.0) + float(turn["cost"]), 10)
+    return totals or None
 
 
 class Collector:
@@ -194,6 +224,8 @@ class Collector:
         self.stop_reason: str | None = None
         """Set when a failure means every further rollout would fail too (credits spent, key rejected)."""
         self.interrupted = False
+        self.budget_reached: str | None = None
+        self.in_flight = 0
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
 
@@ -258,11 +290,20 @@ class Collector:
         rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
         pending = iter(jobs)
 
+        first_done = asyncio.Event()
+
         async def worker() -> None:
             for row_index, repeat_index in pending:
-                if self._stop.is_set():
+                if self.settings.max_cost_usd is not None and self.in_flight and not first_done.is_set():
+                    await first_done.wait()  # one rollout first, so the budget has a cost estimate to go by
+                if self._stop.is_set() or self._over_budget():
                     return
-                record = await self.run_one(rows[row_index], row_index, repeat_index)
+                self.in_flight += 1
+                try:
+                    record = await self.run_one(rows[row_index], row_index, repeat_index)
+                finally:
+                    self.in_flight -= 1
+                    first_done.set()
                 if record is not None:
                     self._write(record, out, progress)
 
@@ -284,6 +325,22 @@ class Collector:
             await everything
         return self.metrics
 
+    def _over_budget(self) -> bool:
+        """Would one more rollout, with those in flight, pass max_cost_usd? Each counts as the mean cost so far."""
+        budget = self.settings.max_cost_usd
+        if budget is None:
+            return False
+        spent = float(self.metrics.usage["cost"] or 0.0)
+        finished = len(self.metrics.rewards) + self.metrics.failures
+        estimate = spent / finished if finished else 0.0
+        if spent + (self.in_flight + 1) * estimate <= budget:
+            return False
+        if self.budget_reached is None:
+            self.budget_reached = (f"spent ${spent:.6f} of the ${budget:g} budget (about ${estimate:.6f} per rollout, "
+                                   f"{self.in_flight} still in flight)")
+            self._stop.set()
+        return True
+
     def _write(self, record: dict[str, Any], out: TextIO, progress: Any) -> None:
         # One write of one whole line, flushed: a crash can tear at most the line being written.
         out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
@@ -292,5 +349,8 @@ class Collector:
         if progress is not None:
             progress.update(1)
             mean = self.metrics.mean_reward
-            progress.set_postfix(reward=f"{mean:.3f}" if mean is not None else "-",
-                                 failed=self.metrics.failures, refresh=False)
+            cost = self.metrics.usage["cost"]
+            elapsed_h = max(time.perf_counter() - self.metrics.started, 1e-9) / 3600
+            progress.set_postfix(reward=f"{mean:.3f}" if mean is not None else "-", failed=self.metrics.failures,
+                                 cost=f"${cost:.4f} (${cost / elapsed_h:.2f}/h)" if cost is not None else "-",
+                                 refresh=False)

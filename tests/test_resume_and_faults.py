@@ -189,3 +189,37 @@ def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path)
     assert len(set(keys_of(output))) == 2000
     assert collector_rss_mb < 1024, f"collector peaked at {collector_rss_mb:.0f} MB"
     assert max(server_rss_mb.values()) < 1024, server_rss_mb
+
+
+def test_a_budget_stops_within_one_rollouts_cost_and_keeps_every_row(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=4))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 200), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator, model="openai/gpt-4-turbo") as config:
+        probe = collect_rows(config, write_rows(tmp_path / "probe.jsonl", 4), tmp_path / "probe.jsonl.out")
+        per_rollout = probe["cost_usd"] / 4
+        budget = per_rollout * 20
+        summary = collect_rows(config, rows, output, num_samples_in_parallel=8, max_cost_usd=budget)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    spent = sum(r["cost_usd"] for r in records)
+    assert summary["stopped_early"] and "budget" in summary["stopped_early"]
+    assert 10 < len(records) < 200 and all(r["error"] is None for r in records)
+    assert spent == pytest.approx(summary["cost_usd"])
+    assert spent <= budget + 2 * max(r["cost_usd"] for r in records), (spent, budget)
+
+
+def test_cost_figures_add_up_from_the_records(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=6))
+    emulator.inject("openai/gpt-4o-mini", ["unavailable"] * 3)
+    rows, output = write_rows(tmp_path / "rows.jsonl", 12), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator, fallback_models=["anthropic/claude-3.5-sonnet"]) as config:
+        summary = collect_rows(config, rows, output, num_samples_in_parallel=1)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    total = sum(r["cost_usd"] for r in records)
+    assert summary["cost_usd"] == pytest.approx(total) == pytest.approx(emulator.spent_usd)
+    assert summary["cost_per_rollout_usd"] == pytest.approx(total / 12)
+    assert summary["cost_per_reward_point_usd"] == pytest.approx(total / sum(r["reward"] for r in records))
+    assert all(sum(r["cost_by_model"].values()) == pytest.approx(r["cost_usd"]) for r in records)
+    assert any("anthropic/claude-3.5-sonnet" in r["cost_by_model"] for r in records)
+    latencies = sorted(r["latency_s"] for r in records)
+    assert summary["p50_latency_s"] == pytest.approx(latencies[5], abs=1e-4)
+    assert summary["p95_latency_s"] == pytest.approx(latencies[11], abs=1e-4)

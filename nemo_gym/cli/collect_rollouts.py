@@ -139,14 +139,17 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
             metrics = await collector.run(rows, jobs, out, bar)
     summary = {"agent_name": settings.agent_name, "input_jsonl_fpath": str(settings.input_jsonl_fpath),
                "output_jsonl_fpath": str(output), "rows": len(rows), "num_repeats": settings.num_repeats,
-               "fingerprint": run_fingerprint, **metrics.summary(), "stopped_early": collector.stop_reason,
-               "interrupted": collector.interrupted}
+               "fingerprint": run_fingerprint, **metrics.summary(),
+               "stopped_early": collector.stop_reason or collector.budget_reached, "interrupted": collector.interrupted}
     metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     done_now = metrics.summary()["rollouts"]
     if collector.stop_reason is not None:
         raise RunStopped(f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
                          f"and are kept in {output}. Fix the cause (for 402: add credits; for 401: check "
                          f"policy_api_key), then re-run the same command to resume: {resume_command(settings, config)}")
+    if collector.budget_reached is not None and not collector.interrupted:
+        print_flushed(f"Budget reached: {collector.budget_reached}. {done_now} rollouts finished in this run and are "
+                      f"kept in {output}; raise +max_cost_usd and re-run the same command to continue.")
     if collector.interrupted:
         raise Interrupted(f"Interrupted: {done_now} rollouts finished in this run and are kept in {output}; "
                          f"rollouts still in flight were cancelled and will run again. Resume with: "
