@@ -52,6 +52,10 @@ class VerifyResponse(BaseModel):
     reward: float
 
 
+class UnknownSession(Exception):
+    """A call names a session this server does not hold; every endpoint answers it with 404."""
+
+
 class ToolError(Exception):
     """A tool call that cannot be answered; the message goes back to the model, so make it instructive.
 
@@ -94,8 +98,8 @@ class BaseResourcesServer(BaseServer):
             return Session(id="", row={})
         session = self.sessions.pop(session_id, None) if pop else self.sessions.get(session_id)
         if session is None:
-            raise ToolError(f"Unknown or expired session '{session_id}': call /seed_session first "
-                            f"(sessions expire after {self.config.session_ttl_s:g}s idle).")
+            raise UnknownSession(f"Unknown or expired session '{session_id}': call /seed_session first "
+                                 f"(sessions expire after {self.config.session_ttl_s:g}s idle).")
         session.last_used = time.monotonic()
         return session
 
@@ -124,6 +128,10 @@ class BaseResourcesServer(BaseServer):
                 return JSONResponse(error_body(str(exc), "invalid_row"), 422)
             return JSONResponse({"session_id": session.id})
 
+        @app.exception_handler(UnknownSession)
+        async def unknown_session(_: Request, exc: UnknownSession) -> JSONResponse:
+            return JSONResponse(error_body(str(exc), "unknown_session"), 404)
+
         @app.post("/verify")
         async def verify(request: Request) -> JSONResponse:
             body = await read_json_object(request)
@@ -131,11 +139,9 @@ class BaseResourcesServer(BaseServer):
                 return body
             try:
                 verify_request = VerifyRequest.model_validate(body)
-                session = self.session_for(request, pop=True)
             except ValidationError as exc:
                 return JSONResponse(error_body(f"Invalid /verify body: {exc}", "invalid_request"), 422)
-            except ToolError as exc:
-                return JSONResponse(error_body(str(exc), "unknown_session"), 404)
+            session = self.session_for(request, pop=True)
             if not session.row:
                 session.row = verify_request.row
             try:
@@ -166,11 +172,9 @@ class BaseResourcesServer(BaseServer):
             body = await read_json_object(request)
             if isinstance(body, JSONResponse):
                 return body
+            session = self.session_for(request)
             try:
-                session = self.session_for(request)
                 arguments = arguments_model.model_validate(body)
-            except ToolError as exc:
-                return JSONResponse(error_body(str(exc), "unknown_session"), 404)
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
                                      for e in exc.errors())
