@@ -52,11 +52,18 @@ def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
     raise AssertionError(f"{path} did not reach {count} lines")
 
 
-def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tuple, tmp_path: Path) -> None:
+def collector_under_way(slow_cluster: tuple, tmp_path: Path, *, lines: int
+                        ) -> tuple[int, Path, Path, CommandProcess]:
+    """ng_collect_rollouts over 60 rows as a subprocess, returned once `lines` records are written."""
     _emulator, head_port = slow_cluster
     rows, output = write_rows(tmp_path / "rows.jsonl", 60), tmp_path / "out.jsonl"
-    first = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
-    wait_for_lines(output, 10)
+    process = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
+    wait_for_lines(output, lines)
+    return head_port, rows, output, process
+
+
+def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tuple, tmp_path: Path) -> None:
+    head_port, rows, output, first = collector_under_way(slow_cluster, tmp_path, lines=10)
     first.send(signal.SIGKILL)
     first.wait(10)
     assert 10 <= len(keys_of(output)) < 60
@@ -70,10 +77,7 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tup
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(slow_cluster: tuple, tmp_path: Path) -> None:
-    _emulator, head_port = slow_cluster
-    rows, output = write_rows(tmp_path / "rows.jsonl", 60), tmp_path / "out.jsonl"
-    run = CommandProcess(collector_argv(rows, output, head_port), cwd=tmp_path)
-    wait_for_lines(output, 8)
+    head_port, rows, output, run = collector_under_way(slow_cluster, tmp_path, lines=8)
     run.send(signal.SIGINT)
     assert run.wait(30) == 130
     assert "Interrupted" in run.output and "Resume with: ng_collect_rollouts" in run.output
