@@ -150,8 +150,8 @@ class Metrics:
             "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
             "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
-            "p50_latency_s": _round(_percentile(self.latencies, 50)),
-            "p95_latency_s": _round(_percentile(self.latencies, 95)),
+            "p50_latency_s": _round(percentile(self.latencies, 50)),
+            "p95_latency_s": _round(percentile(self.latencies, 95)),
             "wall_time_s": round(elapsed, 3),
             "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
             "errors": self.errors,
@@ -166,7 +166,7 @@ def _round_cost(cost: float | None, per: float) -> float | None:
     return None if cost is None or per <= 0 else round(cost / per, 10)
 
 
-def _percentile(values: list[float], pct: float) -> float | None:
+def percentile(values: list[float], pct: float) -> float | None:
     """Nearest-rank percentile: an observed value, so p95 of a few latencies is one that really happened."""
     if not values:
         return None
