@@ -6,15 +6,16 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 
+from nemo_gym.catalog import DYNAMIC_VARIANTS, Catalog, parse_models
 from nemo_gym.upstream import UpstreamEndpoint
 
 KEY_PREFIX = "sk-or-"
 MODEL_ID = re.compile(r"^~?[A-Za-z0-9][\w.\-]*/[\w.\-]+(:[\w.\-]+)?$")
-DYNAMIC_VARIANTS = frozenset({"nitro", "floor", "online", "exacto"})
 KEY_ADVICE = ("Verify the OpenRouter API key format starts with `sk-or-`, check the key is active in the OpenRouter "
               "dashboard, and ensure sufficient credits or a payment method are configured.")
 MODEL_ADVICE = ("Check the model identifier format `provider/model-name`, verify the model is available in "
@@ -68,7 +69,8 @@ async def preflight(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, models:
     if isinstance(remaining, int | float) and remaining <= 0:
         raise PreflightError(f"The API key has no credits left (limit {key_info.get('limit')} USD, remaining "
                              f"{remaining}). Add credits or raise the key's limit in the OpenRouter dashboard.")
-    catalog = [m.get("id") for m in _data_list(models_answer) if isinstance(m, dict) and m.get("id")]
+    listed = parse_models(_json(models_answer))
+    catalog = [m.id for m in listed]
     if catalog:
         unknown = [m for m in models if not _in_catalog(m, set(catalog))]
         if unknown:
@@ -77,7 +79,8 @@ async def preflight(http: httpx.AsyncClient, endpoint: UpstreamEndpoint, models:
                 near = close_matches(model, catalog)
                 hints.append(f"'{model}'" + (f" (did you mean {', '.join(near)}?)" if near else ""))
             raise PreflightError(f"Model not available at {base}: {'; '.join(hints)}. {MODEL_ADVICE}")
-    return {"key": key_info, "models_in_catalog": len(catalog)}
+    return {"key": key_info, "models_in_catalog": len(catalog),
+            "catalog": Catalog(base_url=base, fetched_at=datetime.now(UTC), models=listed)}
 
 
 def _in_catalog(model: str, catalog: set[str]) -> bool:
@@ -105,10 +108,8 @@ def _data(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _data_list(response: httpx.Response) -> list[Any]:
+def _json(response: httpx.Response) -> Any:
     try:
-        body = response.json()
+        return response.json()
     except ValueError:
-        return []
-    data = body.get("data") if isinstance(body, dict) else None
-    return data if isinstance(data, list) else []
+        return None

@@ -26,7 +26,7 @@ from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
 RECORD_KEYS = ("row_index", "repeat_index", "row_hash", "agent_name", "fingerprint", "reward", "error", "usage",
-               "cost_usd", "cost_by_model", "models", "retries", "latency_s", "response", "input")
+               "cost_usd", "cost_estimated", "cost_by_model", "models", "retries", "latency_s", "response", "input")
 
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
@@ -191,6 +191,7 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
         "error": error,
         "usage": usage,
         "cost_usd": (usage or {}).get("cost"),
+        "cost_estimated": bool((usage or {}).get("cost_estimated")),
         "models": (response.get("nemo_gym") or {}).get("models") or ([response["model"]] if response.get("model")
                                                                      else []),
         "cost_by_model": _cost_by_model(response),

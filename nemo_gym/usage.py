@@ -1,7 +1,8 @@
 """Token usage and cost in the Responses API shape, summed over the model calls of a rollout or a run.
 
 `cost` is USD as OpenRouter reports it in `usage.cost`; it is None until some call reports a cost, so "free"
-and "unknown" stay distinguishable.
+and "unknown" stay distinguishable. `cost_estimated` is set (True) once any call's cost was computed from prices
+rather than reported.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def add_usage(total: Mapping[str, Any], usage: Mapping[str, Any] | None) -> dict
                                        + _detail(usage, "output_tokens_details", "reasoning_tokens")}
     if usage.get("cost") is not None:
         result["cost"] = round(float(result["cost"] or 0.0) + float(usage["cost"]), 10)
+    if usage.get("cost_estimated"):
+        result["cost_estimated"] = True
     result["calls"] = int(result["calls"]) + int(usage.get("calls") or 1)
     return result
 

@@ -145,8 +145,9 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
     done_now = metrics.summary()["rollouts"]
     if collector.stop_reason is not None:
         raise RunStopped(f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
-                         f"and are kept in {output}. Fix the cause (for 402: add credits; for 401: check "
-                         f"policy_api_key), then re-run the same command to resume: {resume_command(settings, config)}")
+                         f"and are kept in {output}. Fix the cause (for 402: add credits, or raise the model server's "
+                         f"max_cost_usd if it names one; for 401: check policy_api_key), then re-run the same "
+                         f"command to resume: {resume_command(settings, config)}")
     if collector.budget_reached is not None and not collector.interrupted:
         print_flushed(f"Budget reached: {collector.budget_reached}. {done_now} rollouts finished in this run and are "
                       f"kept in {output}; raise +max_cost_usd and re-run the same command to continue.")

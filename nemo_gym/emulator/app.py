@@ -282,6 +282,9 @@ class OpenRouterEmulator:
         if fault is None or fault == "hang":
             self.spent_usd += usage["cost"]
             self.served[model.id] += 1
+        if not self.config.report_cost:
+            for key in ("cost", "cost_details", "is_byok"):
+                usage.pop(key)
         return Generation(model, completion_body, fault)
 
     def _render(self, generation: Generation, payload: dict[str, Any]) -> Response:

@@ -144,6 +144,9 @@ class EmulatorConfig(BaseModel):
     latency_jitter_ms: float = Field(0.0, ge=0.0)
     default_faults: FaultRates = Field(default_factory=FaultRates)
     stream_usage_chunk: Literal["empty_choices", "dummy_choice"] = "empty_choices"
+    report_cost: bool = True
+    """Answers carry `usage.cost` as OpenRouter's do; false answers with token counts only, like most other
+    OpenAI-compatible servers, so cost estimation from catalog prices can be tested."""
     echo_key_in_errors: bool = False
     """Error messages quote the request's Authorization header, as careless providers do: proves that clients
     redact a key that comes back to them."""

@@ -55,7 +55,8 @@ class SimpleAgentServer(BaseServer):
             turns.append({"model": served, "provider": meta.get("provider"), "attempts": meta.get("attempts", 1),
                           "retries": meta.get("retries", 0), "errors": meta.get("errors", []),
                           "failovers": meta.get("failovers", []),
-                          "cost": (response.get("usage") or {}).get("cost")})
+                          "cost": (response.get("usage") or {}).get("cost"),
+                          "cost_estimated": bool((response.get("usage") or {}).get("cost_estimated"))})
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)
             calls = [item for item in output if item.get("type") == "function_call"]

@@ -15,6 +15,7 @@ import httpx
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nemo_gym.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, load_cache
 from nemo_gym.client import make_http_client
 from nemo_gym.config import GlobalConfig
 from nemo_gym.conversion import (
@@ -23,6 +24,7 @@ from nemo_gym.conversion import (
     responses_to_chat_request,
     responses_to_chat_response,
 )
+from nemo_gym.cost import BudgetExhausted, CostMeter
 from nemo_gym.openrouter import PreflightError, openrouter_config_problems, preflight
 from nemo_gym.ratelimit import AdaptiveLimiter
 from nemo_gym.retry import RetryPolicy
@@ -70,6 +72,11 @@ class OpenAIModelConfig(BaseServerConfig):
                                     "base_url (openrouter.ai or an .../api/v1 path)")
     preflight: bool | None = Field(default=None, description="Check the key and model ids once at start-up; "
                                    "default: on for OpenRouter")
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict, description="USD per million tokens by model id ({prompt: .., completion: ..}), to "
+        "estimate cost where the endpoint reports none; the endpoint's catalog prices are used otherwise")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Refuse new calls (HTTP 402) once this "
+                                       "server's spend plus its calls in flight would pass this (USD)")
 
     @model_validator(mode="after")
     def _check_openrouter_settings(self) -> OpenAIModelConfig:
@@ -92,6 +99,7 @@ class OpenAIModelServer(BaseServer):
         super().__init__(name, config, global_config)
         self._upstream_http: httpx.AsyncClient | None = None
         self._router: Router | None = None
+        self.cost = CostMeter(config.prices, max_cost_usd=config.max_cost_usd, label=name)
         self.redactor.add(*(key for key in [config.api_key, *(f.api_key for f in config.fallbacks)] if key))
 
     @property
@@ -145,6 +153,7 @@ class OpenAIModelServer(BaseServer):
                                     [self.config.model, *self.config.fallback_models])
         except PreflightError as exc:
             raise StartupError(self.redactor.text(f"{self.name}: {exc}")) from None
+        self.cost.add_catalog(found["catalog"])
         key = found["key"]
         logger.info("%s: preflight ok (key usage %s USD, limit %s USD; %d models in the catalog)", self.name,
                     key.get("usage"), key.get("limit"), found["models_in_catalog"])
@@ -166,6 +175,13 @@ class OpenAIModelServer(BaseServer):
     async def responses(self, params: dict[str, Any]) -> dict[str, Any]:
         """Answer a Responses `create` body, converting through Chat Completions when the upstream needs it."""
         _reject_streaming(params)
+        async with self.cost.call():
+            result, routed = await self._responses(params)
+        await self._settle(result, routed)
+        result["nemo_gym"] = self._metadata(routed, result)
+        return result
+
+    async def _responses(self, params: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
         if self.upstream_api == "responses":
             body = {k: v for k, v in params.items() if k != "stream"}
             routed = await self.router.call(self.upstream_http, "responses",
@@ -177,8 +193,7 @@ class OpenAIModelServer(BaseServer):
             routed = await self.router.call(self.upstream_http, "chat/completions",
                                             lambda target: self.adapt_chat_body(self._target_body(chat_body, target)))
             result = chat_to_responses_response(routed.call.body, params).model_dump(mode="json", exclude_unset=True)
-        result["nemo_gym"] = self._metadata(routed, result.get("model"))
-        return result
+        return result, routed
 
     def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """Last change to a Chat Completions body before it goes upstream; subclasses adapt to their server."""
@@ -187,6 +202,13 @@ class OpenAIModelServer(BaseServer):
     async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
         _reject_streaming(body)
+        async with self.cost.call():
+            result, routed = await self._chat_completions(body)
+        await self._settle(result, routed)
+        result["nemo_gym"] = self._metadata(routed, result)
+        return result
+
+    async def _chat_completions(self, body: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
         if self.upstream_api == "chat_completions":
             filled = _fill_null_assistant_content(body)
             routed = await self.router.call(self.upstream_http, "chat/completions",
@@ -197,11 +219,27 @@ class OpenAIModelServer(BaseServer):
             routed = await self.router.call(self.upstream_http, "responses",
                                             lambda target: self._target_body(params, target))
             result = responses_to_chat_response(routed.call.body).model_dump(mode="json", exclude_unset=True)
-        result["nemo_gym"] = self._metadata(routed, result.get("model"))
-        return result
+        return result, routed
 
-    def _metadata(self, routed: RoutedCall, served_model: Any) -> dict[str, Any]:
+    async def _settle(self, result: dict[str, Any], routed: RoutedCall) -> None:
+        """Count the call's cost (estimated from prices when the endpoint reported none)."""
+        models = [str(m) for m in (result.get("model"), routed.target.model) if m]
+        base_urls = [routed.target.endpoint.base_url, *(t.endpoint.base_url for t in self.router.targets)]
+        await self.cost.settle(result.get("usage"), models, list(dict.fromkeys(base_urls)), self._catalog_of)
+
+    async def _catalog_of(self, base_url: str) -> Catalog | None:
+        """An endpoint's live catalog, else its cached one (from ng_models), else None."""
+        endpoint = next((t.endpoint for t in self.router.targets if t.endpoint.base_url.rstrip("/") == base_url),
+                        None)
+        try:
+            return await fetch_catalog(self.upstream_http, base_url, api_key=endpoint.api_key if endpoint else None,
+                                       timeout_s=self.config.connect_timeout_s + 10)
+        except (httpx.HTTPError, CatalogError):
+            return load_cache(base_url)
+
+    def _metadata(self, routed: RoutedCall, result: dict[str, Any]) -> dict[str, Any]:
         call = routed.call
+        served_model = result.get("model")
         return {
             "requested_model": self.config.model,
             "served_model": served_model or routed.target.model,
@@ -214,6 +252,7 @@ class OpenAIModelServer(BaseServer):
             "retry_wait_s": round(routed.stats.waited_s, 3),
             "errors": routed.stats.errors,
             "failovers": routed.failovers,
+            "cost_estimated": bool((result.get("usage") or {}).get("cost_estimated")),
         }
 
     def add_routes(self, app: FastAPI) -> None:
@@ -239,6 +278,8 @@ class OpenAIModelServer(BaseServer):
         except UpstreamError as exc:
             return JSONResponse(error_body(self.redactor.text(str(exc)), "upstream_error",
                                            upstream_status=exc.upstream_status), exc.status_code)
+        except BudgetExhausted as exc:
+            return JSONResponse(error_body(str(exc), "budget_exhausted"), 402)
         except InvalidRequest as exc:
             return JSONResponse(error_body(str(exc), "invalid_request"), 400)
         except ValueError as exc:
