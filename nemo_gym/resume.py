@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,29 +61,47 @@ def repair_torn_tail(path: Path) -> int:
         return len(data) - cut
 
 
-def scan_output(path: Path) -> OutputState:
-    state = OutputState()
+def _keyed_records(path: Path) -> Iterator[tuple[Key, dict[str, Any]] | None]:
+    """Each line's rollout key and record, or None for a line that is not a record."""
     if not path.exists():
-        return state
+        return
     with path.open("rb") as handle:
         for line in handle:
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
-                state.unreadable_lines += 1
+                yield None
                 continue
             if not isinstance(record, dict) or "row_hash" not in record:
-                state.unreadable_lines += 1
+                yield None
                 continue
-            key = (str(record["row_hash"]), int(record.get("repeat_index", 0)))
-            if record.get("error") is None:
-                state.succeeded.add(key)
-                state.failed.discard(key)
-            elif key not in state.succeeded:
-                state.failed.add(key)
-            if record.get("fingerprint"):
-                state.fingerprints.add(str(record["fingerprint"]))
+            yield (str(record["row_hash"]), int(record.get("repeat_index", 0))), record
+
+
+def scan_output(path: Path) -> OutputState:
+    state = OutputState()
+    for item in _keyed_records(path):
+        if item is None:
+            state.unreadable_lines += 1
+            continue
+        key, record = item
+        if record.get("error") is None:
+            state.succeeded.add(key)
+            state.failed.discard(key)
+        elif key not in state.succeeded:
+            state.failed.add(key)
+        if record.get("fingerprint"):
+            state.fingerprints.add(str(record["fingerprint"]))
     return state
+
+
+def read_records(path: Path) -> dict[Key, dict[str, Any]]:
+    """One record per rollout key, a success winning over a failure of the same rollout; unreadable lines skipped."""
+    records: dict[Key, dict[str, Any]] = {}
+    for item in _keyed_records(path):
+        if item is not None and (item[0] not in records or records[item[0]].get("error") is not None):
+            records[item[0]] = item[1]
+    return records
 
 
 def set_aside_failures(path: Path) -> int:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -46,8 +46,11 @@ class Child:
 class Runner:
     """Owns the children: start, forward their output (prefixed, redacted), wait for health, stop."""
 
-    def __init__(self, config: GlobalConfig, *, startup_timeout_s: float) -> None:
+    def __init__(self, config: GlobalConfig, *, startup_timeout_s: float,
+                 log: Callable[[str], None] = print_flushed) -> None:
         self.config = config
+        self.log = log
+        """Where the children's (prefixed, redacted) log lines go: the terminal for ng_run, a file elsewhere."""
         self.startup_timeout_s = startup_timeout_s
         self.redactor = Redactor(collect_secrets(config.data))
         self.children: dict[str, Child] = {}
@@ -74,7 +77,7 @@ class Runner:
         for raw in child.process.stdout:
             line = self.redactor.text(raw.decode("utf-8", "replace").rstrip("\n"))
             child.tail.append(line)
-            print_flushed(f"[{child.spec.name}] {line}")
+            self.log(f"[{child.spec.name}] {line}")
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children.values() if c.process.poll() is not None), None)

@@ -1,0 +1,167 @@
+"""`ng_compare_models "+config_paths=[model.yaml, environment.yaml]" "+models=[a/x, b/y, c/z]"
++input_jsonl_fpath=... [+model_servers=[instance, ...]] [+agent_name=...] [+output_dir=results/model_comparison]
+[+limit=N] [+num_repeats=K] [+num_samples_in_parallel=P] [+max_cost_usd=X] [+report_only=true]`
+
+Runs one dataset over several models with the same agent and resources server: starts the servers (one model
+server and agent per model, their logs in `<output_dir>/servers.log`), collects each model's rollouts into
+`<output_dir>/rollouts/<model>.jsonl` (resuming what an earlier run finished), and writes the report as
+`comparison.md`, `.csv`, `.html`, `.png` and `.json`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from pydantic import ValidationError
+
+from nemo_gym.cli.collect_rollouts import Interrupted, RunStopped, collect
+from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.run import Runner
+from nemo_gym.compare import ComparisonSettings, Variant, build_comparison, plan
+from nemo_gym.comparison import Comparison
+from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.head import build_head_app
+from nemo_gym.loader import prepare
+from nemo_gym.processes import free_port
+from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
+from nemo_gym.report import write_report
+from nemo_gym.resume import SettingsChanged
+from nemo_gym.rollouts import InputError, read_rows
+from nemo_gym.server import serve_in_thread
+
+SETTING_KEYS = set(ComparisonSettings.model_fields)
+EXIT_INTERRUPTED = 130
+
+
+def settings_from(config: GlobalConfig) -> ComparisonSettings:
+    for key in config.data:
+        if config.origins.get(key) == COMMAND_LINE and key not in SETTING_KEYS:
+            near = difflib.get_close_matches(key, sorted(SETTING_KEYS), n=1, cutoff=0.75)
+            if near:
+                raise ConfigError(f"Unknown setting +{key} (did you mean +{near[0]}?). ng_compare_models settings: "
+                                  f"{', '.join('+' + k for k in sorted(SETTING_KEYS))}.")
+    try:
+        settings = ComparisonSettings.model_validate({k: v for k, v in config.data.items() if k in SETTING_KEYS})
+    except ValidationError as exc:
+        problems = "; ".join(f"+{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"ng_compare_models settings are invalid: {problems}. Required: +input_jsonl_fpath=... and "
+                          "+models=[...] or +model_servers=[...]") from None
+    settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
+    return settings
+
+
+def with_free_head_port(config: GlobalConfig) -> GlobalConfig:
+    """A head server of its own, so a comparison can run beside an ng_run on the default port."""
+    head = dict(config.data.get("head_server") or {})
+    head.setdefault("port", free_port(str(head.get("host", "127.0.0.1"))))
+    return GlobalConfig(data={**config.data, "head_server": head}, origins=config.origins)
+
+
+class ComparisonRun:
+    """Starts the servers once, then collects every variant in turn; Ctrl-C stops after the current rollouts."""
+
+    def __init__(self, config: GlobalConfig, variants: list[Variant], settings: ComparisonSettings,
+                 log: TextIO) -> None:
+        self.config = config
+        self.variants = variants
+        self.settings = settings
+        self.runner = Runner(config, startup_timeout_s=settings.startup_timeout_s, log=self._log_line)
+        self.log = log
+        self.stopped: list[str] = []
+
+    def _log_line(self, line: str) -> None:
+        self.log.write(line + "\n")
+        self.log.flush()
+
+    def _handle_signals(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.runner.request_stop)
+
+    def run(self) -> int:
+        """0 when every variant ran to its end (or its budget), 1 if a server died, 130 when interrupted."""
+        self._handle_signals()
+        with serve_in_thread(build_head_app(self.config, self.runner.pids), host=self.config.head_host,
+                             port=self.config.head_port):
+            self.runner.start_children()
+            try:
+                if not self.runner.wait_until_healthy():
+                    return EXIT_INTERRUPTED if self.runner.stop_requested.is_set() else 1
+                print_flushed(f"ng_compare_models: {len(self.runner.children)} servers ready "
+                              f"(logs in {self.log.name}).")
+                return self._collect_all()
+            finally:
+                self.runner.stop_all()
+
+    def _collect_all(self) -> int:
+        for number, variant in enumerate(self.variants, start=1):
+            if self.runner.stop_requested.is_set():
+                return EXIT_INTERRUPTED
+            if (dead := self.runner.dead_child()) is not None:
+                self.runner.report_death(dead)
+                return 1
+            print_flushed(f"[{number}/{len(self.variants)}] {variant.label} -> {variant.rollouts_path}")
+            try:
+                summary = asyncio.run(collect(self.config, variant.collection_settings(self.settings)))
+            except Interrupted:
+                return EXIT_INTERRUPTED
+            except RunStopped as exc:
+                self.stopped.append(f"{variant.label}: {exc}".splitlines()[0])
+                print_flushed(f"  {variant.label} stopped early: {str(exc).splitlines()[0]}", err=True)
+                continue
+            finally:
+                self._handle_signals()  # asyncio restores the default handlers when its run ends
+            print_flushed(f"  {summary['rollouts']} rollouts this run ({summary['skipped_already_done']} already "
+                          f"done), mean reward {summary['mean_reward']}, cost ${summary['cost_usd'] or 0:.6f}")
+        return 0
+
+
+def report(comparison: Comparison, output_dir: Path, redactor: Redactor) -> None:
+    files = write_report(comparison, output_dir)
+    json_path = output_dir / "comparison.json"
+    json_path.write_text(comparison.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    print_flushed(redactor.text(Path(files.markdown).read_text(encoding="utf-8")))
+    print_flushed(f"Report: {files.markdown}, {files.csv}, {files.html}, {files.png}, {json_path}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    config: GlobalConfig | None = None
+    try:
+        config = load_global_config(args)
+        settings = settings_from(config)
+        rows = read_rows(settings.input_jsonl_fpath, settings.limit)
+        cluster, variants = plan(config, settings)
+        if not settings.report_only:
+            cluster = prepare(with_free_head_port(cluster))
+    except (ConfigError, InputError) as exc:
+        fail(command_redactor(args, config.data if config else None).text(str(exc)))
+    redactor = Redactor(collect_secrets(cluster.data))
+    settings.output_dir.mkdir(parents=True, exist_ok=True)
+    code = 0
+    stopped: list[str] = []
+    if not settings.report_only:
+        with (settings.output_dir / "servers.log").open("a", encoding="utf-8") as log:
+            run = ComparisonRun(cluster, variants, settings, log)
+            try:
+                code = run.run()
+            except (SettingsChanged, InputError, ConfigError) as exc:
+                fail(redactor.text(str(exc)))
+            stopped = run.stopped
+    comparison = build_comparison(variants, settings, rows, dataset=str(settings.input_jsonl_fpath))
+    report(comparison, settings.output_dir, redactor)
+    for line in stopped:
+        print_flushed(f"Stopped early: {redactor.text(line)}", err=True)
+    if code == EXIT_INTERRUPTED:
+        print_flushed("Interrupted: the report covers the rollouts finished so far; re-run the same command to "
+                      "finish the rest (finished rollouts are reused).", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
