@@ -8,6 +8,7 @@ how old their prices are.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,8 @@ from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
 
 PER_MILLION = 1_000_000
 CACHE_DIR_ENV_VAR = "NEMO_GYM_CACHE_DIR"
@@ -173,7 +176,11 @@ async def load_catalog(http: httpx.AsyncClient, base_url: str, *, api_key: str |
         except (httpx.HTTPError, CatalogError) as exc:
             reason = f"{base_url}/models could not be fetched ({type(exc).__name__}: {str(exc)[:160]})"
         else:
-            save_cache(catalog, cache_dir)
+            try:
+                save_cache(catalog, cache_dir)
+            except OSError as exc:  # the live catalog is still good; only the offline copy is missing
+                logger.warning("Cannot write the catalog cache under %s (%s); set %s to a writable directory.",
+                               cache_dir or default_cache_dir(), exc.strerror or exc, CACHE_DIR_ENV_VAR)
             return catalog, None
     else:
         reason = "offline mode"
