@@ -50,6 +50,7 @@ class CatalogModel(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     id: str
+    canonical_slug: str | None = Field(None, description="The dated slug answers may name instead of the id")
     name: str = ""
     prompt_price: float | None = Field(None, description="USD per token; None when the catalog gives no price")
     completion_price: float | None = None
@@ -80,7 +81,10 @@ class Catalog(BaseModel):
         return by_id.get(base) if variant in DYNAMIC_VARIANTS else None
 
     def prices(self) -> dict[str, ModelPrice]:
-        return {m.id: m.price for m in self.models if m.price is not None}
+        """By id, and by canonical slug (OpenRouter answers may name the dated slug of the model that served)."""
+        prices = {m.canonical_slug: m.price for m in self.models if m.price is not None and m.canonical_slug}
+        prices.update({m.id: m.price for m in self.models if m.price is not None})
+        return prices
 
     @property
     def age_label(self) -> str:
@@ -100,6 +104,7 @@ def parse_models(payload: Any) -> list[CatalogModel]:
         parameters = entry.get("supported_parameters")
         models.append(CatalogModel(
             id=entry["id"], name=str(entry.get("name") or ""),
+            canonical_slug=entry["canonical_slug"] if isinstance(entry.get("canonical_slug"), str) else None,
             prompt_price=_price(pricing.get("prompt")), completion_price=_price(pricing.get("completion")),
             context_length=entry.get("context_length") if isinstance(entry.get("context_length"), int) else None,
             supports_tools=("tools" in parameters) if isinstance(parameters, list) else None))

@@ -77,6 +77,7 @@ class CostMeter:
         self.calls += 1
         if not isinstance(usage, dict):
             return
+        _add_byok_inference_cost(usage)
         if usage.get("cost") is None:
             price = await self._price(models, base_urls, fetch_catalog)
             if price is None:
@@ -117,3 +118,12 @@ def _tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
     inputs = usage.get("input_tokens", usage.get("prompt_tokens")) or 0
     outputs = usage.get("output_tokens", usage.get("completion_tokens")) or 0
     return int(inputs), int(outputs)
+
+
+def _add_byok_inference_cost(usage: dict[str, Any]) -> None:
+    """With your own provider key (BYOK) OpenRouter's `cost` is only its fee; the provider bills
+    `cost_details.upstream_inference_cost` on top. Records carry what the call cost in all."""
+    details = usage.get("cost_details")
+    upstream = details.get("upstream_inference_cost") if isinstance(details, Mapping) else None
+    if usage.get("is_byok") and isinstance(upstream, int | float) and usage.get("cost") is not None:
+        usage["cost"] = float(usage["cost"]) + float(upstream)

@@ -142,3 +142,27 @@ def test_the_budget_counts_calls_in_flight_at_the_mean_cost_per_call() -> None:
         assert meter.in_flight == 0
 
     asyncio.run(scenario())
+
+
+def test_byok_calls_add_the_providers_inference_cost_to_openrouters_fee() -> None:
+    meter, fetched = CostMeter({}), []
+    usage = {"input_tokens": 10, "output_tokens": 2, "cost": 0.0001, "is_byok": True,
+             "cost_details": {"upstream_inference_cost": 0.002}}
+    settle(meter, usage, fetched)
+    assert usage["cost"] == pytest.approx(0.0021) and meter.spent_usd == pytest.approx(0.0021)
+    assert "cost_estimated" not in usage and fetched == []
+
+
+def test_an_answer_naming_the_dated_canonical_slug_is_priced_by_the_catalog() -> None:
+    catalog = Catalog(base_url="http://127.0.0.1:1/v1", fetched_at="2026-11-01T00:00:00Z", models=[
+        CatalogModel(id="anthropic/claude-4.5-haiku", canonical_slug="anthropic/claude-4.5-haiku-20251001",
+                     prompt_price=0.000001, completion_price=0.000005)])
+    meter = CostMeter({})
+    meter.add_catalog(catalog)
+
+    async def no_fetch(_: str) -> None:
+        raise AssertionError("the catalog is known already")
+
+    usage: dict[str, Any] = {"input_tokens": 1000, "output_tokens": 100}
+    asyncio.run(meter.settle(usage, ["anthropic/claude-4.5-haiku-20251001"], [], no_fetch))
+    assert usage["cost"] == pytest.approx(0.0015)
