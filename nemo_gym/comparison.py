@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import numpy
 from pydantic import BaseModel, Field
 from scipy import stats
 
@@ -135,8 +136,8 @@ def recommend(models: Sequence[ModelSummary]) -> Recommendation | None:
         ratio = _ratio(best.cost_per_rollout_usd, cheapest.cost_per_rollout_usd)
         text = (f"{cheapest.label} (mean reward {cheapest.mean_reward:.3f}) is within the 95% interval {interval} "
                 f"of the best, {best.label} ({best.mean_reward:.3f}), at "
-                f"${cheapest.cost_per_rollout_usd:.6f} instead of ${best.cost_per_rollout_usd or 0:.6f} per rollout"
-                f"{ratio}.")
+                f"${_dollars(cheapest.cost_per_rollout_usd)} instead of ${_dollars(best.cost_per_rollout_usd)} per "
+                f"rollout{ratio}.")
     return Recommendation(best=best.label, cheapest_within_interval=cheapest.label, text=text)
 
 
@@ -144,3 +145,10 @@ def _ratio(expensive: float | None, cheap: float | None) -> str:
     if not expensive or not cheap:
         return ""
     return f" ({expensive / cheap:.1f}x cheaper)"
+
+
+def _dollars(value: float | None) -> str:
+    """Three significant digits without scientific notation: 0.0000781, 0.00171, 12.3."""
+    if value is None:
+        return "?"
+    return numpy.format_float_positional(value, precision=3, unique=False, fractional=False, trim="-")

@@ -25,7 +25,14 @@ from nemo_gym.cli.common import fail, print_flushed
 from nemo_gym.cli.run import Runner
 from nemo_gym.compare import ComparisonSettings, Variant, build_comparison, plan
 from nemo_gym.comparison import Comparison
-from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.config import (
+    COMMAND_LINE,
+    ConfigError,
+    GlobalConfig,
+    load_global_config,
+    project_root,
+    resolve_input_path,
+)
 from nemo_gym.head import build_head_app
 from nemo_gym.loader import prepare
 from nemo_gym.processes import free_port
@@ -121,6 +128,14 @@ class ComparisonRun:
         return 0
 
 
+def display_path(path: Path) -> str:
+    """Relative to the working directory (or the repository) when inside it, as the user would type it."""
+    for base in (Path.cwd(), project_root()):
+        if path.is_relative_to(base):
+            return str(path.relative_to(base))
+    return str(path)
+
+
 def report(comparison: Comparison, output_dir: Path, redactor: Redactor) -> None:
     files = write_report(comparison, output_dir)
     json_path = output_dir / "comparison.json"
@@ -153,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             except (SettingsChanged, InputError, ConfigError) as exc:
                 fail(redactor.text(str(exc)))
             stopped = run.stopped
-    comparison = build_comparison(variants, settings, rows, dataset=str(settings.input_jsonl_fpath))
+    comparison = build_comparison(variants, settings, rows, dataset=display_path(settings.input_jsonl_fpath))
     report(comparison, settings.output_dir, redactor)
     for line in stopped:
         print_flushed(f"Stopped early: {redactor.text(line)}", err=True)
