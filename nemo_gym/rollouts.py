@@ -47,8 +47,8 @@ class CollectionSettings(BaseModel):
         default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature")
     overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
     retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="Start no rollout once spent cost plus the "
-                                       "estimate for those in flight would pass this (USD)")
+    max_cost_usd: float | None = Field(default=None, gt=0, description="Start a rollout only while spent cost plus "
+                                       "those in flight, each at the dearest rollout so far, stays within this (USD)")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may "
                                    "finish before they are cancelled")
 
@@ -227,6 +227,10 @@ class Collector:
         self.interrupted = False
         self.budget_reached: str | None = None
         self.in_flight = 0
+        self._max_rollout_cost = 0.0
+        self._budget_hit = False
+        self._finished = asyncio.Event()
+        """Set (and replaced) each time a rollout finishes: what a worker waiting for budget room waits on."""
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
 
@@ -237,6 +241,7 @@ class Collector:
         else:
             self.interrupted = True
         self._stop.set()
+        self._finished.set()
 
     def abort(self) -> None:
         """Cancel the rollouts in flight now (a second Ctrl-C); nothing half-done is recorded."""
@@ -291,22 +296,19 @@ class Collector:
         rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
         pending = iter(jobs)
 
-        first_done = asyncio.Event()
-
         async def worker() -> None:
             for row_index, repeat_index in pending:
-                if self.settings.max_cost_usd is not None and self.in_flight and not first_done.is_set():
-                    await first_done.wait()  # one rollout first, so the budget has a cost estimate to go by
-                if self._stop.is_set() or self._over_budget():
+                if not await self._budget_allows_one_more():
                     return
                 self.in_flight += 1
                 try:
                     record = await self.run_one(rows[row_index], row_index, repeat_index)
                 finally:
                     self.in_flight -= 1
-                    first_done.set()
                 if record is not None:
                     self._write(record, out, progress)
+                finished, self._finished = self._finished, asyncio.Event()
+                finished.set()
 
         workers = [asyncio.create_task(worker()) for _ in range(self.settings.num_samples_in_parallel)]
         everything = asyncio.gather(*workers)
@@ -326,27 +328,38 @@ class Collector:
             await everything
         return self.metrics
 
-    def _over_budget(self) -> bool:
-        """Would one more rollout, with those in flight, pass max_cost_usd? Each counts as the mean cost so far."""
+    async def _budget_allows_one_more(self) -> bool:
+        """Wait until one more rollout fits the budget, counting each one in flight at the dearest rollout so far
+        (so the cap is not passed unless a rollout costs more than any before it); False once nothing fits even
+        with nothing in flight, or when the run is stopping."""
         budget = self.settings.max_cost_usd
-        if budget is None:
-            return False
-        spent = float(self.metrics.usage["cost"] or 0.0)
-        finished = len(self.metrics.rewards) + self.metrics.failures
-        estimate = spent / finished if finished else 0.0
-        if spent + (self.in_flight + 1) * estimate <= budget:
-            return False
-        if self.budget_reached is None:
-            self.budget_reached = (f"spent ${spent:.6f} of the ${budget:g} budget (about ${estimate:.6f} per rollout, "
-                                   f"{self.in_flight} still in flight)")
-            self._stop.set()
-        return True
+        while not self._stop.is_set():
+            if budget is None:
+                return True
+            spent = float(self.metrics.usage["cost"] or 0.0)
+            finished = len(self.metrics.rewards) + self.metrics.failures
+            if finished == 0 and self.in_flight == 0:
+                return True  # the first rollout gives the estimate to go by
+            if finished and spent + (self.in_flight + 1) * self._max_rollout_cost <= budget:
+                return True
+            if self.in_flight == 0:
+                self._budget_hit = True
+                self._stop.set()
+                self.budget_reached = self._budget_message(spent, budget, finished)
+                return False
+            await self._finished.wait()
+        return False
+
+    def _budget_message(self, spent: float, budget: float, finished: int) -> str:
+        return (f"spent ${spent:.6f} of the ${budget:g} budget over {finished} rollouts (about "
+                f"${spent / finished:.6f} each, the dearest ${self._max_rollout_cost:.6f}); one more could pass it")
 
     def _write(self, record: dict[str, Any], out: TextIO, progress: Any) -> None:
         # One write of one whole line, flushed: a crash can tear at most the line being written.
         out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
         out.flush()
         self.metrics.add(record)
+        self._max_rollout_cost = max(self._max_rollout_cost, float(record.get("cost_usd") or 0.0))
         if progress is not None:
             progress.update(1)
             mean = self.metrics.mean_reward
