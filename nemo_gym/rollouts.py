@@ -107,6 +107,7 @@ class Metrics:
     failures: int = 0
     retries: int = 0
     skipped: int = 0
+    cost_estimated: bool = False
     usage: dict[str, Any] = field(default_factory=empty_usage)
     errors: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -121,6 +122,7 @@ class Metrics:
             self.latencies.append(float(record.get("latency_s") or 0.0))
         self.usage = add_usage(self.usage, record.get("usage"))
         self.retries += int(record.get("retries") or 0)
+        self.cost_estimated = self.cost_estimated or bool(record.get("cost_estimated"))
 
     @property
     def mean_reward(self) -> float | None:
@@ -147,6 +149,7 @@ class Metrics:
             "model_calls": self.usage["calls"],
             "upstream_retries": self.retries,
             "cost_usd": self.usage["cost"],
+            "cost_estimated": self.cost_estimated,
             "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
             "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,

@@ -52,6 +52,7 @@ def test_missing_cost_is_estimated_from_the_catalog_prices_and_marked(tmp_path: 
     # The emulator billed the same tokens at the same prices, so the estimate matches what it charged.
     assert sum(r["cost_usd"] for r in records) == pytest.approx(emulator.spent_usd)
     assert summary["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in records))
+    assert summary["cost_estimated"] is True
 
 
 def test_configured_prices_win_over_the_catalog(tmp_path: Path) -> None:
