@@ -67,6 +67,9 @@ class BaseResourcesServer(BaseServer):
     config: ResourcesServerConfig
     tools: ClassVar[dict[str, type[BaseModel]]] = {}
     """Tool name → pydantic model of its arguments. Each becomes `POST /<name>`."""
+    row_fields: ClassVar[tuple[str, ...]] = ()
+    """Top-level fields every dataset row must carry for `verify` (e.g. `expected_answer`); `ng_test` checks the
+    example data for them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -216,6 +216,28 @@ def test_policy_honours_tool_choice_parallel_calls_and_quality() -> None:
     assert 2 <= sum(made) <= 8
 
 
+def test_known_questions_are_answered_right_at_the_models_quality(serve: Serve, tmp_path: Path) -> None:
+    key = tmp_path / "questions.jsonl"
+    rows = [{"responses_create_params": {"input": [{"role": "system", "content": "Be brief."},
+                                                   {"role": "user", "content": f"What is {n} + {n}?"}]},
+             "expected_answer": str(2 * n)} for n in range(40)]
+    rows.append({"responses_create_params": {"input": "Which letter? A) x B) y"}, "expected_answer": "B"})
+    key.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    strong = [m for m in EmulatorConfig().models if m.quality == 1.0][0]
+    weak = EmulatedModel(id="weak/model", name="Weak", provider_name="Weak", quality=0.5)
+    _, url = serve(answer_keys=[key], models=[strong, weak])
+
+    def answer(model: str, question: str) -> str:
+        return post(url, chat_body(question, model)).json()["choices"][0]["message"]["content"]
+
+    assert answer(strong.id, "What is  7 +   7?") == "Let me work it out. The answer is \\boxed{14}."
+    assert answer(strong.id, "Which letter? A) x B) y").endswith("\\boxed{B}.")
+    weak_right = [answer("weak/model", f"What is {n} + {n}?").endswith(f"{{{2 * n}}}.") for n in range(40)]
+    assert 10 <= sum(weak_right) <= 30  # about half, and the same every time
+    assert weak_right == [answer("weak/model", f"What is {n} + {n}?").endswith(f"{{{2 * n}}}.") for n in range(40)]
+    assert "boxed" not in answer(strong.id, "An unknown question")
+
+
 # ------------------------------------------------------------------------------------------------ usage and credits
 
 

@@ -1,8 +1,9 @@
-"""`ng_demo [+limit=N] [+num_repeats=K] [+output_jsonl_fpath=...]`: the whole job offline, no key needed.
+"""`ng_demo [+environment=simple_weather] [+limit=N] [+num_repeats=K] [+output_jsonl_fpath=...]`: the whole job
+offline, no key needed.
 
-Starts `ng_run` with the bundled local model (local_model) and simple_weather, collects rollouts from
-simple_weather's examples with `ng_collect_rollouts`, prints the metrics, and stops the servers. It runs the same
-commands a user would, as subprocesses, so it also shows them.
+Starts `ng_run` with the bundled local model (local_model) and an environment (`resources_servers/<environment>`,
+default simple_weather), collects rollouts from its `data/example.jsonl` with `ng_collect_rollouts`, prints the
+metrics, and stops the servers. It runs the same commands a user would, as subprocesses, so it also shows them.
 """
 
 from __future__ import annotations
@@ -19,19 +20,29 @@ from nemo_gym.config import project_root
 from nemo_gym.processes import free_port
 from nemo_gym.testing.processes import CommandProcess
 
-CONFIG_PATHS = ("responses_api_models/local_model/configs/local_model.yaml, "
-                "resources_servers/simple_weather/configs/simple_weather.yaml")
-DEFAULTS = {"output_jsonl_fpath": "results/demo_rollouts.jsonl", "num_samples_in_parallel": 4}
+LOCAL_MODEL_CONFIG = "responses_api_models/local_model/configs/local_model.yaml"
+DEFAULT_ENVIRONMENT = "simple_weather"
+DEFAULTS = {"num_samples_in_parallel": 4}
 STARTUP_TIMEOUT_S = 600.0
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     overrides = overrides_or_fail(argv)
+    environment = str(overrides.pop("environment", DEFAULT_ENVIRONMENT))
+    folder = project_root() / "resources_servers" / environment
+    if not (folder / "configs" / f"{environment}.yaml").is_file():
+        known = sorted(p.parent.parent.name for p in (project_root() / "resources_servers").glob("*/configs/*.yaml")
+                       if p.stem == p.parent.parent.name)
+        fail(f"+environment={environment}: no resources_servers/{environment}/configs/{environment}.yaml. "
+             f"Environments: {', '.join(known)}.")
     head_port = free_port()
-    run_cmd = ["ng_run", f"+config_paths=[{CONFIG_PATHS}]", f"+head_server.port={head_port}"]
-    collect_settings = {**DEFAULTS, **overrides}
-    collect_cmd = ["ng_collect_rollouts", "+agent_name=simple_weather_simple_agent",
-                   "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+    config_paths = f"{LOCAL_MODEL_CONFIG}, resources_servers/{environment}/configs/{environment}.yaml"
+    run_cmd = ["ng_run", f"+config_paths=[{config_paths}]", f"+head_server.port={head_port}"]
+    output = ("results/demo_rollouts.jsonl" if environment == DEFAULT_ENVIRONMENT
+              else f"results/demo_{environment}_rollouts.jsonl")
+    collect_settings = {**DEFAULTS, "output_jsonl_fpath": output, **overrides}
+    collect_cmd = ["ng_collect_rollouts", f"+agent_name={environment}_simple_agent",
+                   f"+input_jsonl_fpath=resources_servers/{environment}/data/example.jsonl",
                    f"+head_server.port={head_port}", "+overwrite=true",
                    *(f"+{key}={value}" for key, value in collect_settings.items())]
 

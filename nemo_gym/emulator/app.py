@@ -23,13 +23,14 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nemo_gym.config import resolve_input_path
 from nemo_gym.conversion import chat_to_responses_response, responses_to_chat_request
 from nemo_gym.emulator import billing, routing
 from nemo_gym.emulator.catalog import key_status, model_entry
 from nemo_gym.emulator.config import ROUTING_FAULTS, EmulatedModel, EmulatorConfig, FaultKind
 from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, USER_ID, EmulatorError, error_body
 from nemo_gym.emulator.faults import FaultSchedule, in_band_error, routing_fault_error
-from nemo_gym.emulator.policy import ScriptedPolicy, Turn
+from nemo_gym.emulator.policy import ScriptedPolicy, Turn, load_answer_keys
 from nemo_gym.emulator.transport import RawResponse, chat_stream, dropped_json, padded_json, sleep_unless_disconnected
 from nemo_gym.server import JSONResponse
 
@@ -79,6 +80,8 @@ class OpenRouterEmulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config if config is not None else EmulatorConfig()
         self.catalog: dict[str, EmulatedModel] = {m.id: m for m in self.config.models}
+        self.answers = load_answer_keys([resolve_input_path(p) for p in self.config.answer_keys],
+                                        self.config.answer_field)
         self.requests: list[RecordedRequest] = []
         self.served: Counter[str] = Counter()
         self.spent_usd: float = 0.0
@@ -249,7 +252,7 @@ class OpenRouterEmulator:
     def _answer(self, model: EmulatedModel, body: Mapping[str, Any], fault: FaultKind | None, *, streamed: bool,
                 started: float) -> Generation:
         """The serving model's chat completion, billed and recorded unless a fault spoils it."""
-        turn = ScriptedPolicy(model.id, model.quality, self.config.seed).answer(body)
+        turn = ScriptedPolicy(model.id, model.quality, self.config.seed, self.answers).answer(body)
         finish = turn.finish_reason
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and limit > 0 and turn.content and billing.completion_tokens(turn) > limit:

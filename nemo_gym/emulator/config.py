@@ -7,6 +7,7 @@ silently producing a well-behaved emulator that never injects the fault you aske
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
@@ -144,6 +145,11 @@ class EmulatorConfig(BaseModel):
     latency_jitter_ms: float = Field(0.0, ge=0.0)
     default_faults: FaultRates = Field(default_factory=FaultRates)
     stream_usage_chunk: Literal["empty_choices", "dummy_choice"] = "empty_choices"
+    answer_keys: list[Path] = Field(default_factory=list)
+    """JSONL datasets whose rows' `answer_field` the scripted model knows: asked a row's question without tools, it
+    answers `The answer is \\boxed{<answer>}.` with probability `quality`, else a wrong answer, so text-only
+    environments (math, multiple choice) get rewards that vary by model."""
+    answer_field: str = "expected_answer"
     report_cost: bool = True
     """Answers carry `usage.cost` as OpenRouter's do; false answers with token counts only, like most other
     OpenAI-compatible servers, so cost estimation from catalog prices can be tested."""

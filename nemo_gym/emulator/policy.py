@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 MAX_CALLS_PER_TURN = 4
@@ -114,6 +115,8 @@ class ScriptedPolicy:
     model_id: str
     quality: float = 1.0
     seed: int = 0
+    answers: Mapping[str, str] = field(default_factory=dict)
+    """Question text (see `question_key`) -> the right answer, for questions asked without tools."""
 
     def answer(self, body: Mapping[str, Any]) -> Turn:
         messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
@@ -140,6 +143,9 @@ class ScriptedPolicy:
                 return Turn(None, todo[:MAX_CALLS_PER_TURN])
         if results:
             return Turn("Here is what I found. " + " ".join(results))
+        if (known := self.answers.get(question_key(user_text))) is not None:
+            right = self._makes(user_text, "answer", known)
+            return Turn(f"Let me work it out. The answer is \\boxed{{{known if right else wrong_answer(known)}}}.")
         if nouns:
             listed = " and ".join([", ".join(nouns[:-1]), nouns[-1]] if len(nouns) > 1 else nouns)
             return Turn(f"You asked about {listed}. I did not look anything up, so I cannot give live details.")
@@ -208,3 +214,57 @@ def _tool_results(messages: Sequence[Mapping[str, Any]]) -> list[str]:
             label = names.get(message.get("tool_call_id"), "tool")
             sentences.append(f"{label}: {text_of(message.get('content')).strip()}".rstrip(".") + ".")
     return sentences
+
+
+def question_key(text: str) -> str:
+    """Questions match whatever their spacing: whitespace runs become one space."""
+    return " ".join(text.split())
+
+
+def wrong_answer(right: str) -> str:
+    """A plausible wrong answer: the next option letter, the next integer, or a different word."""
+    text = right.strip()
+    if len(text) == 1 and text.isalpha():
+        return "B" if text.upper() == "A" else "A"
+    try:
+        return str(int(text) + 1)
+    except ValueError:
+        pass
+    try:
+        return repr(float(text) + 1)
+    except ValueError:
+        return f"not {text}"
+
+
+def load_answer_keys(paths: Sequence[Path], answer_field: str) -> dict[str, str]:
+    """Question -> answer from JSONL datasets: the question is the last user message of each row's
+    `responses_create_params.input` (a string input is the question itself); rows without the field are skipped."""
+    answers: dict[str, str] = {}
+    for path in paths:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise ValueError(f"{path}:{number}: not valid JSON ({exc})") from None
+            answer = row.get(answer_field) if isinstance(row, dict) else None
+            params = row.get("responses_create_params") if isinstance(row, dict) else None
+            if answer is None or not isinstance(params, dict):
+                continue
+            question = _last_user_text(params.get("input"))
+            if question:
+                answers[question_key(question)] = str(answer)
+    return answers
+
+
+def _last_user_text(items: Any) -> str:
+    if isinstance(items, str):
+        return items
+    users = [i for i in items or [] if isinstance(i, Mapping) and i.get("role") == "user"]
+    if not users:
+        return ""
+    content = users[-1].get("content")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+    return text_of(content)

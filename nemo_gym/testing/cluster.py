@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from nemo_gym.config import GlobalConfig
+from nemo_gym.config import GlobalConfig, find_server_dir, load_yaml_file
 from nemo_gym.loader import load_server_class, prepare
 from nemo_gym.server import BaseServer, serve_in_thread
 
@@ -43,3 +43,9 @@ def simple_weather_blocks(*, model_instance: str = "policy_model", max_steps: in
             "max_steps": max_steps,
         }}},
     }
+
+
+def environment_blocks(name: str) -> dict[str, Any]:
+    """An environment's instances (its resources server and agent) from `resources_servers/<name>/configs/<name>.yaml`;
+    the agent refers to `policy_model`, which the caller supplies."""
+    return load_yaml_file(find_server_dir("resources_servers", name) / "configs" / f"{name}.yaml")

@@ -9,7 +9,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -48,18 +48,22 @@ def write_rows(path: Path, count: int) -> Path:
 
 
 @contextmanager
-def emulated_cluster(emulator: OpenRouterEmulator, **model_config: Any) -> Iterator[GlobalConfig]:
-    """The emulator, openai_model pointed at it, simple_weather, its agent and a head server, all on loopback."""
+def emulated_cluster(emulator: OpenRouterEmulator, *, environment: Mapping[str, Any] | None = None,
+                     **model_config: Any) -> Iterator[GlobalConfig]:
+    """The emulator, openai_model pointed at it, an environment (default simple_weather: its resources server and
+    agent blocks, e.g. `environment_blocks("math_verify")`) and a head server, all on loopback."""
     with serve_in_thread(emulator.app(), keep_alive_s=EMULATOR_KEEP_ALIVE_S) as url:
         block = openai_model_block(url + "/api/v1", api_key=EMULATOR_KEY, **{"model": "openai/gpt-4o-mini",
                                                                              **model_config})
-        with serve_config({"policy_model": block, **simple_weather_blocks()}) as (config, _servers):
+        blocks = dict(environment) if environment is not None else simple_weather_blocks()
+        with serve_config({"policy_model": block, **blocks}) as (config, _servers):
             head_port = free_port()
             with serve_in_thread(build_head_app(config), port=head_port):
                 yield GlobalConfig(data={**config.data, "head_server": {"port": head_port}}, origins={})
 
 
 def collect_rows(config: GlobalConfig, rows_path: Path, output: Path, **settings: Any) -> dict[str, Any]:
+    """Run ng_collect_rollouts' collection in-process; `agent_name` defaults to simple_weather's agent."""
     data = {**config.data, "agent_name": "simple_weather_simple_agent", "input_jsonl_fpath": str(rows_path),
             "output_jsonl_fpath": str(output), **settings}
     cfg = GlobalConfig(data=data, origins={})

@@ -53,6 +53,7 @@ def weather_for(city: str) -> str:
 
 class SimpleWeatherServer(BaseResourcesServer):
     tools = {"get_weather": GetWeatherArguments}
+    row_fields = ("expected_cities",)
 
     async def call_tool(self, session: Session, name: str, arguments: BaseModel) -> Any:
         if not isinstance(arguments, GetWeatherArguments):
