@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.client import ServerCallError, ServerClient
+from nemo_gym.client import ServerCallError, ServerClient, TransportError
 from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
@@ -285,7 +284,7 @@ class Collector:
                 self.stop(self.redactor.text(str(exc)))
                 return None
             error = f"ServerCallError: {exc}"
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             error = f"{type(exc).__name__}: {exc}"
         record = build_record(row=row, row_index=row_index, repeat_index=repeat_index,
                               agent_name=self.settings.agent_name, result=result,

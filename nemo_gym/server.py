@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Literal, get_args
 
-import httpx
 import orjson
 import uvicorn
 from fastapi import FastAPI, Request
@@ -28,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nemo_gym.client import ServerCallError, ServerClient, make_http_client, registry_from_config
+from nemo_gym.client import HttpPool, ServerCallError, ServerClient, registry_from_config
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
 from nemo_gym.processes import free_port
 from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
@@ -113,7 +112,7 @@ class BaseServer:
         self.config = config
         self.global_config = global_config
         self.redactor = Redactor(collect_secrets(global_config.data))
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpPool | None = None
         self._servers: ServerClient | None = None
 
     # ---------------------------------------------------------------- construction
@@ -154,7 +153,7 @@ class BaseServer:
     # ---------------------------------------------------------------- lifecycle
 
     @property
-    def http(self) -> httpx.AsyncClient:
+    def http(self) -> HttpPool:
         if self._http is None:
             raise RuntimeError("The HTTP client exists only while the server is running.")
         return self._http
@@ -167,7 +166,7 @@ class BaseServer:
 
     async def startup(self) -> None:
         """Open resources. Subclasses extend this (and call super) to start children or load data."""
-        self._http = make_http_client()
+        self._http = HttpPool()
 
     async def shutdown(self) -> None:
         if self._http is not None:

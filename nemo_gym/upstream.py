@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import httpx
 import orjson
 
+from nemo_gym.client import HttpPool, HttpResponse, TransportError, TransportTimeout
 from nemo_gym.redaction import REDACTED
 
 UpstreamAPI = Literal["chat_completions", "responses"]
@@ -82,7 +82,7 @@ class UpstreamEndpoint:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    async def post(self, http: httpx.AsyncClient, path: str, body: Mapping[str, Any],
+    async def post(self, http: HttpPool, path: str, body: Mapping[str, Any],
                    *, timeout_s: float | None = None) -> UpstreamCall:
         """One attempt. `timeout_s` caps the whole call: OpenRouter's whitespace keep-alive padding resets a
         per-read timeout, so without a total cap one call can run for many minutes."""
@@ -91,12 +91,12 @@ class UpstreamEndpoint:
         try:
             async with asyncio.timeout(timeout_s):
                 response = await http.post(url, content=orjson.dumps(body), headers=self.headers())
-        except (httpx.TimeoutException, TimeoutError) as exc:
+        except (TransportTimeout, TimeoutError) as exc:
             raise UpstreamError(
                 f"Timed out calling {url} after {time.perf_counter() - started:.1f}s ({type(exc).__name__}). The "
                 "upstream is slow or unreachable; raise the model server's timeout_s or check base_url.",
                 status_code=504, retryable=True, kind="timeout") from None
-        except httpx.HTTPError as exc:
+        except TransportError as exc:
             raise UpstreamError(
                 f"Cannot connect to {url}: {type(exc).__name__}: {exc or 'connection closed'}. Check that base_url "
                 "is right and the server is running.", status_code=502, retryable=True, kind="connection") from None
@@ -164,7 +164,7 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _decode(response: httpx.Response) -> Any:
+def _decode(response: HttpResponse) -> Any:
     content = response.content.strip()  # OpenRouter may pad a body with whitespace before the JSON.
     if not content:
         return {}

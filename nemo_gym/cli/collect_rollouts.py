@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from nemo_gym.cli.common import fail, print_flushed
-from nemo_gym.client import ServerClient, make_http_client, registry_from_head
+from nemo_gym.client import HttpPool, ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 from nemo_gym.resume import (
@@ -70,18 +70,19 @@ def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
 
 
-async def discover(config: GlobalConfig, http: httpx.AsyncClient) -> tuple[ServerClient, dict[str, Any]]:
+async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, dict[str, Any]]:
     """The running instances and the (redacted) resolved config, from ng_run's head server."""
     try:
-        response = await http.get(config.head_url + "/instances", timeout=5.0)
-        response.raise_for_status()
-        served_config = await http.get(config.head_url + "/config", timeout=5.0)
-        served_config.raise_for_status()
+        async with make_http_client(max_connections=2) as http:
+            response = await http.get(config.head_url + "/instances", timeout=5.0)
+            response.raise_for_status()
+            served_config = await http.get(config.head_url + "/config", timeout=5.0)
+            served_config.raise_for_status()
     except httpx.HTTPError as exc:
         raise ConfigError(f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
                           "Start the servers first with ng_run in another terminal, or point at its head server "
                           "with +head_server.host=... +head_server.port=...") from None
-    return ServerClient(registry_from_head(response.json()), http), served_config.json()
+    return ServerClient(registry_from_head(response.json()), pool), served_config.json()
 
 
 def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
@@ -107,8 +108,8 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
         raise InputError(f"Cannot write +output_jsonl_fpath={output}: {exc.strerror or exc}. Choose a path in a "
                          "writable directory.") from None
     redactor = Redactor(collect_secrets(config.data))
-    async with make_http_client(max_connections=max(64, settings.num_samples_in_parallel * 2)) as http:
-        servers, served_config = await discover(config, http)
+    async with HttpPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
+        servers, served_config = await discover(config, pool)
         agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
         if settings.agent_name not in agents:
             raise ConfigError(f"No agent named '{settings.agent_name}' is running. Agents: "

@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nemo_gym.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, load_cache
-from nemo_gym.client import make_http_client
+from nemo_gym.client import HttpPool, make_http_client
 from nemo_gym.config import GlobalConfig
 from nemo_gym.conversion import (
     chat_to_responses_request,
@@ -97,7 +97,9 @@ class OpenAIModelServer(BaseServer):
 
     def __init__(self, name: str, config: OpenAIModelConfig, global_config: GlobalConfig) -> None:
         super().__init__(name, config, global_config)
-        self._upstream_http: httpx.AsyncClient | None = None
+        self._upstream_http: HttpPool | None = None
+        self._control_http: httpx.AsyncClient | None = None
+        """For the one-off calls (preflight, catalog), apart from the model calls' pool."""
         self._router: Router | None = None
         self.cost = CostMeter(config.prices, max_cost_usd=config.max_cost_usd, label=name)
         self.redactor.add(*(key for key in [config.api_key, *(f.api_key for f in config.fallbacks)] if key))
@@ -124,10 +126,16 @@ class OpenAIModelServer(BaseServer):
         return targets
 
     @property
-    def upstream_http(self) -> httpx.AsyncClient:
+    def upstream_http(self) -> HttpPool:
         if self._upstream_http is None:
             raise RuntimeError("The upstream client exists only while the server is running.")
         return self._upstream_http
+
+    @property
+    def control_http(self) -> httpx.AsyncClient:
+        if self._control_http is None:
+            raise RuntimeError("The control client exists only while the server is running.")
+        return self._control_http
 
     @property
     def router(self) -> Router:
@@ -137,9 +145,10 @@ class OpenAIModelServer(BaseServer):
 
     async def startup(self) -> None:
         await super().startup()
-        self._upstream_http = make_http_client(max_connections=self.config.max_concurrent_requests,
-                                               timeout=self.config.timeout_s,
-                                               connect_timeout=self.config.connect_timeout_s)
+        self._upstream_http = HttpPool(max_connections=self.config.max_concurrent_requests,
+                                       timeout=self.config.timeout_s, connect_timeout=self.config.connect_timeout_s)
+        self._control_http = make_http_client(max_connections=8, timeout=60.0,
+                                              connect_timeout=self.config.connect_timeout_s)
         limiter = AdaptiveLimiter(self.config.max_concurrent_requests, adaptive=self.config.adaptive_concurrency,
                                   label=self.name)
         self._router = Router(self.targets(), self.config.retry, limiter, timeout_s=self.config.timeout_s,
@@ -149,7 +158,7 @@ class OpenAIModelServer(BaseServer):
 
     async def _preflight(self) -> None:
         try:
-            found = await preflight(self.upstream_http, self.endpoint(),
+            found = await preflight(self.control_http, self.endpoint(),
                                     [self.config.model, *self.config.fallback_models])
         except PreflightError as exc:
             raise StartupError(self.redactor.text(f"{self.name}: {exc}")) from None
@@ -162,6 +171,9 @@ class OpenAIModelServer(BaseServer):
         if self._upstream_http is not None:
             await self._upstream_http.aclose()
             self._upstream_http = None
+        if self._control_http is not None:
+            await self._control_http.aclose()
+            self._control_http = None
         await super().shutdown()
 
     # ------------------------------------------------------------------ the two APIs
@@ -232,7 +244,7 @@ class OpenAIModelServer(BaseServer):
         endpoint = next((t.endpoint for t in self.router.targets if t.endpoint.base_url.rstrip("/") == base_url),
                         None)
         try:
-            return await fetch_catalog(self.upstream_http, base_url, api_key=endpoint.api_key if endpoint else None,
+            return await fetch_catalog(self.control_http, base_url, api_key=endpoint.api_key if endpoint else None,
                                        timeout_s=self.config.connect_timeout_s + 10)
         except (httpx.HTTPError, CatalogError):
             return load_cache(base_url)

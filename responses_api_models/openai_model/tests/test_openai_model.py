@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response as ResponsesResponse
 
+from nemo_gym.client import HttpPool
 from nemo_gym.config import ConfigError, GlobalConfig
 from nemo_gym.loader import prepare
 from nemo_gym.server import serve_in_thread
@@ -448,7 +449,7 @@ def test_upstream_endpoint_never_puts_the_key_in_a_connection_error() -> None:
                                     api_key=API_KEY)
 
         async def call() -> None:
-            async with httpx.AsyncClient(timeout=10) as http:
+            async with HttpPool(timeout=10) as http:
                 await endpoint.post(http, "chat/completions", {"model": "m", "messages": []})
 
         with pytest.raises(UpstreamError) as caught:
