@@ -1,7 +1,7 @@
 """Throughput of the whole pipeline against a stub upstream: what the framework's own hops cost.
 
     python bench/throughput.py [+rows=2000] [+concurrency=[16,64,256]] [+latency_ms=500] [+latency_in_flight=1000]
-                               [+latency_rows=3000] [+output=bench/results/throughput.json] [+quick=true]
+                               [+latency_rows=10000] [+output=bench/results/throughput.json] [+quick=true]
 
 Measures, in one run on this machine: the stub upstream's own ceiling (requests/s it serves alone, driven by a
 bare keep-alive client), `ng_run` time to ready, full-pipeline rollouts/s through `ng_run` + `ng_collect_rollouts`
@@ -35,7 +35,7 @@ from nemo_gym.testing.processes import CommandProcess
 ENVIRONMENT_CONFIG = "resources_servers/simple_weather/configs/simple_weather.yaml"
 AGENT = "simple_weather_simple_agent"
 DEFAULTS: dict[str, Any] = {"rows": 2000, "concurrency": [16, 64, 256], "latency_ms": 500, "latency_in_flight": 1000,
-                            "latency_rows": 3000, "output": "bench/results/throughput.json", "quick": False}
+                            "latency_rows": 10000, "output": "bench/results/throughput.json", "quick": False}
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -228,13 +228,52 @@ def collect(head_port: int, rows: Path, output: Path, parallel: int, roots: list
     before = snapshot(roots)
     process = subprocess.Popen(argv, cwd=project_root(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
-    with ProcessWatch([*roots, process.pid]) as usage:
+    with ProcessWatch([*roots, process.pid]) as usage, LineCounter(output) as progress:
         _, stderr = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"ng_collect_rollouts failed ({process.returncode}):\n{stderr.decode()[-3000:]}")
     metrics = json.loads(output.with_name(output.stem + ".metrics.json").read_text())
     spent = cpu_between(before, usage)
-    return {"metrics": metrics, "cpu_s": spent, "usage": usage}
+    wall = metrics["wall_time_s"] or 1.0
+    return {"metrics": metrics, "cpu_s": spent, "usage": usage, "steady_rollouts_per_s": progress.steady_rate(),
+            "cores_busy_by_process": {k: round(v / wall, 2) for k, v in sorted(spent.items())}}
+
+
+class LineCounter:
+    """Samples how many records the output holds every 100 ms, for the steady-state rate between 25% and 75% of
+    the run (the whole-run rate also counts the ramp-up of the first wave and the tail of the last)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LineCounter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            try:
+                with self.path.open("rb") as handle:
+                    count = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+            except OSError:
+                continue
+            self.samples.append((time.perf_counter(), count))
+
+    def steady_rate(self) -> float | None:
+        if not self.samples:
+            return None
+        final = self.samples[-1][1]
+        window = [(t, n) for t, n in self.samples if 0.25 * final <= n <= 0.75 * final]
+        if len(window) < 2 or window[-1][0] == window[0][0]:
+            return None
+        return round((window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]), 1)
 
 
 def pipeline_row(result: dict[str, Any], parallel: int, ceiling: float, stub_pids: set[int]) -> dict[str, Any]:
@@ -253,6 +292,7 @@ def pipeline_row(result: dict[str, Any], parallel: int, ceiling: float, stub_pid
         "cpu_ms_per_rollout": round(1000 * framework_cpu / rollouts, 2),
         "cpu_ms_per_rollout_by_process": {k: round(1000 * v / rollouts, 2) for k, v in sorted(result["cpu_s"].items())},
         "peak_rss_mb_by_process": _rss_by_label(usage),
+        "cores_busy_by_process": result["cores_busy_by_process"],
     }
 
 
@@ -324,14 +364,18 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
     metrics = result["metrics"]
     calls = metrics["model_calls"] / metrics["rollouts"]
     ideal = settings["latency_in_flight"] / (calls * settings["latency_ms"] / 1000)
+    steady = result["steady_rollouts_per_s"] or metrics["rollouts_per_s"]
     figures = {"latency_ms": settings["latency_ms"], "in_flight": settings["latency_in_flight"],
                "rollouts": metrics["rollouts"], "failed": metrics["failed"],
-               "model_calls_per_rollout": round(calls, 3), "rollouts_per_s": metrics["rollouts_per_s"],
-               "ideal_rollouts_per_s": round(ideal, 1),
-               "share_of_ideal": round(metrics["rollouts_per_s"] / ideal, 3)}
-    print(f"  {settings['latency_ms']} ms upstream, {settings['latency_in_flight']} in flight: "
-          f"{figures['rollouts_per_s']:.1f} rollouts/s of {ideal:.0f} ideal ({figures['share_of_ideal']:.0%})",
-          flush=True)
+               "model_calls_per_rollout": round(calls, 3), "rollouts_per_s_whole_run": metrics["rollouts_per_s"],
+               "rollouts_per_s": steady, "ideal_rollouts_per_s": round(ideal, 1),
+               "share_of_ideal": round(steady / ideal, 3),
+               "cpu_ms_per_rollout": round(1000 * sum(v for k, v in result["cpu_s"].items() if k != "fast_upstream")
+                                           / metrics["rollouts"], 2),
+               "cores_busy_by_process": result["cores_busy_by_process"]}
+    print(f"  {settings['latency_ms']} ms upstream, {settings['latency_in_flight']} in flight: {steady:.1f} "
+          f"rollouts/s steady ({metrics['rollouts_per_s']:.1f} over the whole run) of {ideal:.0f} ideal "
+          f"({figures['share_of_ideal']:.0%})", flush=True)
     return figures
 
 
@@ -345,8 +389,9 @@ def table(figures: dict[str, Any]) -> str:
                       f"{row['share_of_stub_ceiling']:.0%} of the stub's ceiling, {row['failed']} failed)"))
     latency = figures["latency"]
     lines.append((f"rollouts/s, {latency['in_flight']} in flight, {latency['latency_ms']} ms upstream",
-                  f"{latency['rollouts_per_s']:.1f} of {latency['ideal_rollouts_per_s']:.0f} ideal "
-                  f"({latency['share_of_ideal']:.0%}, {latency['failed']} failed)"))
+                  f"{latency['rollouts_per_s']:.1f} steady of {latency['ideal_rollouts_per_s']:.0f} ideal "
+                  f"({latency['share_of_ideal']:.0%}; {latency['rollouts_per_s_whole_run']:.1f} over the whole run "
+                  f"with its ramp-up; {latency['failed']} failed)"))
     rss = figures["peak_rss_mb"]
     lines.append(("peak RSS, head + 3 servers", f"{rss['head_and_servers_total']:.0f} MB"))
     lines.append(("peak RSS, collector", f"{rss['collector']:.0f} MB"))

@@ -27,6 +27,8 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{6,}")
 _AUTHORIZATION = re.compile(r"""(?i)(\bauthorization["']?\s*[:=]\s*["']?(?!bearer\s)[A-Za-z]+\s+)[^\s"',;}]{6,}""")
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9][A-Za-z0-9_\-]{10,}")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)([^/\s@]+)(@)")
+_ANY_SAFETY_NET = re.compile(r"(?i)bearer|authorization|sk-|://")
+"""What every safety-net pattern needs; most strings (model text, tool output) have none, and skip the four."""
 _MIN_SECRET_LENGTH = 4
 _MIN_FRAGMENT_LENGTH = 8
 _KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -101,10 +103,12 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        value = _BEARER.sub(lambda m: m.group(1) + REDACTED, value)
-        value = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, value)
-        value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
-        return self._fragments(_KEY_LIKE.sub(REDACTED, value))
+        if _ANY_SAFETY_NET.search(value):
+            value = _BEARER.sub(lambda m: m.group(1) + REDACTED, value)
+            value = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, value)
+            value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
+            value = _KEY_LIKE.sub(REDACTED, value)
+        return self._fragments(value)
 
     def _fragments(self, value: str) -> str:
         """A secret cut short by a message that was truncated before it was redacted (`body[:300]`): at least

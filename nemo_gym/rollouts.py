@@ -102,6 +102,7 @@ class Metrics:
     """Aggregates over the records of one run."""
 
     rewards: list[float] = field(default_factory=list)
+    reward_sum: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: int = 0
     retries: int = 0
@@ -118,6 +119,7 @@ class Metrics:
             self.errors[kind] = self.errors.get(kind, 0) + 1
         else:
             self.rewards.append(float(record.get("reward") or 0.0))
+            self.reward_sum += self.rewards[-1]
             self.latencies.append(float(record.get("latency_s") or 0.0))
         self.usage = add_usage(self.usage, record.get("usage"))
         self.retries += int(record.get("retries") or 0)
@@ -125,7 +127,8 @@ class Metrics:
 
     @property
     def mean_reward(self) -> float | None:
-        return statistics.fmean(self.rewards) if self.rewards else None
+        """A running mean: the progress bar asks for it after every record."""
+        return self.reward_sum / len(self.rewards) if self.rewards else None
 
     def summary(self) -> dict[str, Any]:
         elapsed = time.perf_counter() - self.started
