@@ -342,9 +342,9 @@ def _servers_rss(rows: list[dict[str, Any]]) -> dict[str, float]:
     for row in rows:
         for label, rss in row["peak_rss_mb_by_process"].items():
             peaks[label] = max(peaks.get(label, 0.0), rss)
-    servers = sum(v for k, v in peaks.items() if k not in ("fast_upstream", "ng_collect_rollouts"))
-    return {"head_and_servers_total": round(servers, 1), "collector": peaks.get("ng_collect_rollouts", 0.0),
-            "by_process": peaks}
+    servers = sum(v for k, v in peaks.items() if k != "fast_upstream" and not k.startswith("ng_collect"))
+    collector = max((v for k, v in peaks.items() if k.startswith("ng_collect")), default=0.0)
+    return {"head_and_servers_total": round(servers, 1), "collector": collector, "by_process": peaks}
 
 
 def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:

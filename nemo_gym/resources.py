@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.client import SESSION_HEADER
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, read_json_object
+from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, post_route, read_json_object
 
 
 class ResourcesServerConfig(BaseServerConfig):
@@ -117,7 +117,7 @@ class BaseResourcesServer(BaseServer):
     # ------------------------------------------------------------------ HTTP
 
     def add_routes(self, app: FastAPI) -> None:
-        @app.post("/seed_session")
+        @post_route(app, "/seed_session")
         async def seed_session(request: Request) -> JSONResponse:
             body = await read_json_object(request)
             if isinstance(body, JSONResponse):
@@ -135,7 +135,7 @@ class BaseResourcesServer(BaseServer):
         async def unknown_session(_: Request, exc: UnknownSession) -> JSONResponse:
             return JSONResponse(error_body(str(exc), "unknown_session"), 404)
 
-        @app.post("/verify")
+        @post_route(app, "/verify")
         async def verify(request: Request) -> JSONResponse:
             body = await read_json_object(request)
             if isinstance(body, JSONResponse):
@@ -153,7 +153,7 @@ class BaseResourcesServer(BaseServer):
                 return JSONResponse(error_body(str(exc), "invalid_row"), 422)
             return JSONResponse(result.model_dump(mode="json"))
 
-        @app.post("/close_session")
+        @post_route(app, "/close_session")
         async def close_session(request: Request) -> JSONResponse:
             """Drop a session without scoring it: the rollout failed before /verify (e.g. a model error)."""
             session_id = request.headers.get(SESSION_HEADER)
@@ -165,8 +165,7 @@ class BaseResourcesServer(BaseServer):
             return {"tools": [self.tool_definition(name) for name in self.tools]}
 
         for tool_name in self.tools:
-            app.add_api_route(f"/{tool_name}", self._tool_endpoint(tool_name), methods=["POST"],
-                              name=tool_name)
+            post_route(app, f"/{tool_name}", name=tool_name)(self._tool_endpoint(tool_name))
 
     def _tool_endpoint(self, name: str) -> Any:
         arguments_model = self.tools[name]

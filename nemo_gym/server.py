@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ClassVar, Literal, get_args
 
@@ -226,6 +226,21 @@ class BaseServer:
             return JSONResponse(
                 error_body(redact(f"{type(exc).__name__}: {exc}"), "internal_error"), 500
             )
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def post_route(app: FastAPI, path: str, *, name: str | None = None) -> Callable[[Handler], Handler]:
+    """Register `handler(request) -> Response` as a plain Starlette route. The hot endpoints read their JSON and
+    build their responses themselves, so FastAPI's dependency-injection layer would only add CPU to every hop
+    (profiled: a fifth of a server's time under load). The app's exception handlers still apply."""
+
+    def register(handler: Handler) -> Handler:
+        app.add_route(path, handler, methods=["POST"], name=name or handler.__name__)
+        return handler
+
+    return register
 
 
 def serve_instance(server_cls: type[BaseServer], name: str, global_config: GlobalConfig) -> None:

@@ -18,7 +18,15 @@ from fastapi import FastAPI, Request
 from pydantic import Field
 
 from nemo_gym.client import SESSION_HEADER, ServerCallError
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, ServerRef, error_body, read_json_object
+from nemo_gym.server import (
+    BaseServer,
+    BaseServerConfig,
+    JSONResponse,
+    ServerRef,
+    error_body,
+    post_route,
+    read_json_object,
+)
 from nemo_gym.usage import add_usage, empty_usage
 
 
@@ -134,12 +142,12 @@ class SimpleAgentServer(BaseServer):
         return {**verdict, "response": response}
 
     def add_routes(self, app: FastAPI) -> None:
-        @app.post("/v1/responses")
+        @post_route(app, "/v1/responses")
         async def responses(request: Request) -> JSONResponse:
             body = await read_json_object(request)
             return body if isinstance(body, JSONResponse) else JSONResponse(await self.respond(body))
 
-        @app.post("/run")
+        @post_route(app, "/run")
         async def run(request: Request) -> JSONResponse:
             body = await read_json_object(request)
             if isinstance(body, JSONResponse):

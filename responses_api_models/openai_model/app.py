@@ -29,7 +29,15 @@ from nemo_gym.openrouter import PreflightError, openrouter_config_problems, pref
 from nemo_gym.ratelimit import AdaptiveLimiter
 from nemo_gym.retry import RetryPolicy
 from nemo_gym.routing import RoutedCall, Router, Target, targets_for
-from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, StartupError, error_body, read_json_object
+from nemo_gym.server import (
+    BaseServer,
+    BaseServerConfig,
+    JSONResponse,
+    StartupError,
+    error_body,
+    post_route,
+    read_json_object,
+)
 from nemo_gym.upstream import UpstreamAPI, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
 
 logger = logging.getLogger(__name__)
@@ -268,11 +276,11 @@ class OpenAIModelServer(BaseServer):
         }
 
     def add_routes(self, app: FastAPI) -> None:
-        @app.post("/v1/responses")
+        @post_route(app, "/v1/responses")
         async def responses(request: Request) -> JSONResponse:
             return await self._answer(request, self.responses)
 
-        @app.post("/v1/chat/completions")
+        @post_route(app, "/v1/chat/completions")
         async def chat_completions(request: Request) -> JSONResponse:
             return await self._answer(request, self.chat_completions)
 
