@@ -223,6 +223,12 @@ def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> dict[str, Any] |
 
 def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any]) -> Response:
     """Translate a Chat Completions response into a Responses `Response` for the request `params`."""
+    return Response.model_validate(chat_to_responses_payload(chat, params))
+
+
+def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+    """`chat_to_responses_response` as the plain JSON dict, for the model server's hot path: the tests hold it to
+    the SDK's `Response` type, so the server need not validate every answer."""
     choices = chat.get("choices") or []
     if not choices:
         raise ValueError("The upstream chat completion has no choices.")
@@ -282,7 +288,7 @@ def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any
         "metadata": params.get("metadata"),
         "usage": chat_usage_to_responses(chat.get("usage")),
     }
-    return Response.model_validate(response)
+    return response
 
 
 # =========================================================================== Chat request -> Responses request
@@ -395,6 +401,11 @@ def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> dict[str, Any] |
 
 def responses_to_chat_response(response: Mapping[str, Any]) -> ChatCompletion:
     """Translate a Responses `Response` into a Chat Completions `ChatCompletion`."""
+    return ChatCompletion.model_validate(responses_to_chat_payload(response))
+
+
+def responses_to_chat_payload(response: Mapping[str, Any]) -> dict[str, Any]:
+    """`responses_to_chat_response` as the plain JSON dict (see `chat_to_responses_payload`)."""
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[dict[str, Any]] = []
@@ -429,4 +440,4 @@ def responses_to_chat_response(response: Mapping[str, Any]) -> ChatCompletion:
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": responses_usage_to_chat(response.get("usage")),
     }
-    return ChatCompletion.model_validate(chat)
+    return chat

@@ -17,9 +17,11 @@ from openai.types.responses import Response, ResponseInputParam, ToolParam
 from pydantic import TypeAdapter
 
 from nemo_gym.conversion import (
+    chat_to_responses_payload,
     chat_to_responses_request,
     chat_to_responses_response,
     chat_usage_to_responses,
+    responses_to_chat_payload,
     responses_to_chat_request,
     responses_to_chat_response,
     responses_usage_to_chat,
@@ -659,3 +661,27 @@ def test_an_openrouter_mid_generation_error_becomes_a_failed_response() -> None:
     response = chat_to_responses_response(chat, {"input": "weather?"})
     assert response.status == "failed"
     assert response.error is not None and "Provider disconnected" in response.error.message
+
+
+# =========================================================================== the model server's untyped fast path
+
+
+PAYLOAD_CASES = [
+    _chat_completion({"content": None, "tool_calls": [
+        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
+        finish_reason="tool_calls"),
+    _chat_completion({"content": "It is sunny.", "reasoning": "Looked it up."}, usage=OPENROUTER_USAGE),
+    _chat_completion({"content": "It is sun"}, finish_reason="length"),
+    _chat_completion({"content": "partial"}, finish_reason="error"),
+]
+
+
+@pytest.mark.parametrize("chat", PAYLOAD_CASES)
+def test_the_plain_payloads_are_exactly_what_the_sdk_types_validate_and_dump(chat: dict[str, Any]) -> None:
+    """The model server sends the plain dicts without validating each answer; they must be the SDK's shapes."""
+    params = {"model": "requested", "input": "Weather in Oslo?", "tools": [RESPONSES_WEATHER_TOOL],
+              "instructions": "Be brief.", "temperature": 0.2}
+    payload = chat_to_responses_payload(chat, params)
+    assert payload == Response.model_validate(payload).model_dump(mode="json", exclude_unset=True)
+    back = responses_to_chat_payload(payload)
+    assert back == ChatCompletion.model_validate(back).model_dump(mode="json", exclude_unset=True)

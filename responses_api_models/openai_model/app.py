@@ -19,10 +19,10 @@ from nemo_gym.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, l
 from nemo_gym.client import HttpPool, make_http_client
 from nemo_gym.config import GlobalConfig
 from nemo_gym.conversion import (
+    chat_to_responses_payload,
     chat_to_responses_request,
-    chat_to_responses_response,
+    responses_to_chat_payload,
     responses_to_chat_request,
-    responses_to_chat_response,
 )
 from nemo_gym.cost import BudgetExhausted, CostMeter
 from nemo_gym.openrouter import PreflightError, openrouter_config_problems, preflight
@@ -212,7 +212,7 @@ class OpenAIModelServer(BaseServer):
                                                   reasoning_field=self.speaks_openrouter)
             routed = await self.router.call(self.upstream_http, "chat/completions",
                                             lambda target: self.adapt_chat_body(self._target_body(chat_body, target)))
-            result = chat_to_responses_response(routed.call.body, params).model_dump(mode="json", exclude_unset=True)
+            result = chat_to_responses_payload(routed.call.body, params)
         return result, routed
 
     def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -238,7 +238,7 @@ class OpenAIModelServer(BaseServer):
             params = chat_to_responses_request(body, model=self.config.model)
             routed = await self.router.call(self.upstream_http, "responses",
                                             lambda target: self._target_body(params, target))
-            result = responses_to_chat_response(routed.call.body).model_dump(mode="json", exclude_unset=True)
+            result = responses_to_chat_payload(routed.call.body)
         return result, routed
 
     async def _settle(self, result: dict[str, Any], routed: RoutedCall) -> None:
