@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import httpx
 import orjson
 
 from nemo_gym.config import GlobalConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 SESSION_HEADER = "X-NeMo-Gym-Session"
 DEFAULT_MAX_CONNECTIONS = 2048
@@ -111,7 +113,10 @@ def make_http_client(
     *, max_connections: int = DEFAULT_MAX_CONNECTIONS, max_keepalive: int = DEFAULT_MAX_KEEPALIVE,
     timeout: float = 600.0, connect_timeout: float = 10.0,
 ) -> httpx.AsyncClient:
-    """An httpx client for one-off calls, with real connect and read timeouts."""
+    """An httpx client for one-off calls, with real connect and read timeouts (imported here: servers that make
+    no such calls don't carry the module)."""
+    import httpx
+
     return httpx.AsyncClient(
         limits=httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_keepalive, keepalive_expiry=60

@@ -12,11 +12,10 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import GrammarParseError, OmegaConfBaseException
+if TYPE_CHECKING:  # imported where configs are loaded: a server process, given its resolved config, needs neither
+    import yaml
 
 SERVER_TYPES: tuple[str, ...] = ("responses_api_models", "resources_servers", "responses_api_agents")
 ENV_YAML_NAME = "env.yaml"
@@ -172,6 +171,8 @@ def load_yaml_file(path: Path) -> dict[str, Any]:
         reason = "it is a directory" if path.is_dir() else (exc.strerror or str(exc))
         raise ConfigError(f"Cannot read config file {path}: {reason}. config_paths must list readable YAML files, "
                           "e.g. +config_paths=[configs/my_env.yaml].") from None
+    import yaml
+
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -265,6 +266,9 @@ def _note_origins(origins: dict[str, str], layer: Mapping[str, Any], source: str
 
 def _merge(base: Mapping[str, Any], layer: Mapping[str, Any], source: str) -> dict[str, Any]:
     """`layer` (from `source`) merged over `base`: mappings merge key by key, other values are replaced."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import GrammarParseError, OmegaConfBaseException
+
     try:
         merged = OmegaConf.merge(OmegaConf.create(dict(base)), OmegaConf.create(dict(layer)))
     except GrammarParseError as exc:
@@ -359,7 +363,10 @@ def _as_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
 
 
 def _resolve(merged: dict[str, Any], origins: Mapping[str, str]) -> dict[str, Any]:
-    conf: DictConfig = OmegaConf.create(merged)
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    conf = OmegaConf.create(merged)
     try:
         return OmegaConf.to_container(conf, resolve=True)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:

@@ -3,7 +3,9 @@
 Agents speak the Responses API; OpenRouter and most OpenAI-compatible servers speak Chat Completions. These pure
 functions translate requests and responses so a multi-turn tool-calling trajectory survives the round trip:
 roles, function tools, function calls and their outputs, assistant text, reasoning text and usage (with cost).
-Inputs are plain dicts as they arrive on the wire; outputs are validated through the `openai` SDK's types.
+Inputs are plain dicts as they arrive on the wire. Outputs come as the `openai` SDK's types (`*_response`) or as
+the plain dicts those types validate (`*_payload`, the model server's hot path; the SDK is imported only when the
+typed form is asked for, which keeps ~15 MB of modules out of every server process).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openai.types.chat import ChatCompletion
-from openai.types.responses import Response
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
 
 # Responses request keys that map one-to-one onto Chat Completions request keys.
 _SHARED_SAMPLING_KEYS = ("temperature", "top_p", "parallel_tool_calls", "user", "metadata", "seed", "stop",
@@ -223,6 +226,8 @@ def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> dict[str, Any] |
 
 def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any]) -> Response:
     """Translate a Chat Completions response into a Responses `Response` for the request `params`."""
+    from openai.types.responses import Response
+
     return Response.model_validate(chat_to_responses_payload(chat, params))
 
 
@@ -401,6 +406,8 @@ def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> dict[str, Any] |
 
 def responses_to_chat_response(response: Mapping[str, Any]) -> ChatCompletion:
     """Translate a Responses `Response` into a Chat Completions `ChatCompletion`."""
+    from openai.types.chat import ChatCompletion
+
     return ChatCompletion.model_validate(responses_to_chat_payload(response))
 
 
