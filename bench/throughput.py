@@ -28,7 +28,7 @@ from typing import Any
 import psutil
 
 from nemo_gym.config import parse_overrides, project_root
-from nemo_gym.processes import free_port
+from nemo_gym.processes import free_port, spawn
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.processes import CommandProcess
 
@@ -129,8 +129,8 @@ def snapshot(roots: list[int]) -> Usage:
 
 def start_stub(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "nemo_gym.testing.fast_upstream", "--port", str(port),
-                                "--latency-ms", str(latency_ms)], stdin=subprocess.DEVNULL)
+    process = spawn([sys.executable, "-m", "nemo_gym.testing.fast_upstream", "--port", str(port),
+                     "--latency-ms", str(latency_ms)], capture=False)  # dies with the benchmark, whatever happens
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
