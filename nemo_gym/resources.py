@@ -67,6 +67,9 @@ class BaseResourcesServer(BaseServer):
     config: ResourcesServerConfig
     tools: ClassVar[dict[str, type[BaseModel]]] = {}
     """Tool name → pydantic model of its arguments. Each becomes `POST /<name>`."""
+    single_process_reason: ClassVar[str | None] = (
+        "keeps each rollout's session in the process that opened it, so every call of a rollout must reach that "
+        "process (define several instances instead)")
     row_fields: ClassVar[tuple[str, ...]] = ()
     """Top-level fields every dataset row must carry for `verify` (e.g. `expected_answer`); `ng_test` checks the
     example data for them."""

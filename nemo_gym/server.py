@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import errno
 import logging
+import os
 import socket
 import sys
 import threading
@@ -23,7 +24,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -60,6 +61,8 @@ class BaseServerConfig(BaseModel):
     entrypoint: str = "app.py"
     host: str = "127.0.0.1"
     port: int | None = None
+    num_workers: int = Field(default=1, ge=1, description="Processes serving this instance behind its one port "
+                             "(SO_REUSEPORT); for servers that keep no state between requests")
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
@@ -106,6 +109,8 @@ class BaseServer:
     """One running server instance: its name, validated config, the global config and a pooled client."""
 
     config_class: ClassVar[type[BaseServerConfig]] = BaseServerConfig
+    single_process_reason: ClassVar[str | None] = None
+    """Why this server cannot run as several worker processes (e.g. it holds per-rollout state), or None."""
 
     def __init__(self, name: str, config: BaseServerConfig, global_config: GlobalConfig) -> None:
         self.name = name
@@ -121,7 +126,7 @@ class BaseServer:
     def validate_config(cls, spec: InstanceSpec) -> BaseServerConfig:
         """Validate an instance block, turning pydantic's errors into one actionable message."""
         try:
-            return cls.config_class.model_validate(spec.config)
+            config = cls.config_class.model_validate(spec.config)
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -144,6 +149,15 @@ class BaseServer:
             redactor = Redactor(collect_secrets(spec.config))
             raise ConfigError(redactor.text(f"Invalid config for instance '{spec.name}' ({where}, from {spec.origin}): "
                                             + "; ".join(problems))) from None
+        cls.check_workers(spec, config)
+        return config
+
+    @classmethod
+    def check_workers(cls, spec: InstanceSpec, config: BaseServerConfig) -> None:
+        if config.num_workers > 1 and cls.single_process_reason:
+            raise ConfigError(
+                f"Instance '{spec.name}' (from {spec.origin}) sets num_workers: {config.num_workers}, but "
+                f"{spec.server_type}/{spec.impl} {cls.single_process_reason}. Remove num_workers from its block.")
 
     @classmethod
     def from_global_config(cls, name: str, global_config: GlobalConfig) -> BaseServer:
@@ -243,6 +257,10 @@ def post_route(app: FastAPI, path: str, *, name: str | None = None) -> Callable[
     return register
 
 
+WORKER_ENV_VAR = "NEMO_GYM_WORKER"
+"""Which of an instance's `num_workers` processes this is (1-based), set by ng_run."""
+
+
 def serve_instance(server_cls: type[BaseServer], name: str, global_config: GlobalConfig) -> None:
     """Run one instance until SIGINT/SIGTERM; prints a flushed ready line once it accepts connections."""
     server = server_cls.from_global_config(name, global_config)
@@ -254,10 +272,13 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     if config.port is None:
         raise ConfigError(f"Instance '{name}' has no port; ng_run assigns one, or set `port:` in its config.")
     spec = global_config.instances[name]
-    problem = cannot_listen(config.host, config.port, f"{name}.{spec.server_type}.{spec.impl}")
+    problem = cannot_listen(config.host, config.port, f"{name}.{spec.server_type}.{spec.impl}",
+                            shared=config.num_workers > 1)
     if problem is not None:
         raise ConfigError(f"Instance '{name}' (from {spec.origin}) cannot listen on {config.host}:{config.port}: "
                           f"{problem}")
+    worker = os.environ.get(WORKER_ENV_VAR)
+    listening = _shared_socket(config.host, config.port) if config.num_workers > 1 else None
     uv_config = uvicorn.Config(
         server.build_app(),
         host=config.host,
@@ -269,18 +290,32 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
         timeout_keep_alive=KEEP_ALIVE_S,
         backlog=4096,
     )
-    uv_server = _ReadyReportingServer(uv_config, ready_line=f"{name} ready at http://{config.host}:{config.port}")
-    uv_server.run()
+    label = f"{name} (worker {worker} of {config.num_workers})" if listening is not None else name
+    uv_server = _ReadyReportingServer(uv_config, ready_line=f"{label} ready at http://{config.host}:{config.port}")
+    uv_server.run(sockets=[listening] if listening is not None else None)
     if not uv_server.started:
         sys.exit(1)
 
 
-def cannot_listen(host: str, port: int, key: str) -> str | None:
+def _shared_socket(host: str, port: int) -> socket.socket:
+    """A listening socket that the instance's other workers bind too; the kernel spreads connections over them."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cannot_listen(host: str, port: int, key: str, *, shared: bool = False) -> str | None:
     """Why a server could not listen on host:port and what to do about it (`key` is the instance's config path),
     or None when it can. uvicorn's own bind error names neither the instance nor the fix."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        if shared:  # the instance's other workers may hold the port already
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             sock.bind((host, port))
         except socket.gaierror as exc:

@@ -30,7 +30,7 @@ from nemo_gym.head import build_head_app
 from nemo_gym.loader import prepare
 from nemo_gym.processes import spawn, stop
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
-from nemo_gym.server import serve_in_thread
+from nemo_gym.server import WORKER_ENV_VAR, serve_in_thread
 
 LOG_TAIL_LINES = 40
 DEFAULT_STARTUP_TIMEOUT_S = 600.0
@@ -40,6 +40,8 @@ DEFAULT_STARTUP_TIMEOUT_S = 600.0
 class Child:
     spec: InstanceSpec
     process: subprocess.Popen[bytes]
+    label: str
+    """The instance name, with `#<worker>` when the instance runs several worker processes."""
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
 
 
@@ -66,18 +68,22 @@ class Runner:
         env = {**os.environ, CONFIG_ENV_VAR: json.dumps({"data": self.config.data, "origins": self.config.origins}),
                "PYTHONUNBUFFERED": "1"}
         for name, spec in self.config.instances.items():
-            process = spawn([sys.executable, "-m", "nemo_gym.cli.serve", name], env=env)
-            child = Child(spec, process)
-            self.children[name] = child
-            self.pids[name] = process.pid
-            threading.Thread(target=self._forward_output, args=(child,), daemon=True).start()
+            workers = int(spec.config.get("num_workers") or 1)
+            for worker in range(1, workers + 1):
+                process = spawn([sys.executable, "-m", "nemo_gym.cli.serve", name],
+                                env={**env, WORKER_ENV_VAR: str(worker)})
+                label = name if workers == 1 else f"{name}#{worker}"
+                child = Child(spec, process, label)
+                self.children[label] = child
+                self.pids.setdefault(name, process.pid)
+                threading.Thread(target=self._forward_output, args=(child,), daemon=True).start()
 
     def _forward_output(self, child: Child) -> None:
         assert child.process.stdout is not None
         for raw in child.process.stdout:
             line = self.redactor.text(raw.decode("utf-8", "replace").rstrip("\n"))
             child.tail.append(line)
-            self.log(f"[{child.spec.name}] {line}")
+            self.log(f"[{child.label}] {line}")
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children.values() if c.process.poll() is not None), None)
@@ -111,20 +117,20 @@ class Runner:
     def report_death(self, child: Child, *, during_startup: bool = False) -> None:
         time.sleep(0.3)  # let the output thread drain the last lines
         when = "while starting" if during_startup else "unexpectedly"
-        print_flushed(f"ng_run: error: server '{child.spec.name}' ({child.spec.server_type}/{child.spec.impl}) "
+        print_flushed(f"ng_run: error: server '{child.label}' ({child.spec.server_type}/{child.spec.impl}) "
                       f"exited {when} with status {child.process.returncode}.", err=True)
         self._print_tail(child)
 
     def _print_tail(self, child: Child) -> None:
-        print_flushed(f"--- last {len(child.tail)} log lines of '{child.spec.name}' ---", err=True)
+        print_flushed(f"--- last {len(child.tail)} log lines of '{child.label}' ---", err=True)
         for line in child.tail:
             print_flushed(f"    {line}", err=True)
         print_flushed("---", err=True)
 
     def print_table(self, head_url: str) -> None:
         rows = [("instance", "type", "impl", "url", "pid"), ("head", "head_server", "-", head_url, str(os.getpid()))]
-        rows += [(n, c.spec.server_type, c.spec.impl, c.spec.url(), str(c.process.pid))
-                 for n, c in self.children.items()]
+        rows += [(label, c.spec.server_type, c.spec.impl, c.spec.url(), str(c.process.pid))
+                 for label, c in self.children.items()]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for row in rows:
             print_flushed("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

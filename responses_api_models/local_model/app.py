@@ -59,6 +59,8 @@ class LocalModelConfig(OpenAIModelConfig):
 
 class LocalModelServer(OpenAIModelServer):
     config_class = LocalModelConfig
+    single_process_reason = ("starts its own llama.cpp server; more workers would load more copies of the model "
+                             "onto the same cores")
     config: LocalModelConfig
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
