@@ -42,6 +42,8 @@ class Child:
     process: subprocess.Popen[bytes]
     label: str
     """The instance name, with `#<worker>` when the instance runs several worker processes."""
+    announced: threading.Event = field(default_factory=threading.Event)
+    """Set when the child printed its ready line: the only way to know each worker of a shared port is up."""
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
 
 
@@ -82,6 +84,8 @@ class Runner:
         assert child.process.stdout is not None
         for raw in child.process.stdout:
             line = self.redactor.text(raw.decode("utf-8", "replace").rstrip("\n"))
+            if " ready at http" in line:
+                child.announced.set()
             child.tail.append(line)
             self.log(f"[{child.label}] {line}")
 
@@ -101,7 +105,7 @@ class Runner:
                     return False
                 for name, child in list(pending.items()):
                     try:
-                        if client.get(child.spec.url() + "/health").status_code == 200:
+                        if child.announced.is_set() and client.get(child.spec.url() + "/health").status_code == 200:
                             del pending[name]
                     except httpx.HTTPError:
                         pass
