@@ -113,7 +113,10 @@ def browsing(browser: Any) -> Iterator[Browsing]:
 
 
 def expect_count(page: Any, text: str) -> None:
-    page.locator("#count", has_text=text).wait_for()
+    """Wait until the count reads exactly `text` (an equal-looking earlier count must not satisfy the wait)."""
+    with contextlib.suppress(Exception):  # a timeout: the assertion below shows the difference
+        page.wait_for_function("text => document.querySelector('#count')?.innerText === text", arg=text,
+                               timeout=TIMEOUT_MS)
     assert page.locator("#count").inner_text() == text
 
 
@@ -172,6 +175,7 @@ def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
         page.select_option("#error", "failed")
         expect_count(page, f"1 of {total} rollouts")
         page.select_option("#error", "all")
+        expect_count(page, f"{total} of {total} rollouts")  # else the next wait could see the old "1 of N"
         page.fill("#search", "oslo")
         expect_count(page, f"1 of {total} rollouts")
         page.click("#clear")
