@@ -3,13 +3,8 @@ table and the highlight must really render, with no request leaving 127.0.0.1.""
 
 from __future__ import annotations
 
-import functools
-import os
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,56 +15,15 @@ import pytest
 
 from nemo_gym.comparison import Comparison, recommend, summarize
 from nemo_gym.report import RECOMMENDED_COLOR, write_report
-
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
+from nemo_gym.testing.browser import headless_chromium, require_browser, serve_directory
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     """Skipped on a machine without the browser; under CI a missing browser is a failure, not a silent skip."""
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright Python package (pip install playwright)")
-    if not CHROMIUM.is_file():
-        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
-    if missing:
-        message = ("The report browser test needs " + " and ".join(missing) + ". Install the browser with "
-                   "`apt-get install -y chromium`; do not run `playwright install`.")
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    require_browser("report browser test")
+    with headless_chromium() as browser:
+        yield browser
 
 
 def _records(rewards: list[float], cost: float | None) -> list[dict[str, Any]]:

@@ -5,13 +5,9 @@ markup a model wrote must stay text."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
-import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,44 +16,23 @@ import pytest
 
 from nemo_gym.report import usd
 from nemo_gym.server import serve_in_thread
+from nemo_gym.testing.browser import headless_chromium, require_browser, serve_directory
 from nemo_gym.viewer import Query, RolloutIndex, build_app, write_html
 from nemo_gym.viewer.sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TIMEOUT_MS = 15_000
 
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in {"", "0", "false", "no"}
 
 
 @pytest.fixture(scope="module")
 def chromium(request: pytest.FixtureRequest) -> Iterator[Any]:
     """Skipped on a machine without the browser; under CI a missing browser is a failure, not a silent skip."""
-    missing = []
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing.append("the playwright Python package (pip install playwright)")
-    if not CHROMIUM.is_file():
-        missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
-    if missing:
-        message = ("The viewer browser test needs " + " and ".join(missing) + ". Install the browser with "
-                   "`apt-get install -y chromium`; do not run `playwright install`.")
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+    require_browser("viewer browser test")
     # The sample first: its collection runs asyncio.run (in the main thread, for its signal handlers), which cannot
     # start once Playwright's sync API keeps an event loop running here.
     request.getfixturevalue("sample")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with headless_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
@@ -245,24 +220,6 @@ def check_markup_stays_text(page: Any, index: int) -> None:
     assert "(estimated from catalog prices)" in detail.locator('#facts [data-key="cost"]').inner_text()
     assert detail.locator('#facts [data-key="tokens"]').inner_text().startswith("input 210 (cached 64) · output 48 "
                                                                                 "(reasoning 12)")
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@contextmanager
-def serve_directory(root: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.mark.parametrize("filters", [

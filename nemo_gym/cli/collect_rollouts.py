@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import json
 import shlex
 import signal
@@ -23,7 +22,7 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.common import check_setting_names, fail, print_flushed, settings_problems
 from nemo_gym.client import HttpPool, ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
@@ -49,18 +48,14 @@ class Interrupted(RunStopped):
 
 
 def settings_from(config: GlobalConfig) -> CollectionSettings:
-    for key in config.data:
-        if config.origins.get(key) == COMMAND_LINE and key not in SETTING_KEYS:
-            near = difflib.get_close_matches(key, sorted(SETTING_KEYS), n=1, cutoff=0.75)
-            if near:
-                raise ConfigError(f"Unknown setting +{key} (did you mean +{near[0]}?). ng_collect_rollouts settings: "
-                                  f"{', '.join('+' + k for k in sorted(SETTING_KEYS))}.")
+    check_setting_names([k for k in config.data if config.origins.get(k) == COMMAND_LINE], SETTING_KEYS,
+                        "ng_collect_rollouts", close_only=True, cutoff=0.75)
     values = {k: v for k, v in config.data.items() if k in SETTING_KEYS}
     try:
         settings = CollectionSettings.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(f"+{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"ng_collect_rollouts settings are invalid: {problems}. Required: +agent_name=..., "
+        raise ConfigError(f"ng_collect_rollouts settings are invalid: {settings_problems(exc)}. Required: "
+                          "+agent_name=..., "
                           "+input_jsonl_fpath=..., +output_jsonl_fpath=...") from None
     settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
     return settings

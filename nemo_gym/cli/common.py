@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn
+
+from pydantic import ValidationError
 
 from nemo_gym.config import ConfigError, parse_overrides
 from nemo_gym.redaction import command_redactor
@@ -27,3 +30,22 @@ def overrides_or_fail(argv: Sequence[str] | None) -> dict[str, Any]:
         return parse_overrides(args)
     except ConfigError as exc:
         fail(command_redactor(args).text(str(exc)))
+
+
+def check_setting_names(given: Iterable[str], known: Iterable[str], command: str, *, close_only: bool = False,
+                        cutoff: float = 0.6) -> None:
+    """An unknown `+setting` is an error naming the close match and every setting. With `close_only`, only names
+    close to a setting are errors: the command also takes config overrides (`+policy_model_name=...`)."""
+    names = sorted(known)
+    for key in given:
+        if key in names:
+            continue
+        near = difflib.get_close_matches(key, names, n=1, cutoff=cutoff)
+        if near or not close_only:
+            raise ConfigError(f"Unknown setting +{key}{f' (did you mean +{near[0]}?)' if near else ''}. {command} "
+                              f"settings: {', '.join('+' + k for k in names)}.")
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """pydantic's errors as `+key: what is wrong` for a settings model."""
+    return "; ".join(f"+{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

@@ -11,7 +11,6 @@ server and agent per model, their logs in `<output_dir>/servers.log`), collects 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from nemo_gym.cli.collect_rollouts import Interrupted, RunStopped, collect
-from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.common import check_setting_names, fail, print_flushed, settings_problems
 from nemo_gym.cli.run import Runner
 from nemo_gym.compare import ComparisonSettings, Variant, build_comparison, plan
 from nemo_gym.comparison import Comparison
@@ -47,18 +46,13 @@ EXIT_INTERRUPTED = 130
 
 
 def settings_from(config: GlobalConfig) -> ComparisonSettings:
-    for key in config.data:
-        if config.origins.get(key) == COMMAND_LINE and key not in SETTING_KEYS:
-            near = difflib.get_close_matches(key, sorted(SETTING_KEYS), n=1, cutoff=0.75)
-            if near:
-                raise ConfigError(f"Unknown setting +{key} (did you mean +{near[0]}?). ng_compare_models settings: "
-                                  f"{', '.join('+' + k for k in sorted(SETTING_KEYS))}.")
+    check_setting_names([k for k in config.data if config.origins.get(k) == COMMAND_LINE], SETTING_KEYS,
+                        "ng_compare_models", close_only=True, cutoff=0.75)
     try:
         settings = ComparisonSettings.model_validate({k: v for k, v in config.data.items() if k in SETTING_KEYS})
     except ValidationError as exc:
-        problems = "; ".join(f"+{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"ng_compare_models settings are invalid: {problems}. Required: +input_jsonl_fpath=... and "
-                          "+models=[...] or +model_servers=[...]") from None
+        raise ConfigError(f"ng_compare_models settings are invalid: {settings_problems(exc)}. Required: "
+                          "+input_jsonl_fpath=... and +models=[...] or +model_servers=[...]") from None
     settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
     return settings
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import difflib
 import io
 import json
 import sys
@@ -24,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nemo_gym.catalog import Catalog, CatalogError, CatalogModel, load_catalog
-from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.common import check_setting_names, fail, print_flushed
 from nemo_gym.client import make_http_client
 from nemo_gym.config import (
     COMMAND_LINE,
@@ -85,11 +84,8 @@ HINTS = {
 def settings_from(config: GlobalConfig) -> ModelsSettings:
     """Settings come from the command line only; policy_base_url / policy_api_key may come from env.yaml."""
     given = {k: v for k, v in config.data.items() if config.origins.get(k) == COMMAND_LINE}
-    for key in given:
-        if key not in SETTING_KEYS and key not in RESERVED_KEYS and not key.startswith("policy_"):
-            near = difflib.get_close_matches(key, sorted(SETTING_KEYS), n=1, cutoff=0.6)
-            raise ConfigError(f"Unknown setting +{key}{f' (did you mean +{near[0]}?)' if near else ''}. ng_models "
-                              f"settings: {', '.join('+' + k for k in sorted(SETTING_KEYS))}.")
+    check_setting_names([k for k in given if k not in RESERVED_KEYS and not k.startswith("policy_")], SETTING_KEYS,
+                        "ng_models")
     values = {k: v for k, v in given.items() if k in SETTING_KEYS}
     values.setdefault("base_url", config.data.get("policy_base_url") or OPENROUTER_BASE_URL)
     values.setdefault("api_key", config.data.get("policy_api_key") or None)

@@ -8,7 +8,6 @@ with +output_html it writes one self-contained page instead, to mail or archive.
 
 from __future__ import annotations
 
-import difflib
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.binding import exposure_warning, is_loopback
-from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
+from nemo_gym.cli.common import check_setting_names, fail, overrides_or_fail, print_flushed
 from nemo_gym.config import ConfigError, resolve_input_path
 from nemo_gym.processes import free_port
 from nemo_gym.server import cannot_listen
@@ -47,11 +46,7 @@ HINTS = {"port": "a port number from 1 to 65535", "max_rows": "a whole number >=
 
 
 def settings_from(overrides: dict[str, Any]) -> ViewerSettings:
-    for key in overrides:
-        if key not in ViewerSettings.model_fields:
-            near = difflib.get_close_matches(key, SETTING_KEYS, n=1, cutoff=0.6)
-            raise ConfigError(f"Unknown setting +{key}{f' (did you mean +{near[0]}?)' if near else ''}. ng_viewer "
-                              f"settings: {', '.join('+' + k for k in SETTING_KEYS)}.")
+    check_setting_names(overrides, SETTING_KEYS, "ng_viewer")
     try:
         settings = ViewerSettings.model_validate(overrides)
     except ValidationError as exc:
