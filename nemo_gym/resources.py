@@ -52,6 +52,21 @@ class VerifyResponse(BaseModel):
     reward: float
 
 
+def final_assistant_text(output: list[Any]) -> str | None:
+    """The text of a trajectory's final answer: its last item if that is an assistant message (trailing reasoning
+    items skipped); None when it ends otherwise (a tool call, a user message, nothing)."""
+    for item in reversed(output):
+        if not isinstance(item, dict) or item.get("type") == "reasoning":
+            continue
+        if item.get("type", "message") == "message" and item.get("role") == "assistant":
+            content = item.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+        return None
+    return None
+
+
 class UnknownSession(Exception):
     """A call names a session this server does not hold; every endpoint answers it with 404."""
 

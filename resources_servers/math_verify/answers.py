@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from nemo_gym import resources
+
 MAX_ANSWER_CHARS = 200
 """Longer "final answers" are not answers; refusing them also bounds the work the checker can be asked to do."""
 MAX_CANDIDATES = 8
@@ -47,17 +49,8 @@ class Extraction:
 
 
 def final_assistant_text(output: list[dict[str, Any]]) -> str:
-    """Text of the last output item if it is an assistant message (trailing reasoning items are skipped)."""
-    for item in reversed(output):
-        if not isinstance(item, dict) or item.get("type") == "reasoning":
-            continue
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
-        return ""
-    return ""
+    """The final answer's text, "" when the trajectory does not end with one (nothing to extract from)."""
+    return resources.final_assistant_text(output) or ""
 
 
 def boxed_contents(text: str) -> list[str]:

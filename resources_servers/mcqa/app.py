@@ -14,7 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nemo_gym.resources import BaseResourcesServer, Session, ToolError, VerifyRequest, VerifyResponse
+from nemo_gym.resources import (
+    BaseResourcesServer,
+    Session,
+    ToolError,
+    VerifyRequest,
+    VerifyResponse,
+    final_assistant_text,
+)
 from resources_servers.mcqa.extract import extract_answer, parse_options
 
 
@@ -68,20 +75,6 @@ def _row_key(row: dict[str, Any]) -> tuple[dict[str, str], str]:
         raise ToolError(f"This row's `expected_answer` {expected!r} is not one of its option letters "
                         f"({', '.join(options)}).")
     return options, letter
-
-
-def final_assistant_text(output: list[dict[str, Any]]) -> str | None:
-    """Text of the last item if it is an assistant message (trailing reasoning items skipped); None otherwise."""
-    for item in reversed(output):
-        if not isinstance(item, dict) or item.get("type") == "reasoning":
-            continue
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
-        return None
-    return None
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from nemo_gym.resources import (
     ToolError,
     VerifyRequest,
     VerifyResponse,
+    final_assistant_text,
 )
 from resources_servers.reasoning_gym.answers import extract
 from resources_servers.reasoning_gym.scoring import (
@@ -66,7 +67,7 @@ class ReasoningGymServer(BaseResourcesServer):
         row = session.row or request.row
         spec = _checked_row(row)
         expected = str(row["expected_answer"])
-        text = final_assistant_text(request.response.get("output") or [])
+        text = final_assistant_text(request.response.get("output") or []) or ""
         extraction = extract(text)
         source = None
         if extraction.candidates:
@@ -120,17 +121,6 @@ def _question(row: dict[str, Any]) -> str:
     for item in reversed(items if isinstance(items, list) else []):
         if isinstance(item, dict) and item.get("role") == "user":
             return _text(item.get("content"))
-    return ""
-
-
-def final_assistant_text(output: list[dict[str, Any]]) -> str:
-    """Text of the last item if it is an assistant message (trailing reasoning items skipped), else ''."""
-    for item in reversed(output):
-        if not isinstance(item, dict) or item.get("type") == "reasoning":
-            continue
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            return _text(item.get("content"))
-        return ""
     return ""
 
 

@@ -17,7 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from nemo_gym.resources import BaseResourcesServer, Session, ToolError, VerifyRequest, VerifyResponse
+from nemo_gym.resources import (
+    BaseResourcesServer,
+    Session,
+    ToolError,
+    VerifyRequest,
+    VerifyResponse,
+    final_assistant_text,
+)
 
 CONDITIONS = ("sunny", "partly cloudy", "overcast", "light rain", "heavy rain", "thunderstorms", "snow", "foggy",
               "windy", "clear")
@@ -72,7 +79,7 @@ class SimpleWeatherServer(BaseResourcesServer):
         covered = [c for n, c in expected_norm.items() if n in called]
         missing = [c for n, c in expected_norm.items() if n not in called]
         unexpected = sorted(c for n, c in called.items() if n not in expected_norm)
-        final_text = _final_assistant_text(output)
+        final_text = final_assistant_text(output) or ""  # a trailing tool call means no answer
         answered = 1.0 if final_text.strip() else 0.0
         final_norm = f" {normalize_city(final_text)} "
         mentioned = [c for n, c in expected_norm.items() if f" {n} " in final_norm]
@@ -119,20 +126,6 @@ def _city_argument(item: dict[str, Any]) -> str:
     except ValueError:
         return ""
     return str(arguments.get("city", "")) if isinstance(arguments, dict) else ""
-
-
-def _final_assistant_text(output: list[dict[str, Any]]) -> str:
-    """Text of the last item if it is an assistant message (a trailing tool call means no answer)."""
-    for item in reversed(output):
-        if item.get("type") == "reasoning":
-            continue
-        if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
-        return ""
-    return ""
 
 
 if __name__ == "__main__":
