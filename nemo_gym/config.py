@@ -69,6 +69,12 @@ class GlobalConfig:
         return find_instances(self.data, self.origins)
 
     @property
+    def replicated(self) -> bool:
+        """Whether some instance runs as several replicas or on Ray: then the head server is the registry."""
+        return bool(self.data.get("ray_address")) or any(
+            int(spec.config.get("num_replicas") or 1) > 1 for spec in self.instances.values())
+
+    @property
     def head_host(self) -> str:
         return str((self.data.get("head_server") or {}).get("host", DEFAULT_HEAD_HOST))
 

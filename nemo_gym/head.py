@@ -12,8 +12,12 @@ from nemo_gym.redaction import Redactor, collect_secrets
 from nemo_gym.server import JSONResponse
 
 
-def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None) -> FastAPI:
-    """`GET /instances` → {name: {server_type, impl, url, pid}}; `GET /config` → redacted resolved config."""
+def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None,
+                   replicas: Mapping[str, list[dict[str, Any]]] | None = None) -> FastAPI:
+    """`GET /instances` → {name: {server_type, impl, url, pid, replicas}}; `GET /config` → redacted resolved config.
+
+    `replicas` (instance → [{url, pid, node, replica}]) is read at request time: ng_run fills it in as replicas
+    start, and replaces an entry when Ray restarts a replica at a new address. `url` is then the first replica's."""
     redactor = Redactor(collect_secrets(config.data))
     instances = {
         name: {"server_type": spec.server_type, "impl": spec.impl, "url": spec.url()}
@@ -27,8 +31,14 @@ def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None) 
 
     @app.get("/instances")
     async def list_instances() -> dict[str, Any]:
-        # pids fill in as ng_run starts the processes, so read them at request time.
-        return {"instances": {name: {**entry, "pid": (pids or {}).get(name)} for name, entry in instances.items()}}
+        # pids and replicas fill in as ng_run starts the processes, so read them at request time.
+        listed = {}
+        for name, entry in instances.items():
+            listed[name] = {**entry, "pid": (pids or {}).get(name)}
+            if replicas and replicas.get(name):
+                live = list(replicas[name])
+                listed[name].update(url=live[0]["url"], pid=live[0].get("pid"), replicas=live)
+        return {"instances": listed}
 
     @app.get("/config")
     async def resolved_config() -> Any:

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.client import ServerCallError, ServerClient, TransportError
+from nemo_gym.client import UNAVAILABLE_ERROR, ServerCallError, ServerClient, TransportError
 from nemo_gym.redaction import Redactor
 from nemo_gym.usage import add_usage, empty_usage
 
@@ -48,8 +48,21 @@ class CollectionSettings(BaseModel):
     retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
     max_cost_usd: float | None = Field(default=None, gt=0, description="Start a rollout only while spent cost plus "
                                        "those in flight, each at the dearest rollout so far, stays within this (USD)")
+    max_rollout_attempts: int = Field(default=5, ge=1, description="Times a rollout is started when a server "
+                                      "replica it ran on went away (died, restarting); other failures are recorded")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may "
                                    "finish before they are cancelled")
+
+
+REPLICA_RETRY_BASE_S = 0.25
+
+
+def _replica_lost(exc: ServerCallError) -> bool:
+    """The agent could not be reached, or it answered that a replica behind it went away mid-rollout."""
+    if exc.unavailable:
+        return True
+    error = exc.body.get("error") if isinstance(exc.body, dict) else None
+    return exc.status_code == 503 and isinstance(error, dict) and error.get("type") == UNAVAILABLE_ERROR
 
 
 class InputError(Exception):
@@ -107,6 +120,8 @@ class Metrics:
     failures: int = 0
     retries: int = 0
     skipped: int = 0
+    restarted: int = 0
+    """Rollouts started again because a server replica they ran on went away."""
     cost_estimated: bool = False
     usage: dict[str, Any] = field(default_factory=empty_usage)
     errors: dict[str, int] = field(default_factory=dict)
@@ -150,6 +165,7 @@ class Metrics:
             "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
             "model_calls": self.usage["calls"],
             "upstream_retries": self.retries,
+            "rollouts_restarted": self.restarted,
             "cost_usd": self.usage["cost"],
             "cost_estimated": self.cost_estimated,
             "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
@@ -276,7 +292,7 @@ class Collector:
         started = time.perf_counter()
         result, error = None, None
         try:
-            result = await self.servers.post(self.settings.agent_name, "/run", self.prepared_row(row))
+            result = await self._run_on_some_replica(self.prepared_row(row))
             if not isinstance(result, dict) or "reward" not in result:
                 error = (f"BadAgentResponse: agent '{self.settings.agent_name}' answered /run without a numeric "
                          f"`reward`: {str(result)[:300]}. An agent's /run must return the verifier's answer "
@@ -294,6 +310,19 @@ class Collector:
                               error=self.redactor.text(error) if error else None,
                               latency_s=time.perf_counter() - started, fingerprint=self.fingerprint)
         return record
+
+    async def _run_on_some_replica(self, row: dict[str, Any]) -> Any:
+        """The agent's `/run`, started again (after a short wait) when a replica it needed went away: the restarted
+        or remaining replicas can do the rollout; nothing of the lost attempt is recorded."""
+        for attempt in range(1, self.settings.max_rollout_attempts + 1):
+            try:
+                return await self.servers.post(self.settings.agent_name, "/run", row)
+            except ServerCallError as exc:
+                if not _replica_lost(exc) or attempt == self.settings.max_rollout_attempts or self._abort.is_set():
+                    raise
+                self.metrics.restarted += 1
+            await asyncio.sleep(min(REPLICA_RETRY_BASE_S * 2 ** (attempt - 1), 4.0))
+        raise AssertionError("unreachable")
 
     async def run(self, rows: list[dict[str, Any]], jobs: Iterable[tuple[int, int]], out: TextIO,
                   progress: Any = None) -> Metrics:

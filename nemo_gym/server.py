@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nemo_gym.client import HttpPool, ServerCallError, ServerClient, registry_from_config
+from nemo_gym.client import UNAVAILABLE_ERROR, HttpPool, ServerCallError, ServerClient, registry_from_config
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
 from nemo_gym.processes import free_port
 from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
@@ -54,6 +54,16 @@ class StartupError(Exception):
     """A server cannot start for a reason the user must fix; reported as one message, without a traceback."""
 
 
+class RayResources(BaseModel):
+    """Per-replica Ray resources: Ray places each replica on a node that has them."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_cpus: float = Field(default=1.0, ge=0, description="CPUs each replica reserves")
+    num_gpus: float = Field(default=0.0, ge=0, description="GPUs each replica reserves")
+    resources: dict[str, float] = Field(default_factory=dict, description="Custom Ray resources, e.g. {node_a: 1}")
+    max_restarts: int = Field(default=-1, ge=-1, description="How often Ray restarts a replica that died (-1: always)")
+
+
 class BaseServerConfig(BaseModel):
     """Keys every instance accepts. Unknown keys are errors, so typos fail at start-up, not mid-run."""
 
@@ -63,6 +73,10 @@ class BaseServerConfig(BaseModel):
     port: int | None = None
     num_workers: int = Field(default=1, ge=1, description="Processes serving this instance behind its one port "
                              "(SO_REUSEPORT); for servers that keep no state between requests")
+    num_replicas: int = Field(default=1, ge=1, description="Copies of this instance, each on its own address (Ray "
+                              "actors with +ray_address); calls spread over them, a rollout's session stays on one")
+    ray: RayResources = Field(default_factory=lambda: RayResources(),
+                              description="What each replica reserves on a Ray cluster (+ray_address only)")
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
@@ -175,7 +189,8 @@ class BaseServer:
     @property
     def servers(self) -> ServerClient:
         if self._servers is None:
-            self._servers = ServerClient(registry_from_config(self.global_config), self.http)
+            head_url = self.global_config.head_url if self.global_config.replicated else None
+            self._servers = ServerClient(registry_from_config(self.global_config), self.http, head_url=head_url)
         return self._servers
 
     async def startup(self) -> None:
@@ -183,6 +198,8 @@ class BaseServer:
         self._http = HttpPool()
 
     async def shutdown(self) -> None:
+        if self._servers is not None:
+            await self._servers.aclose()
         if self._http is not None:
             await self._http.aclose()
             self._http = None
@@ -231,6 +248,8 @@ class BaseServer:
 
         @app.exception_handler(ServerCallError)
         async def downstream_error(_: Request, exc: ServerCallError) -> JSONResponse:
+            if exc.unavailable:  # a replica behind this server went away: the caller may redo the whole rollout
+                return JSONResponse(error_body(redact(str(exc)), UNAVAILABLE_ERROR), 503)
             status = exc.status_code if exc.status_code and exc.status_code >= 400 else 502
             return JSONResponse(error_body(redact(str(exc)), "downstream_error"), status)
 
@@ -259,11 +278,17 @@ def post_route(app: FastAPI, path: str, *, name: str | None = None) -> Callable[
 
 WORKER_ENV_VAR = "NEMO_GYM_WORKER"
 """Which of an instance's `num_workers` processes this is (1-based), set by ng_run."""
+REPLICA_ENV_VAR = "NEMO_GYM_REPLICA"
+"""Which of an instance's `num_replicas` this process serves (1-based), set by ng_run."""
+PORT_ENV_VAR = "NEMO_GYM_PORT"
+"""The port of this replica when it is not the instance's first (each replica has its own address)."""
 
 
 def serve_instance(server_cls: type[BaseServer], name: str, global_config: GlobalConfig) -> None:
     """Run one instance until SIGINT/SIGTERM; prints a flushed ready line once it accepts connections."""
     server = server_cls.from_global_config(name, global_config)
+    if os.environ.get(PORT_ENV_VAR):
+        server.config.port = int(os.environ[PORT_ENV_VAR])
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
     install_log_redaction(server.redactor)
     logging.getLogger("uvicorn.error").addFilter(_StartupErrorFilter())
@@ -278,6 +303,9 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
         raise ConfigError(f"Instance '{name}' (from {spec.origin}) cannot listen on {config.host}:{config.port}: "
                           f"{problem}")
     worker = os.environ.get(WORKER_ENV_VAR)
+    replica = os.environ.get(REPLICA_ENV_VAR)
+    if replica and config.num_replicas > 1:
+        name = f"{name}[{replica}]"
     listening = _shared_socket(config.host, config.port) if config.num_workers > 1 else None
     uv_config = uvicorn.Config(
         server.build_app(),

@@ -77,7 +77,7 @@ async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, 
         raise ConfigError(f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
                           "Start the servers first with ng_run in another terminal, or point at its head server "
                           "with +head_server.host=... +head_server.port=...") from None
-    return ServerClient(registry_from_head(response.json()), pool), served_config.json()
+    return ServerClient(registry_from_head(response.json()), pool, head_url=config.head_url), served_config.json()
 
 
 def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:

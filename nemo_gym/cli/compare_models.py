@@ -87,8 +87,8 @@ class ComparisonRun:
     def run(self) -> int:
         """0 when every variant ran to its end (or its budget), 1 if a server died, 130 when interrupted."""
         self._handle_signals()
-        with serve_in_thread(build_head_app(self.config, self.runner.pids), host=self.config.head_host,
-                             port=self.config.head_port):
+        head_app = build_head_app(self.config, self.runner.pids, self.runner.replicas)
+        with serve_in_thread(head_app, host=self.config.head_host, port=self.config.head_port):
             self.runner.start_children()
             try:
                 if not self.runner.wait_until_healthy():

@@ -28,9 +28,9 @@ from nemo_gym.cli.serve import CONFIG_ENV_VAR
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec, load_global_config
 from nemo_gym.head import build_head_app
 from nemo_gym.loader import prepare
-from nemo_gym.processes import spawn, stop
+from nemo_gym.processes import free_port, spawn, stop
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
-from nemo_gym.server import WORKER_ENV_VAR, serve_in_thread
+from nemo_gym.server import PORT_ENV_VAR, REPLICA_ENV_VAR, WORKER_ENV_VAR, serve_in_thread
 
 LOG_TAIL_LINES = 40
 DEFAULT_STARTUP_TIMEOUT_S = 600.0
@@ -41,7 +41,9 @@ class Child:
     spec: InstanceSpec
     process: subprocess.Popen[bytes]
     label: str
-    """The instance name, with `#<worker>` when the instance runs several worker processes."""
+    """The instance name, with `[<replica>]` and `#<worker>` when it runs several replicas or worker processes."""
+    url: str
+    """This replica's address."""
     announced: threading.Event = field(default_factory=threading.Event)
     """Set when the child printed its ready line: the only way to know each worker of a shared port is up."""
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_TAIL_LINES))
@@ -59,6 +61,8 @@ class Runner:
         self.redactor = Redactor(collect_secrets(config.data))
         self.children: dict[str, Child] = {}
         self.pids: dict[str, int] = {}
+        self.replicas: dict[str, list[dict[str, object]]] = {}
+        """instance -> its replicas' addresses, for the head server (filled in as they start)."""
         self.stop_requested = threading.Event()
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
@@ -69,16 +73,30 @@ class Runner:
     def start_children(self) -> None:
         env = {**os.environ, CONFIG_ENV_VAR: json.dumps({"data": self.config.data, "origins": self.config.origins}),
                "PYTHONUNBUFFERED": "1"}
-        for name, spec in self.config.instances.items():
+        instances = self.config.instances
+        taken = {int(spec.config["port"]) for spec in instances.values()}
+        for name, spec in instances.items():
             workers = int(spec.config.get("num_workers") or 1)
-            for worker in range(1, workers + 1):
-                process = spawn([sys.executable, "-m", "nemo_gym.cli.serve", name],
-                                env={**env, WORKER_ENV_VAR: str(worker)})
-                label = name if workers == 1 else f"{name}#{worker}"
-                child = Child(spec, process, label)
-                self.children[label] = child
-                self.pids.setdefault(name, process.pid)
-                threading.Thread(target=self._forward_output, args=(child,), daemon=True).start()
+            num_replicas = int(spec.config.get("num_replicas") or 1)
+            for replica in range(1, num_replicas + 1):
+                port = int(spec.config["port"]) if replica == 1 else free_port(str(spec.config.get("host",
+                                                                                                  "127.0.0.1")),
+                                                                               exclude=taken)
+                taken.add(port)
+                url = f"http://{spec.config.get('host', '127.0.0.1')}:{port}"
+                replica_label = name if num_replicas == 1 else f"{name}[{replica}]"
+                for worker in range(1, workers + 1):
+                    process = spawn([sys.executable, "-m", "nemo_gym.cli.serve", name],
+                                    env={**env, WORKER_ENV_VAR: str(worker), REPLICA_ENV_VAR: str(replica),
+                                         PORT_ENV_VAR: str(port)})
+                    label = replica_label if workers == 1 else f"{replica_label}#{worker}"
+                    child = Child(spec, process, label, url)
+                    self.children[label] = child
+                    self.pids.setdefault(name, process.pid)
+                    if worker == 1:
+                        self.replicas.setdefault(name, []).append({"replica": replica, "url": url,
+                                                                   "pid": process.pid, "node": "local"})
+                    threading.Thread(target=self._forward_output, args=(child,), daemon=True).start()
 
     def _forward_output(self, child: Child) -> None:
         assert child.process.stdout is not None
@@ -105,7 +123,7 @@ class Runner:
                     return False
                 for name, child in list(pending.items()):
                     try:
-                        if child.announced.is_set() and client.get(child.spec.url() + "/health").status_code == 200:
+                        if child.announced.is_set() and client.get(child.url + "/health").status_code == 200:
                             del pending[name]
                     except httpx.HTTPError:
                         pass
@@ -133,7 +151,7 @@ class Runner:
 
     def print_table(self, head_url: str) -> None:
         rows = [("instance", "type", "impl", "url", "pid"), ("head", "head_server", "-", head_url, str(os.getpid()))]
-        rows += [(label, c.spec.server_type, c.spec.impl, c.spec.url(), str(c.process.pid))
+        rows += [(label, c.spec.server_type, c.spec.impl, c.url, str(c.process.pid))
                  for label, c in self.children.items()]
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for row in rows:
@@ -165,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Set explicitly: a shell starts background jobs with SIGINT ignored, and we must still stop on it.
         signal.signal(sig, runner.request_stop)
     try:
-        with serve_in_thread(build_head_app(config, runner.pids), host=config.head_host,
+        with serve_in_thread(build_head_app(config, runner.pids, runner.replicas), host=config.head_host,
                              port=config.head_port) as head_url:
             runner.start_children()
             code = 1
