@@ -84,7 +84,8 @@ class BaseResourcesServer(BaseServer):
     """Tool name → pydantic model of its arguments. Each becomes `POST /<name>`."""
     single_process_reason: ClassVar[str | None] = (
         "keeps each rollout's session in the process that opened it, so every call of a rollout must reach that "
-        "process (define several instances instead)")
+        "process (use num_replicas instead: each replica has its own address, and a rollout's calls stay on "
+        "the replica that opened its session)")
     row_fields: ClassVar[tuple[str, ...]] = ()
     """Top-level fields every dataset row must carry for `verify` (e.g. `expected_answer`); `ng_test` checks the
     example data for them."""
@@ -92,6 +93,7 @@ class BaseResourcesServer(BaseServer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.sessions: dict[str, Session] = {}
+        self.sessions_opened = 0
 
     # ------------------------------------------------------------------ what an environment implements
 
@@ -110,7 +112,11 @@ class BaseResourcesServer(BaseServer):
         self._evict_stale()
         session = Session(id=uuid.uuid4().hex, row=row)
         self.sessions[session.id] = session
+        self.sessions_opened += 1
         return session
+
+    def health_details(self) -> dict[str, Any]:
+        return {"sessions_open": len(self.sessions), "sessions_opened": self.sessions_opened}
 
     def session_for(self, request: Request, *, pop: bool = False) -> Session:
         session_id = request.headers.get(SESSION_HEADER)

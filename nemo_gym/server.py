@@ -208,6 +208,10 @@ class BaseServer:
     def add_routes(self, app: FastAPI) -> None:
         """Subclasses add their endpoints here."""
 
+    def health_details(self) -> dict[str, Any]:
+        """Extra fields for `GET /health` (e.g. a resources server's session counts)."""
+        return {}
+
     def build_app(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -225,8 +229,8 @@ class BaseServer:
                       default_response_class=JSONResponse)
 
         @app.get("/health")
-        async def health() -> dict[str, str]:
-            return {"status": "ok", "name": self.name}
+        async def health() -> dict[str, Any]:
+            return {"status": "ok", "name": self.name, "pid": os.getpid(), **self.health_details()}
 
         self._add_error_handlers(app)
         self.add_routes(app)

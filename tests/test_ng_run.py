@@ -63,7 +63,8 @@ def wait_all_dead(pids: list[int], timeout_s: float = 20.0) -> bool:
 def test_ready_prints_a_table_of_instances_and_every_server_is_healthy(started: tuple) -> None:
     process, instances = started
     for name, entry in instances.items():
-        assert httpx.get(f"{entry['url']}/health", timeout=5).json() == {"status": "ok", "name": name}
+        health = httpx.get(f"{entry['url']}/health", timeout=5).json()
+        assert (health["status"], health["name"], health["pid"]) == ("ok", name, entry["pid"])
         assert any(name in line and str(entry["url"]) in line and str(entry["pid"]) in line
                    for line in process.lines)
 
