@@ -13,11 +13,13 @@ from nemo_gym.server import JSONResponse
 
 
 def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None,
-                   replicas: Mapping[str, list[dict[str, Any]]] | None = None) -> FastAPI:
+                   replicas: Mapping[str, list[dict[str, Any]]] | None = None,
+                   ray: Mapping[str, Any] | None = None) -> FastAPI:
     """`GET /instances` → {name: {server_type, impl, url, pid, replicas}}; `GET /config` → redacted resolved config.
 
     `replicas` (instance → [{url, pid, node, replica}]) is read at request time: ng_run fills it in as replicas
-    start, and replaces an entry when Ray restarts a replica at a new address. `url` is then the first replica's."""
+    start, and replaces an entry when Ray restarts a replica at a new address. `url` is then the first replica's.
+    `ray` ({address}) says which Ray cluster the replicas run on, for collectors that shard over it."""
     redactor = Redactor(collect_secrets(config.data))
     instances = {
         name: {"server_type": spec.server_type, "impl": spec.impl, "url": spec.url()}
@@ -38,7 +40,7 @@ def build_head_app(config: GlobalConfig, pids: Mapping[str, int] | None = None,
             if replicas and replicas.get(name):
                 live = list(replicas[name])
                 listed[name].update(url=live[0]["url"], pid=live[0].get("pid"), replicas=live)
-        return {"instances": listed}
+        return {"instances": listed, **({"ray": dict(ray)} if ray else {})}
 
     @app.get("/config")
     async def resolved_config() -> Any:

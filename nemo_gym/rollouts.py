@@ -50,6 +50,11 @@ class CollectionSettings(BaseModel):
                                        "those in flight, each at the dearest rollout so far, stays within this (USD)")
     max_rollout_attempts: int = Field(default=5, ge=1, description="Times a rollout is started when a server "
                                       "replica it ran on went away (died, restarting); other failures are recorded")
+    ray_address: str | None = Field(default=None, description="Run the rollouts on this Ray cluster's actors "
+                                    "(`local`: the cluster ng_run +ray_address=local started)")
+    num_collectors: int = Field(default=1, ge=1, description="Collector actors the rollouts are dealt out to "
+                                "(with ray_address); this command stays the one writer of the output")
+    collector_num_cpus: float = Field(default=1.0, ge=0, description="CPUs each collector actor reserves on Ray")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may "
                                    "finish before they are cancelled")
 

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from nemo_gym.cli.common import check_setting_names, fail, print_flushed, settings_problems
 from nemo_gym.client import HttpPool, ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.ray_collect import ShardedCollector
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 from nemo_gym.resume import (
     SettingsChanged,
@@ -65,8 +66,9 @@ def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
 
 
-async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, dict[str, Any]]:
-    """The running instances and the (redacted) resolved config, from ng_run's head server."""
+async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, dict[str, Any], dict[str, Any]]:
+    """The running instances, the (redacted) resolved config and the head's own listing, from ng_run's head
+    server."""
     try:
         async with make_http_client(max_connections=2) as http:
             response = await http.get(config.head_url + "/instances", timeout=5.0)
@@ -77,7 +79,8 @@ async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, 
         raise ConfigError(f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
                           "Start the servers first with ng_run in another terminal, or point at its head server "
                           "with +head_server.host=... +head_server.port=...") from None
-    return ServerClient(registry_from_head(response.json()), pool, head_url=config.head_url), served_config.json()
+    listing = response.json()
+    return ServerClient(registry_from_head(listing), pool, head_url=config.head_url), served_config.json(), listing
 
 
 def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
@@ -104,7 +107,7 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
                          "writable directory.") from None
     redactor = Redactor(collect_secrets(config.data))
     async with HttpPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
-        servers, served_config = await discover(config, pool)
+        servers, served_config, listing = await discover(config, pool)
         agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
         if settings.agent_name not in agents:
             raise ConfigError(f"No agent named '{settings.agent_name}' is running. Agents: "
@@ -123,7 +126,9 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
             print_flushed(f"+retry_failed: {moved} failed records moved to {output.name}.retried_failures.jsonl; "
                           "their rollouts run again.")
             state = scan_output(output)
-        collector = Collector(settings, servers, redactor, fingerprint=run_fingerprint)
+        collector = (sharded_collector(config, settings, servers, redactor, run_fingerprint, listing)
+                     if settings.ray_address or settings.num_collectors > 1
+                     else Collector(settings, servers, redactor, fingerprint=run_fingerprint))
         jobs = collector.plan(rows, state.done)
         if collector.metrics.skipped:
             failed_note = (f" ({len(state.failed)} of them failed; +retry_failed=true runs those again)"
@@ -152,6 +157,23 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
                          f"rollouts still in flight were cancelled and will run again. Resume with: "
                          f"{resume_command(settings, config)}")
     return summary
+
+
+def sharded_collector(config: GlobalConfig, settings: CollectionSettings, servers: ServerClient, redactor: Redactor,
+                      fingerprint: str | None, listing: dict[str, Any]) -> Collector:
+    """A collector whose rollouts run on `num_collectors` Ray actors (imported only for such a run)."""
+    from nemo_gym import ray_cluster
+
+    address = settings.ray_address or ray_cluster.LOCAL
+    if address == ray_cluster.LOCAL:
+        address = (listing.get("ray") or {}).get("address")
+        if not address:
+            raise ConfigError("+num_collectors/+ray_address=local shard the collection over the Ray cluster that "
+                              "ng_run runs on, but this ng_run is not on Ray. Start it with +ray_address=local (or "
+                              "a cluster's address), or give this command +ray_address=<address of a cluster>.")
+    ray_cluster.connect(str(address), log_to_driver=True)
+    return ShardedCollector(settings, servers, redactor, head_url=config.head_url,
+                            secrets=sorted(collect_secrets(config.data)), fingerprint=fingerprint)
 
 
 @contextlib.contextmanager

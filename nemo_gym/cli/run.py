@@ -178,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:  # a value echoed in the message (an override, a wrongly typed key) may be a secret
         fail(command_redactor(args, config.data if config else None).text(str(exc)))
     warn_if_exposed(config)
+    if config.data.get("ray_address"):
+        sys.exit(run_on_ray(config, str(config.data["ray_address"]), startup_timeout_s))
     runner = Runner(config, startup_timeout_s=startup_timeout_s)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         # Set explicitly: a shell starts background jobs with SIGINT ignored, and we must still stop on it.
@@ -202,6 +204,53 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(f"cannot start the head server on {config.head_host}:{config.head_port}: {exc} Another ng_run may "
              "be running; stop it or choose another port with +head_server.port=<port>.")
     sys.exit(code)
+
+
+def run_on_ray(config: GlobalConfig, address: str, startup_timeout_s: float) -> int:
+    """Every instance as `num_replicas` Ray actors; the head server (here) lists them. Same lines as without Ray."""
+    from nemo_gym import ray_cluster
+
+    try:
+        ray_cluster.check_ray_config(config)
+        ray_cluster.connect(address, num_cpus=ray_cluster.local_cpus(config) if address == ray_cluster.LOCAL
+                                  else None)
+    except ConfigError as exc:
+        fail(str(exc))
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        if not stop_requested.is_set():
+            print_flushed(f"ng_run: {signal.Signals(signum).name} received, stopping all servers...")
+        stop_requested.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # after ray.init, which sets its own
+        signal.signal(sig, request_stop)
+    replicas: dict[str, list[dict[str, object]]] = {}
+    placement = ray_cluster.RayPlacement(config, replicas, print_flushed)
+    cluster = {"address": ray_cluster.cluster_address()}
+    code = 1
+    try:
+        with serve_in_thread(build_head_app(config, None, replicas, ray=cluster), host=config.head_host,
+                             port=config.head_port) as head_url:
+            placement.start()
+            if placement.wait_until_ready(startup_timeout_s, stop_requested):
+                rows = [("instance", "type", "impl", "url", "pid", "node"),
+                        ("head", "head_server", "-", head_url, str(os.getpid()), "-"), *placement.rows()]
+                widths = [max(len(r[i]) for r in rows) for i in range(6)]
+                for row in rows:
+                    print_flushed("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+                print_flushed(f"ng_run ready: {len(placement.members)} servers on the Ray cluster at "
+                              f"{cluster['address']}, head at {head_url}. Press Ctrl-C to stop.")
+                code = placement.watch(stop_requested)
+            elif stop_requested.is_set():
+                code = 0
+    except (RuntimeError, TimeoutError) as exc:
+        print_flushed(f"ng_run: error: cannot start the head server on {config.head_host}:{config.head_port}: {exc}",
+                      err=True)
+    finally:
+        placement.stop()
+        print_flushed("ng_run: all servers stopped.")
+    return code
 
 
 if __name__ == "__main__":

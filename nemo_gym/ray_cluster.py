@@ -1,0 +1,249 @@
+"""Placement on a Ray cluster (`ng_run +ray_address=...`): every instance as `num_replicas` Ray actors.
+
+Each replica is an actor that serves its instance's FastAPI app on its node (the node's IP, a free port) and
+reserves the CPUs, GPUs and custom resources of its instance's `ray:` block, so Ray decides where it runs. Ray
+restarts a replica that dies (`ray.max_restarts`); ng_run polls every replica's address and keeps the head server's
+list current, and clients re-read that list when a replica stops answering.
+
+This module is imported only when `ray_address` is set: a run without Ray never imports it (Ray is the optional
+`[ray]` extra). `+ray_address=local` starts a private cluster on this machine bound to 127.0.0.1 only (no dashboard,
+no usage reporting); any other value is the address of a running cluster (`ray start --head`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
+
+LOCAL = "local"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+POLL_INTERVAL_S = 1.0
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("+ray_address needs Ray, which is not installed. Install the extra: pip install -e "
+                          "'.[ray]' (or pip install 'ray>=2.40'), or drop +ray_address to run on this machine "
+                          "only.") from None
+    return ray
+
+
+def connect(address: str, *, num_cpus: float | None = None, log_to_driver: bool = True) -> Any:
+    """Join the cluster at `address`, or start a loopback-only one for `local`; returns the `ray` module."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage anywhere
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each replica's ready line is news, not a repeat
+    os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain log prefixes, as the rest of ng_run's output
+    if address == LOCAL or _host_of(address) in LOOPBACK_HOSTS:
+        # Ray takes this machine's outward address as the node IP unless told to stay on loopback; with this set,
+        # every Ray process (GCS, raylet, object manager, workers) binds and connects to 127.0.0.1 only.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    if address == LOCAL:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
+                 _node_ip_address="127.0.0.1", configure_logging=False)
+    else:
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
+        except ConnectionError as exc:
+            raise ConfigError(f"Cannot connect to the Ray cluster at +ray_address={address}: {exc}. Start it with "
+                              "`ray start --head` (its output prints the address) or use +ray_address=local.") from None
+    return ray
+
+
+def _host_of(address: str) -> str | None:
+    if "://" not in address:
+        address = "ray://" + address
+    return urlsplit(address).hostname
+
+
+def cluster_address() -> str:
+    """The address other drivers (e.g. a sharded ng_collect_rollouts) use to join the cluster this process is on."""
+    ray = import_ray()
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def check_ray_config(config: GlobalConfig) -> None:
+    """What Ray placement cannot do, said before anything starts."""
+    for spec in config.instances.values():
+        if int(spec.config.get("num_workers") or 1) > 1:
+            raise ConfigError(f"Instance '{spec.name}' (from {spec.origin}) sets num_workers, which shares one port "
+                              "on one machine; on Ray use num_replicas instead (each replica is an actor with its "
+                              "own address).")
+
+
+def local_cpus(config: GlobalConfig) -> float:
+    """CPUs to give a `local` cluster: this machine's, or what the replicas ask for if that is more (servers wait
+    on the network most of the time; Ray's CPU counts are for placement only)."""
+    asked = sum(_resources(spec).num_cpus * int(spec.config.get("num_replicas") or 1)
+                for spec in config.instances.values())
+    return float(max(os.cpu_count() or 1, math.ceil(asked)))
+
+
+def _resources(spec: InstanceSpec) -> Any:
+    from nemo_gym.server import RayResources
+
+    return RayResources.model_validate(spec.config.get("ray") or {})
+
+
+def replica_label(name: str, replica: int, num_replicas: int) -> str:
+    """As ng_run names replicas without Ray: the instance name, with `[k]` when there are several."""
+    return name if num_replicas == 1 else f"{name}[{replica}]"
+
+
+class ReplicaServer:
+    """One replica, as a Ray actor: serves the instance's app on its node until the actor is killed."""
+
+    def __init__(self, name: str, config_data: dict[str, Any], origins: dict[str, str], replica: int) -> None:
+        import ray
+
+        from nemo_gym.loader import load_server_class
+        from nemo_gym.processes import free_port
+        from nemo_gym.redaction import install_log_redaction
+        from nemo_gym.server import serve_in_thread
+
+        global_config = GlobalConfig(data=config_data, origins=origins)
+        spec = global_config.instances[name]
+        server = load_server_class(spec).from_global_config(name, global_config)
+        host = ray.util.get_node_ip_address()
+        server.config.host, server.config.port = host, free_port(host)
+        label = replica_label(name, replica, server.config.num_replicas)
+        logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s",
+                            force=True)
+        install_log_redaction(server.redactor)
+        self._serving = serve_in_thread(server.build_app(), host=host, port=server.config.port)
+        self.url = self._serving.__enter__()
+        self.entry = {"replica": replica, "url": self.url, "pid": os.getpid(),
+                      "node": ray.get_runtime_context().get_node_id()}
+        print(f"{label} ready at {self.url}", flush=True)
+
+    def address(self) -> dict[str, Any]:
+        return self.entry
+
+
+@dataclass
+class Replica:
+    instance: str
+    index: int
+    actor: Any
+    entry: dict[str, Any] | None = None
+    pending: Any = None
+    """An `address()` call not answered yet (the actor is starting or being restarted)."""
+    lost: str | None = field(default=None)
+
+
+class RayPlacement:
+    """Starts every replica as an actor, waits for them, keeps `replicas` (the head server's table) current."""
+
+    def __init__(self, config: GlobalConfig, replicas: dict[str, list[dict[str, Any]]],
+                 log: Callable[[str], None]) -> None:
+        self.config = config
+        self.table = replicas
+        self.log = log
+        self.members: list[Replica] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        ray = import_ray()
+        actor_class = ray.remote(ReplicaServer)
+        for name, spec in self.config.instances.items():
+            resources = _resources(spec)
+            for index in range(1, int(spec.config.get("num_replicas") or 1) + 1):
+                actor = actor_class.options(
+                    num_cpus=resources.num_cpus, num_gpus=resources.num_gpus, resources=resources.resources or None,
+                    max_restarts=resources.max_restarts, max_task_retries=0, name=None,
+                ).remote(name, self.config.data, self.config.origins, index)
+                self.members.append(Replica(name, index, actor))
+
+    def poll(self, timeout_s: float = 0.0) -> list[Replica]:
+        """Ask every replica for its address (answered once it serves); update the table; return lost replicas."""
+        ray = import_ray()
+        for member in self.members:
+            if member.pending is None and member.lost is None:
+                member.pending = member.actor.address.remote()
+        refs = [m.pending for m in self.members if m.pending is not None]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+        ready_ids = {ref.hex() for ref in ready}
+        lost = []
+        for member in self.members:
+            if member.pending is None or member.pending.hex() not in ready_ids:
+                continue
+            ref, member.pending = member.pending, None
+            try:
+                entry = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                member.lost = str(exc).splitlines()[0]
+                lost.append(member)
+                continue
+            if entry != member.entry:
+                if member.entry is not None:
+                    self.log(f"ng_run: {member.instance}[{member.index}] is serving again at {entry['url']} "
+                             f"(was {member.entry['url']}); the head server lists the new address.")
+                member.entry = entry
+        self._publish()
+        return lost
+
+    def _publish(self) -> None:
+        with self._lock:
+            for name in self.config.instances:
+                entries = [m.entry for m in self.members if m.instance == name and m.entry and m.lost is None]
+                self.table[name] = sorted(entries, key=lambda e: e["replica"])
+
+    def wait_until_ready(self, timeout_s: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():
+            lost = self.poll(timeout_s=0.5)
+            if lost:
+                for member in lost:
+                    self.log(f"ng_run: error: replica {member.instance}[{member.index}] failed to start: "
+                             f"{member.lost}")
+                return False
+            if all(m.entry is not None for m in self.members):
+                return True
+            if time.monotonic() > deadline:
+                waiting = [f"{m.instance}[{m.index}]" for m in self.members if m.entry is None]
+                self.log(f"ng_run: error: {', '.join(waiting)} did not start within {timeout_s:g}s. Does the cluster "
+                         "have the CPUs, GPUs and resources their `ray:` blocks ask for? (`ray status` shows what "
+                         "it has.)")
+                return False
+        return False
+
+    def watch(self, stop: threading.Event) -> int:
+        """Keep the table current until stopped (0); 1 when an instance has no replica left that Ray restarts."""
+        while not stop.wait(POLL_INTERVAL_S):
+            for member in self.poll():
+                self.log(f"ng_run: replica {member.instance}[{member.index}] is gone and Ray will not restart it "
+                         f"(ray.max_restarts): {member.lost}")
+            for name in self.config.instances:
+                if all(m.lost is not None for m in self.members if m.instance == name):
+                    self.log(f"ng_run: error: instance '{name}' has no replicas left.")
+                    return 1
+        return 0
+
+    def rows(self) -> list[tuple[str, str, str, str, str, str]]:
+        specs = self.config.instances
+        return [(replica_label(m.instance, m.index, int(specs[m.instance].config.get("num_replicas") or 1)),
+                 specs[m.instance].server_type, specs[m.instance].impl,
+                 str(m.entry["url"]), str(m.entry["pid"]), str(m.entry["node"])[:12])
+                for m in self.members if m.entry is not None]
+
+    def stop(self) -> None:
+        ray = import_ray()
+        for member in self.members:
+            with contextlib.suppress(Exception):  # an actor already gone needs no stopping
+                ray.kill(member.actor, no_restart=True)
+        ray.shutdown()
