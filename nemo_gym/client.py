@@ -261,8 +261,10 @@ class ServerClient:
     async def _keep_fresh(self) -> None:
         if self.head_url is None:
             return
-        if self._refreshed_at is None:
-            await self.refresh()
+        if self._refreshed_at is None:  # every call before the first listing arrives waits for that one fetch
+            self._schedule_refresh()
+            assert self._refresh is not None
+            await asyncio.shield(self._refresh)
         elif time.monotonic() - self._refreshed_at > self.refresh_interval_s:
             self._schedule_refresh()
 
@@ -276,12 +278,13 @@ class ServerClient:
         """Reload instances and replicas from the head server (kept as they were if it cannot be reached)."""
         if self.head_url is None:
             return
-        self._refreshed_at = time.monotonic()
         try:
             response = await self.http.get(self.head_url + "/instances", timeout=5.0)
             payload = orjson.loads(response.content) if response.status_code == 200 else None
         except (TransportError, orjson.JSONDecodeError):
             return
+        finally:
+            self._refreshed_at = time.monotonic()
         if isinstance(payload, dict):
             self.registry.update(registry_from_head(payload))
 

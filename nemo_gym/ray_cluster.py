@@ -28,6 +28,7 @@ from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
 LOCAL = "local"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 POLL_INTERVAL_S = 1.0
+DEAD_AFTER_FAILURES = 5
 
 
 def import_ray() -> Any:
@@ -141,8 +142,13 @@ class Replica:
     index: int
     actor: Any
     entry: dict[str, Any] | None = None
+    """What the head server lists for this replica; None while it starts or restarts."""
+    served: str | None = None
+    """The last address it served at."""
     pending: Any = None
     """An `address()` call not answered yet (the actor is starting or being restarted)."""
+    failures: int = 0
+    """`address()` calls failed in a row: one when the replica dies (Ray restarts it), many when it stays dead."""
     lost: str | None = field(default=None)
 
 
@@ -186,14 +192,19 @@ class RayPlacement:
             try:
                 entry = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
-                member.lost = str(exc).splitlines()[0]
-                lost.append(member)
+                # The replica died: stop listing its address. Ray restarts it (calls then wait for the new
+                # process), unless its restarts are used up, when every call fails at once.
+                member.entry, member.failures = None, member.failures + 1
+                if member.failures >= DEAD_AFTER_FAILURES:
+                    member.lost = str(exc).splitlines()[0]
+                    lost.append(member)
                 continue
+            member.failures = 0
             if entry != member.entry:
-                if member.entry is not None:
+                if member.served is not None and member.served != entry["url"]:
                     self.log(f"ng_run: {member.instance}[{member.index}] is serving again at {entry['url']} "
-                             f"(was {member.entry['url']}); the head server lists the new address.")
-                member.entry = entry
+                             f"(was {member.served}); the head server lists the new address.")
+                member.entry, member.served = entry, entry["url"]
         self._publish()
         return lost
 
@@ -214,6 +225,11 @@ class RayPlacement:
                 return False
             if all(m.entry is not None for m in self.members):
                 return True
+            failed = next((m for m in self.members if m.failures), None)
+            if failed is not None:  # a replica that cannot start will not start on Ray's next try either
+                self.log(f"ng_run: error: replica {failed.instance}[{failed.index}] failed to start (its error "
+                         "is above).")
+                return False
             if time.monotonic() > deadline:
                 waiting = [f"{m.instance}[{m.index}]" for m in self.members if m.entry is None]
                 self.log(f"ng_run: error: {', '.join(waiting)} did not start within {timeout_s:g}s. Does the cluster "
