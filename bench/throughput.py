@@ -3,6 +3,7 @@
     python bench/throughput.py [+rows=2000] [+concurrency=[16,64,256]] [+latency_ms=500] [+latency_in_flight=1000]
                                [+latency_rows=10000] [+output=bench/results/throughput.json] [+quick=true]
                                [+num_workers=N]   (worker processes of the agent and the model server)
+                               [+agent_replicas=N] [+ray_address=local]   (replicas of the agent; on Ray)
 
 Measures, in one run on this machine: the stub upstream's own ceiling (requests/s it serves alone, driven by a
 bare keep-alive client), `ng_run` time to ready, full-pipeline rollouts/s through `ng_run` + `ng_collect_rollouts`
@@ -37,7 +38,7 @@ ENVIRONMENT_CONFIG = "resources_servers/simple_weather/configs/simple_weather.ya
 AGENT = "simple_weather_simple_agent"
 DEFAULTS: dict[str, Any] = {"rows": 2000, "concurrency": [16, 64, 256], "latency_ms": 500, "latency_in_flight": 1000,
                             "latency_rows": 10000, "output": "bench/results/throughput.json", "quick": False,
-                            "num_workers": 1}
+                            "num_workers": 1, "agent_replicas": 1, "ray_address": None}
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -193,22 +194,25 @@ def stub_ceiling(url: str, *, connections: int = 64, seconds: float = 5.0) -> fl
 # ------------------------------------------------------------------------------------------------ the pipeline
 
 
-def write_config(directory: Path, stub_url: str, num_workers: int = 1) -> Path:
+def write_config(directory: Path, stub_url: str, settings: dict[str, Any]) -> Path:
+    num_workers, replicas = settings["num_workers"], settings["agent_replicas"]
     path = directory / "bench_model.yaml"
     path.write_text(
         "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
         f"      base_url: {stub_url}/v1\n      api_key: sk-bench-not-a-secret\n      model: stub/weather-model\n"
         "      api: chat_completions\n      openrouter: false\n      preflight: false\n"
         f"      max_concurrent_requests: 4096\n      num_workers: {num_workers}\n"
-        f"simple_weather_simple_agent:\n  responses_api_agents:\n    simple_agent:\n      num_workers: {num_workers}\n")
+        f"simple_weather_simple_agent:\n  responses_api_agents:\n    simple_agent:\n      num_workers: {num_workers}\n"
+        f"      num_replicas: {replicas}\n")
     return path
 
 
-def start_cluster(config: Path) -> tuple[CommandProcess, int, float]:
+def start_cluster(config: Path, ray_address: str | None = None) -> tuple[CommandProcess, int, float]:
     head_port = free_port()
     started = time.perf_counter()
+    on_ray = [f"+ray_address={ray_address}"] if ray_address else []
     run = CommandProcess(["ng_run", f"+config_paths=[{ENVIRONMENT_CONFIG}, {config}]",
-                          f"+head_server.port={head_port}"], cwd=project_root())
+                          f"+head_server.port={head_port}", *on_ray], cwd=project_root())
     if not run.wait_for("ng_run ready", 120):
         run.send(signal.SIGINT)
         raise RuntimeError("ng_run did not become ready:\n" + run.output[-3000:])
@@ -317,7 +321,8 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
             ceiling = stub_ceiling(stub_url, seconds=3 if settings["quick"] else 6)
             figures["stub_ceiling_requests_per_s"] = round(ceiling, 1)
             print(f"stub ceiling: {ceiling:.0f} requests/s", flush=True)
-            cluster, head_port, ready_s = start_cluster(write_config(directory, stub_url, settings["num_workers"]))
+            cluster, head_port, ready_s = start_cluster(write_config(directory, stub_url, settings),
+                                                      settings["ray_address"])
             figures["ng_run_ready_s"] = round(ready_s, 2)
             print(f"ng_run ready in {ready_s:.2f} s", flush=True)
             try:
@@ -354,7 +359,7 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """`latency_in_flight` rollouts in flight against an upstream answering after `latency_ms`."""
     stub, stub_url = start_stub(settings["latency_ms"])
     try:
-        cluster, head_port, _ = start_cluster(write_config(directory, stub_url, settings["num_workers"]))
+        cluster, head_port, _ = start_cluster(write_config(directory, stub_url, settings), settings["ray_address"])
         try:
             rows = write_rows(directory / "latency_rows.jsonl", settings["latency_rows"])
             result = collect(head_port, rows, directory / "latency_out.jsonl", settings["latency_in_flight"],

@@ -106,7 +106,8 @@ def test_the_seed_quickstart_gives_the_same_rows_on_a_local_ray_cluster(tmp_path
 
     def essence(record: dict[str, Any]) -> tuple[Any, ...]:
         """What a rollout did, without the ids that differ on every run (item ids, call ids)."""
-        output = [{k: v for k, v in item.items() if k not in ("id", "call_id")} for item in record["response"]["output"]]
+        output = [{k: v for k, v in item.items() if k not in ("id", "call_id")}
+                  for item in record["response"]["output"]]
         return (record["row_index"], record["reward"], record["error"], record["usage"]["input_tokens"],
                 record["usage"]["output_tokens"], json.dumps(output, sort_keys=True))
 
@@ -287,3 +288,14 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
     assert len(records) == 300 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 300
     metrics = json.loads(output.with_name("sharded.metrics.json").read_text())
     assert metrics["rollouts"] == 100 and metrics["skipped_already_done"] == 200
+
+
+def test_num_workers_on_ray_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
+    config = tmp_path / "model.yaml"
+    config.write_text(yaml.safe_dump({"policy_model": {"responses_api_models": {"openai_model": {
+        "entrypoint": "app.py", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET, "model": "m",
+        "openrouter": False, "preflight": False, "num_workers": 2}}}}))
+    result = subprocess.run(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", "+ray_address=local"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2
+    assert "num_workers" in result.stderr and "num_replicas" in result.stderr and "Traceback" not in result.stderr
