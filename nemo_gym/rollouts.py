@@ -202,7 +202,7 @@ def percentile(values: list[float], pct: float) -> float | None:
 
 def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agent_name: str,
                  result: Mapping[str, Any] | None, error: str | None, latency_s: float,
-                 fingerprint: str | None = None) -> dict[str, Any]:
+                 fingerprint: str | None = None, digest: str | None = None) -> dict[str, Any]:
     """One line of output: position, reward and the verifier's extra fields, usage, models, trajectory, input."""
     result = dict(result or {})
     response = result.pop("response", None) or {}
@@ -210,7 +210,7 @@ def build_record(*, row: dict[str, Any], row_index: int, repeat_index: int, agen
     core = {
         "row_index": row_index,
         "repeat_index": repeat_index,
-        "row_hash": row_hash(row),
+        "row_hash": digest or row_hash(row),
         "agent_name": agent_name,
         "fingerprint": fingerprint,
         "reward": result.pop("reward", None),
@@ -253,6 +253,8 @@ class Collector:
         self.interrupted = False
         self.budget_reached: str | None = None
         self.in_flight = 0
+        self.row_hashes: dict[int, str] = {}
+        """row index -> row hash, computed once when planning (a row's repeats share it)."""
         self._max_rollout_cost = 0.0
         self._budget_hit = False
         self._finished = asyncio.Event()
@@ -278,7 +280,7 @@ class Collector:
     def plan(self, rows: list[dict[str, Any]], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
         jobs = []
         for row_index, row in enumerate(rows):
-            digest = row_hash(row)
+            digest = self.row_hashes[row_index] = row_hash(row)
             for repeat_index in range(self.settings.num_repeats):
                 if (digest, repeat_index) in done:
                     self.metrics.skipped += 1
@@ -313,7 +315,8 @@ class Collector:
         record = build_record(row=row, row_index=row_index, repeat_index=repeat_index,
                               agent_name=self.settings.agent_name, result=result,
                               error=self.redactor.text(error) if error else None,
-                              latency_s=time.perf_counter() - started, fingerprint=self.fingerprint)
+                              latency_s=time.perf_counter() - started, fingerprint=self.fingerprint,
+                              digest=self.row_hashes.get(row_index))
         return record
 
     async def _run_on_some_replica(self, row: dict[str, Any]) -> Any:
@@ -395,7 +398,7 @@ class Collector:
 
     def _write(self, record: dict[str, Any], out: TextIO, progress: Any) -> None:
         # One write of one whole line, flushed: a crash can tear at most the line being written.
-        out.write(orjson.dumps(self.redactor.data(record)).decode() + "\n")
+        out.write(self.redactor.json_line(record) + "\n")
         out.flush()
         self.metrics.add(record)
         self._max_rollout_cost = max(self._max_rollout_cost, float(record.get("cost_usd") or 0.0))

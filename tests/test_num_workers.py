@@ -50,17 +50,19 @@ def test_workers_share_the_port_all_serve_and_a_collection_loses_nothing(tmp_pat
             assert len({row[3] for row in table if row[0].startswith(AGENT)}) == 1  # one URL, one port
             before = {label: psutil.Process(pid).cpu_times().user for label, pid in workers.items()}
 
-            rows, output = write_rows(tmp_path / "rows.jsonl", 400), tmp_path / "out.jsonl"
+            rows, output = write_rows(tmp_path / "rows.jsonl", 800), tmp_path / "out.jsonl"
             collected = subprocess.run(
                 ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
                  f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=64", f"+head_server.port={head_port}"],
                 cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
             assert collected.returncode == 0, collected.stderr[-3000:]
             records = [json.loads(line) for line in output.read_text().splitlines()]
-            assert len(records) == 400 and all(r["error"] is None for r in records)
-            assert len({(r["row_hash"], r["repeat_index"]) for r in records}) == 400
+            assert len(records) == 800 and all(r["error"] is None for r in records)
+            assert len({(r["row_hash"], r["repeat_index"]) for r in records}) == 800
             busy = {label: psutil.Process(pid).cpu_times().user - before[label] for label, pid in workers.items()}
-            assert all(seconds > 0.05 for seconds in busy.values()), f"a worker served nothing: {busy}"
+            # An idle worker's event loop costs well under 10 ms of CPU over the run; the kernel spreads the
+            # connections by hash, so one worker may get fewer of them than another, but none gets none.
+            assert all(seconds > 0.02 for seconds in busy.values()), f"a worker served nothing: {busy}"
 
             run.send(signal.SIGINT)
             assert run.wait(30) == 0

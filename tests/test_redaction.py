@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
 
@@ -414,3 +415,30 @@ def test_install_log_redaction_covers_records_propagated_to_root_handlers(root_h
     output = root_handler.getvalue()
     assert OPENROUTER_KEY not in output
     assert output.count(f"key is {REDACTED}") == 2
+
+
+# --------------------------------------------------------------------------- one JSON line per record
+
+
+@pytest.mark.parametrize("value", [
+    {"output": [{"text": f"the key is {OPENROUTER_KEY}"}]},  # a secret inside nested text
+    {"note": 'pass"word-with-quote-1234 leaked'},  # a secret that JSON writes escaped
+    {"pin": 987654321, "nested": [{"pin": 987654321}]},  # a numeric secret
+    {"error": "HTTP 401: key sk-or-v1-abcdef12 was cut off here"},  # a truncated secret
+    {"headers": {"authorization": "Bearer some-other-token-value"}},  # the safety nets
+    {"text": "fetched https://user:hunter2-password@example.com/x"},
+])
+def test_a_json_line_is_redacted_exactly_as_the_value_by_value_walk(value: dict[str, object]) -> None:
+    redactor = Redactor([OPENROUTER_KEY, 'pass"word-with-quote-1234', "987654321"])
+    line = redactor.json_line(value)
+    assert json.loads(line) == redactor.data(value)
+    assert OPENROUTER_KEY[:12] not in line and "987654321" not in line and "hunter2" not in line
+    assert 'pass\\"word' not in line
+
+
+def test_a_record_with_nothing_secret_is_serialized_once_and_unchanged() -> None:
+    redactor = Redactor([OPENROUTER_KEY])
+    record = {"reward": 1.0, "output": [{"type": "message", "content": "It is sunny in Paris, 21 °C."}],
+              "usage": {"input_tokens": 120, "max_output_tokens": 256}}
+    line = redactor.json_line(record)
+    assert line == json.dumps(record, ensure_ascii=False, separators=(",", ":"))
