@@ -29,8 +29,15 @@ _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]{6,}")
 _AUTHORIZATION = re.compile(r"""(?i)(\bauthorization["']?\s*[:=]\s*["']?(?!bearer\s)[A-Za-z]+\s+)[^\s"',;}]{6,}""")
 _KEY_LIKE = re.compile(r"\bsk-[A-Za-z0-9][A-Za-z0-9_\-]{10,}")
 _URL_PASSWORD = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)([^/\s@]+)(@)")
-_ANY_SAFETY_NET = re.compile(r"(?i)bearer|authorization|sk-|://")
-"""What every safety-net pattern needs; most strings (model text, tool output) have none, and skip the four."""
+_SAFETY_NET_MARKERS = ("bearer", "authorization", "sk-", "://")
+"""What every safety-net pattern needs (in lower case); most strings (model text, tool output) have none, and skip
+the four patterns."""
+
+
+def _may_match_safety_net(value: str) -> bool:
+    # Substring tests on a lower-cased copy: about 6x faster than one case-insensitive alternation over a record.
+    lowered = value.lower()
+    return any(marker in lowered for marker in _SAFETY_NET_MARKERS)
 _MIN_SECRET_LENGTH = 4
 _MIN_FRAGMENT_LENGTH = 8
 _KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -109,7 +116,7 @@ class Redactor:
         be a secret or look like one (the usual rollout record), else redacted value by value: one rollout's record
         is tens of kilobytes, and walking it was the collector's largest cost."""
         line = orjson.dumps(value).decode()
-        if any(probe in line for probe in self._probes) or _ANY_SAFETY_NET.search(line):
+        if any(probe in line for probe in self._probes) or _may_match_safety_net(line):
             line = orjson.dumps(self.data(value)).decode()
         return line
 
@@ -117,7 +124,7 @@ class Redactor:
         for secret in self._secrets:
             if secret in value:
                 value = value.replace(secret, REDACTED)
-        if _ANY_SAFETY_NET.search(value):
+        if _may_match_safety_net(value):
             value = _BEARER.sub(lambda m: m.group(1) + REDACTED, value)
             value = _AUTHORIZATION.sub(lambda m: m.group(1) + REDACTED, value)
             value = _URL_PASSWORD.sub(lambda m: m.group(1) + REDACTED + m.group(3), value)
