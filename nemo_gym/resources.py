@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -92,7 +93,8 @@ class BaseResourcesServer(BaseServer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.sessions: dict[str, Session] = {}
+        self.sessions: OrderedDict[str, Session] = OrderedDict()
+        """Least recently used first: a session moves to the end on each use, so stale ones gather at the front."""
         self.sessions_opened = 0
 
     # ------------------------------------------------------------------ what an environment implements
@@ -124,6 +126,8 @@ class BaseResourcesServer(BaseServer):
             # A call without a session still works (e.g. trying a tool by hand with curl); it just has no history.
             return Session(id="", row={})
         session = self.sessions.pop(session_id, None) if pop else self.sessions.get(session_id)
+        if session is not None and not pop:
+            self.sessions.move_to_end(session_id)
         if session is None:
             raise UnknownSession(f"Unknown or expired session '{session_id}': call /seed_session first "
                                  f"(sessions expire after {self.config.session_ttl_s:g}s idle).")
@@ -132,11 +136,13 @@ class BaseResourcesServer(BaseServer):
 
     def _evict_stale(self) -> None:
         now = time.monotonic()
-        stale = [sid for sid, s in self.sessions.items() if now - s.last_used > self.config.session_ttl_s]
-        for sid in stale:
-            del self.sessions[sid]
-        while len(self.sessions) >= self.config.max_sessions:
-            del self.sessions[next(iter(self.sessions))]
+        # Only the front can be stale (least recently used first): constant time per new session, not a scan of
+        # every open one (which took a fifth of the server's CPU with 1,000 rollouts in flight).
+        while self.sessions:
+            oldest = next(iter(self.sessions.values()))
+            if now - oldest.last_used <= self.config.session_ttl_s and len(self.sessions) < self.config.max_sessions:
+                break
+            self.sessions.popitem(last=False)
 
     # ------------------------------------------------------------------ HTTP
 

@@ -240,6 +240,17 @@ def test_oldest_sessions_are_dropped_beyond_max_sessions() -> None:
         assert get_weather(client, "Paris", third).status_code == 200
 
 
+def test_a_session_in_use_outlives_an_older_idle_one() -> None:
+    for client in _serve(session_ttl_s=0.5):
+        busy, idle = seed(client, row_for("Paris")), seed(client, row_for("Oslo"))
+        for _ in range(4):  # `busy` is used every 0.2 s; `idle` is not
+            time.sleep(0.2)
+            assert get_weather(client, "Paris", busy).status_code == 200
+        seed(client, row_for("Rome"))  # opening a session drops the stale ones
+        assert get_weather(client, "Oslo", idle).status_code == 404
+        assert get_weather(client, "Paris", busy).status_code == 200
+
+
 def test_idle_sessions_expire() -> None:
     for client in _serve(session_ttl_s=0.2):
         stale = seed(client, row_for("Paris"))
