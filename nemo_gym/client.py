@@ -25,6 +25,8 @@ from nemo_gym.replicas import ReplicaSet, SessionRoutes
 if TYPE_CHECKING:
     import httpx
 
+    from nemo_gym.peer_http import PeerPool
+
 SESSION_HEADER = "X-NeMo-Gym-Session"
 DEFAULT_MAX_CONNECTIONS = 2048
 DEFAULT_MAX_KEEPALIVE = 64
@@ -180,7 +182,8 @@ class ServerClient:
     state lives only in the replica that opened it; then it fails as `unavailable` so the rollout can be redone.
     """
 
-    def __init__(self, registry: Mapping[str, InstanceAddress], http: HttpPool, *, head_url: str | None = None,
+    def __init__(self, registry: Mapping[str, InstanceAddress], http: HttpPool | PeerPool, *,
+                 head_url: str | None = None,
                  refresh_interval_s: float = 5.0) -> None:
         self.registry = dict(registry)
         self.http = http

@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from nemo_gym.client import HttpPool, ServerClient
+from nemo_gym.client import ServerClient
+from nemo_gym.peer_http import PeerPool
 from nemo_gym.redaction import Redactor
 from nemo_gym.rollouts import CollectionSettings, Collector, Metrics
 
@@ -47,7 +48,7 @@ class CollectorShard:
 
     async def run(self, rows: dict[int, dict[str, Any]], jobs: list[tuple[int, int]]) -> AsyncIterator[str]:
         lines = _Lines()
-        async with HttpPool(max_connections=max(64, self.settings.num_samples_in_parallel * 2)) as pool:
+        async with PeerPool(max_connections=max(64, self.settings.num_samples_in_parallel * 2)) as pool:
             servers = ServerClient({}, pool, head_url=self.head_url)
             self.collector = Collector(self.settings, servers, self.redactor, fingerprint=self.fingerprint)
             running = asyncio.ensure_future(self.collector.run(rows, jobs, lines))  # type: ignore[arg-type]

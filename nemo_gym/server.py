@@ -30,8 +30,9 @@ from pydantic.fields import FieldInfo
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
-from nemo_gym.client import UNAVAILABLE_ERROR, HttpPool, ServerCallError, ServerClient, registry_from_config
+from nemo_gym.client import UNAVAILABLE_ERROR, ServerCallError, ServerClient, registry_from_config
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
+from nemo_gym.peer_http import PeerPool
 from nemo_gym.processes import free_port
 from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
 
@@ -137,7 +138,7 @@ class BaseServer:
         self.config = config
         self.global_config = global_config
         self.redactor = Redactor(collect_secrets(global_config.data))
-        self._http: HttpPool | None = None
+        self._http: PeerPool | None = None
         self._servers: ServerClient | None = None
 
     # ---------------------------------------------------------------- construction
@@ -187,7 +188,8 @@ class BaseServer:
     # ---------------------------------------------------------------- lifecycle
 
     @property
-    def http(self) -> HttpPool:
+    def http(self) -> PeerPool:
+        """The connection pool for calls to the other NeMo Gym servers."""
         if self._http is None:
             raise RuntimeError("The HTTP client exists only while the server is running.")
         return self._http
@@ -201,7 +203,7 @@ class BaseServer:
 
     async def startup(self) -> None:
         """Open resources. Subclasses extend this (and call super) to start children or load data."""
-        self._http = HttpPool()
+        self._http = PeerPool()
 
     async def shutdown(self) -> None:
         if self._servers is not None:

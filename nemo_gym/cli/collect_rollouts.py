@@ -23,8 +23,9 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from nemo_gym.cli.common import check_setting_names, fail, print_flushed, settings_problems
-from nemo_gym.client import HttpPool, ServerClient, make_http_client, registry_from_head
+from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.peer_http import PeerPool
 from nemo_gym.ray_collect import ShardedCollector
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
 from nemo_gym.resume import (
@@ -66,7 +67,7 @@ def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
 
 
-async def discover(config: GlobalConfig, pool: HttpPool) -> tuple[ServerClient, dict[str, Any], dict[str, Any]]:
+async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, dict[str, Any], dict[str, Any]]:
     """The running instances, the (redacted) resolved config and the head's own listing, from ng_run's head
     server."""
     try:
@@ -106,7 +107,7 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> dict[st
         raise InputError(f"Cannot write +output_jsonl_fpath={output}: {exc.strerror or exc}. Choose a path in a "
                          "writable directory.") from None
     redactor = Redactor(collect_secrets(config.data))
-    async with HttpPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
+    async with PeerPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
         servers, served_config, listing = await discover(config, pool)
         agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
         if settings.agent_name not in agents:
