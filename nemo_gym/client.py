@@ -14,7 +14,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
@@ -24,8 +24,6 @@ from nemo_gym.replicas import ReplicaSet, SessionRoutes
 
 if TYPE_CHECKING:
     import httpx
-
-    from nemo_gym.peer_http import PeerPool
 
 SESSION_HEADER = "X-NeMo-Gym-Session"
 DEFAULT_MAX_CONNECTIONS = 2048
@@ -66,6 +64,18 @@ class HttpResponse:
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
+
+
+class HttpCaller(Protocol):
+    """What the callers need of a pool: `HttpPool` (aiohttp), `peer_http.PeerPool`, `peer_http.UpstreamPool`."""
+
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None,
+                   timeout: float | None = None) -> HttpResponse: ...
+
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
+                  timeout: float | None = None) -> HttpResponse: ...
+
+    async def aclose(self) -> None: ...
 
 
 class HttpPool:
@@ -182,7 +192,7 @@ class ServerClient:
     state lives only in the replica that opened it; then it fails as `unavailable` so the rollout can be redone.
     """
 
-    def __init__(self, registry: Mapping[str, InstanceAddress], http: HttpPool | PeerPool, *,
+    def __init__(self, registry: Mapping[str, InstanceAddress], http: HttpCaller, *,
                  head_url: str | None = None,
                  refresh_interval_s: float = 5.0) -> None:
         self.registry = dict(registry)
@@ -190,7 +200,7 @@ class ServerClient:
         self.head_url = head_url
         self.refresh_interval_s = refresh_interval_s
         self.sessions = SessionRoutes()
-        self._replicas: dict[str, ReplicaSet] = {}
+        self._replicas: dict[str, tuple[InstanceAddress, ReplicaSet]] = {}
         self._refreshed_at: float | None = None
         self._refresh: asyncio.Task[None] | None = None
 
@@ -202,12 +212,13 @@ class ServerClient:
             raise ServerCallError(f"No server instance named '{name}'. Running instances: {known}.") from None
 
     def replicas(self, name: str) -> ReplicaSet:
-        urls = self.address(name).urls
-        replica_set = self._replicas.get(name)
-        if replica_set is None:
-            replica_set = self._replicas[name] = ReplicaSet.of(urls)
-        elif replica_set.urls != urls:
-            replica_set.update(urls)
+        address = self.address(name)
+        known = self._replicas.get(name)
+        if known is not None and known[0] is address:  # the registry entry has not changed since
+            return known[1]
+        replica_set = known[1] if known is not None else ReplicaSet()
+        replica_set.update(address.urls)
+        self._replicas[name] = (address, replica_set)
         return replica_set
 
     async def post(

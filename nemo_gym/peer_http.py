@@ -40,6 +40,7 @@ class _Connection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        self._headers_done = False
         self._keep_alive = True
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -59,6 +60,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._parser is not None and self._headers_done and not (
+                "content-length" in self._headers or "transfer-encoding" in self._headers):
+            self._keep_alive = False  # an answer without a length ends where the connection does
+            self.on_message_complete()
+            return
         self._fail(TransportError(f"connection closed before a whole answer arrived{f': {exc}' if exc else ''}"))
 
     # ------------------------------------------------------------------ httptools callbacks
@@ -66,12 +72,15 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         assert self._parser is not None
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = self._keep_alive and self._parser.should_keep_alive()
         response = HttpResponse(self._parser.get_status_code(), self._headers, b"".join(self._body))
         self._parser = None
         waiter, self._waiter = self._waiter, None
@@ -83,7 +92,7 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes, timeout: float) -> HttpResponse:
         """Send one request and wait for its whole answer."""
         assert self.transport is not None
-        self._headers, self._body = {}, []
+        self._headers, self._body, self._headers_done, self._keep_alive = {}, [], False, True
         self._parser = httptools.HttpResponseParser(self)
         waiter = self._waiter = self.loop.create_future()
         timer = self.loop.call_later(timeout, self._time_out, waiter, timeout)
@@ -206,3 +215,28 @@ class PeerPool:
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+
+class UpstreamPool:
+    """Calls to model endpoints: plain `http://` ones (a local vLLM or llama.cpp server, the emulator) on a
+    `PeerPool`, everything else (TLS, e.g. OpenRouter) on aiohttp. Same interface as both."""
+
+    def __init__(self, *, max_connections: int, timeout: float, connect_timeout: float) -> None:
+        from nemo_gym.client import HttpPool
+
+        self.plain = PeerPool(max_connections=max_connections, timeout=timeout, connect_timeout=connect_timeout)
+        self.tls = HttpPool(max_connections=max_connections, timeout=timeout, connect_timeout=connect_timeout)
+
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None,
+                   timeout: float | None = None) -> HttpResponse:
+        pool = self.plain if url.startswith("http://") else self.tls
+        return await pool.post(url, content=content, headers=headers, timeout=timeout)
+
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
+                  timeout: float | None = None) -> HttpResponse:
+        pool = self.plain if url.startswith("http://") else self.tls
+        return await pool.get(url, headers=headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self.plain.aclose()
+        await self.tls.aclose()

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from nemo_gym.client import HttpPool
+from nemo_gym.client import HttpCaller
 from nemo_gym.ratelimit import AdaptiveLimiter
 from nemo_gym.retry import RetryPolicy, RetryStats, call_with_retries
 from nemo_gym.upstream import UpstreamCall, UpstreamEndpoint, UpstreamError, is_openrouter
@@ -70,7 +70,7 @@ class Router:
         self.label = label
         self.rng = rng or random.Random()
 
-    async def call(self, http: HttpPool, path: str, make_body: Callable[[Target], dict[str, Any]]
+    async def call(self, http: HttpCaller, path: str, make_body: Callable[[Target], dict[str, Any]]
                    ) -> RoutedCall:
         """Try each target with retries until one answers; raise the last error, summarised, otherwise."""
         started = time.monotonic()
@@ -102,7 +102,7 @@ class Router:
         assert last is not None
         raise self._exhausted(last, stats, failovers, time.monotonic() - started)
 
-    async def _attempt(self, http: HttpPool, path: str, target: Target,
+    async def _attempt(self, http: HttpCaller, path: str, target: Target,
                        make_body: Callable[[Target], dict[str, Any]]) -> UpstreamCall:
         async with self.limiter.slot():
             try:

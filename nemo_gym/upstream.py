@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from nemo_gym.client import HttpPool, HttpResponse, TransportError, TransportTimeout
+from nemo_gym.client import HttpCaller, HttpResponse, TransportError, TransportTimeout
 from nemo_gym.redaction import REDACTED
 
 UpstreamAPI = Literal["chat_completions", "responses"]
@@ -82,7 +82,7 @@ class UpstreamEndpoint:
     def url(self, path: str) -> str:
         return self.base_url.rstrip("/") + "/" + path.lstrip("/")
 
-    async def post(self, http: HttpPool, path: str, body: Mapping[str, Any],
+    async def post(self, http: HttpCaller, path: str, body: Mapping[str, Any],
                    *, timeout_s: float | None = None) -> UpstreamCall:
         """One attempt. `timeout_s` caps the whole call: OpenRouter's whitespace keep-alive padding resets a
         per-read timeout, so without a total cap one call can run for many minutes."""

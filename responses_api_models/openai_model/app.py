@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nemo_gym.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, load_cache
-from nemo_gym.client import HttpPool, make_http_client
+from nemo_gym.client import make_http_client
 from nemo_gym.config import GlobalConfig
 from nemo_gym.conversion import (
     chat_to_responses_payload,
@@ -26,6 +26,7 @@ from nemo_gym.conversion import (
 )
 from nemo_gym.cost import BudgetExhausted, CostMeter
 from nemo_gym.openrouter import PreflightError, openrouter_config_problems, preflight
+from nemo_gym.peer_http import UpstreamPool
 from nemo_gym.ratelimit import AdaptiveLimiter
 from nemo_gym.retry import RetryPolicy
 from nemo_gym.routing import RoutedCall, Router, Target, targets_for
@@ -105,7 +106,7 @@ class OpenAIModelServer(BaseServer):
 
     def __init__(self, name: str, config: OpenAIModelConfig, global_config: GlobalConfig) -> None:
         super().__init__(name, config, global_config)
-        self._upstream_http: HttpPool | None = None
+        self._upstream_http: UpstreamPool | None = None
         self._control_http: httpx.AsyncClient | None = None
         """For the one-off calls (preflight, catalog), apart from the model calls' pool."""
         self._router: Router | None = None
@@ -134,7 +135,7 @@ class OpenAIModelServer(BaseServer):
         return targets
 
     @property
-    def upstream_http(self) -> HttpPool:
+    def upstream_http(self) -> UpstreamPool:
         if self._upstream_http is None:
             raise RuntimeError("The upstream client exists only while the server is running.")
         return self._upstream_http
@@ -153,8 +154,9 @@ class OpenAIModelServer(BaseServer):
 
     async def startup(self) -> None:
         await super().startup()
-        self._upstream_http = HttpPool(max_connections=self.config.max_concurrent_requests,
-                                       timeout=self.config.timeout_s, connect_timeout=self.config.connect_timeout_s)
+        self._upstream_http = UpstreamPool(max_connections=self.config.max_concurrent_requests,
+                                           timeout=self.config.timeout_s,
+                                           connect_timeout=self.config.connect_timeout_s)
         self._control_http = make_http_client(max_connections=8, timeout=60.0,
                                               connect_timeout=self.config.connect_timeout_s)
         limiter = AdaptiveLimiter(self.config.max_concurrent_requests, adaptive=self.config.adaptive_concurrency,
