@@ -54,6 +54,8 @@ class ReplicaSet:
     def pick(self, *, avoid: Iterable[str] = ()) -> Replica | None:
         """The live replica with the fewest calls in flight (round-robin among equals); a down one only if every
         one is down; None when there is none outside `avoid`."""
+        if len(self.replicas) == 1 and not avoid:  # the usual case: nothing to choose
+            return self.replicas[0]
         skip = set(avoid)
         candidates = [r for r in self.replicas if r.url not in skip]
         if not candidates:

@@ -6,7 +6,6 @@ users to the wrong place. Nothing here ever puts the API key into a message.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from collections.abc import Mapping
@@ -88,9 +87,8 @@ class UpstreamEndpoint:
         per-read timeout, so without a total cap one call can run for many minutes."""
         url = self.url(path)
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(timeout_s):
-                response = await http.post(url, content=orjson.dumps(body), headers=self.headers())
+        try:  # the pools' timeout caps the whole call, answer included
+            response = await http.post(url, content=orjson.dumps(body), headers=self.headers(), timeout=timeout_s)
         except (TransportTimeout, TimeoutError) as exc:
             raise UpstreamError(
                 f"Timed out calling {url} after {time.perf_counter() - started:.1f}s ({type(exc).__name__}). The "

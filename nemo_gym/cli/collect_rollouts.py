@@ -22,7 +22,7 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from nemo_gym.cli.common import check_setting_names, fail, print_flushed, settings_problems
+from nemo_gym.cli.common import check_setting_names, fail, print_flushed, run_async, settings_problems
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
 from nemo_gym.peer_http import PeerPool
@@ -211,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_global_config(args)
         settings = settings_from(config)
-        summary = asyncio.run(collect(config, settings))
+        summary = run_async(collect(config, settings))
     except (ConfigError, InputError, SettingsChanged) as exc:
         fail(command_redactor(args).text(str(exc)))
     except Interrupted as exc:
