@@ -78,7 +78,23 @@ class HttpCaller(Protocol):
     async def aclose(self) -> None: ...
 
 
-class HttpPool:
+class RequestMethods:
+    """`post` and `get` of a pool, in terms of its `request`."""
+
+    async def request(self, method: str, url: str, *, content: bytes | None = None,
+                      headers: Mapping[str, str] | None = None, timeout: float | None = None) -> HttpResponse:
+        raise NotImplementedError
+
+    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None,
+                   timeout: float | None = None) -> HttpResponse:
+        return await self.request("POST", url, content=content, headers=headers, timeout=timeout)
+
+    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
+                  timeout: float | None = None) -> HttpResponse:
+        return await self.request("GET", url, headers=headers, timeout=timeout)
+
+
+class HttpPool(RequestMethods):
     """One aiohttp session with a keep-alive connection pool; its session opens on first use, inside the loop."""
 
     def __init__(self, *, max_connections: int = DEFAULT_MAX_CONNECTIONS, timeout: float = 600.0,
@@ -107,14 +123,6 @@ class HttpPool:
             raise TransportTimeout(f"no answer within the timeout ({type(exc).__name__})") from exc
         except aiohttp.ClientError as exc:
             raise TransportError(f"{type(exc).__name__}: {exc or 'connection closed'}") from exc
-
-    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None,
-                   timeout: float | None = None) -> HttpResponse:
-        return await self.request("POST", url, content=content, headers=headers, timeout=timeout)
-
-    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
-                  timeout: float | None = None) -> HttpResponse:
-        return await self.request("GET", url, headers=headers, timeout=timeout)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from nemo_gym.client import HttpResponse, TransportError, TransportTimeout
+from nemo_gym.client import HttpResponse, RequestMethods, TransportError, TransportTimeout
 
 IDLE_EXPIRY_S = 60.0
 """Idle connections older than this are closed, not reused: shorter than the servers' keep-alive (75 s), so a
@@ -122,7 +122,7 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class PeerPool:
+class PeerPool(RequestMethods):
     """Keep-alive connections to NeMo Gym servers (plain `http://` addresses), at most `max_connections` open."""
 
     def __init__(self, *, max_connections: int = 2048, timeout: float = 600.0, connect_timeout: float = 10.0) -> None:
@@ -173,14 +173,6 @@ class PeerPool:
                 connection.close()
                 self._open.discard(connection)
             return response
-
-    async def post(self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None,
-                   timeout: float | None = None) -> HttpResponse:
-        return await self.request("POST", url, content=content, headers=headers, timeout=timeout)
-
-    async def get(self, url: str, *, headers: Mapping[str, str] | None = None,
-                  timeout: float | None = None) -> HttpResponse:
-        return await self.request("GET", url, headers=headers, timeout=timeout)
 
     async def _connection(self, address: tuple[str, int]) -> _Connection:
         idle = self._idle.get(address)

@@ -3,7 +3,6 @@ serves, a collection through them loses nothing, and a server that keeps session
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -17,7 +16,7 @@ from nemo_gym.processes import free_port
 from nemo_gym.server import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess, pid_alive
+from nemo_gym.testing.processes import CommandProcess, collected_records, pid_alive
 
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 AGENT = "simple_weather_simple_agent"
@@ -51,12 +50,7 @@ def test_workers_share_the_port_all_serve_and_a_collection_loses_nothing(tmp_pat
             before = {label: psutil.Process(pid).cpu_times().user for label, pid in workers.items()}
 
             rows, output = write_rows(tmp_path / "rows.jsonl", 800), tmp_path / "out.jsonl"
-            collected = subprocess.run(
-                ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
-                 f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=64", f"+head_server.port={head_port}"],
-                cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-            assert collected.returncode == 0, collected.stderr[-3000:]
-            records = [json.loads(line) for line in output.read_text().splitlines()]
+            records = collected_records(AGENT, rows, output, head_port=head_port, cwd=tmp_path, parallel=64)
             assert len(records) == 800 and all(r["error"] is None for r in records)
             assert len({(r["row_hash"], r["repeat_index"]) for r in records}) == 800
             busy = {label: psutil.Process(pid).cpu_times().user - before[label] for label, pid in workers.items()}

@@ -26,7 +26,7 @@ from nemo_gym.processes import free_port
 from nemo_gym.server import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.testing.processes import CommandProcess, collect_rollouts
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 if os.environ.get("CI") != "true":  # CI installs the [ray] extra; there a missing Ray is a failure, not a skip
@@ -191,11 +191,8 @@ def listing(head: str) -> dict[str, Any]:
 
 def collect(workdir: Path, head: str, rows: int, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     path = write_rows(workdir / f"rows-{rows}.jsonl", rows)
-    return subprocess.run(
-        ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={path}", f"+output_jsonl_fpath={output}",
-         f"+head_server.port={head.rsplit(':', 1)[1]}", *extra],
-        cwd=workdir, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-        env={**os.environ, **LOOPBACK_ENV})
+    return collect_rollouts(AGENT, path, output, head_port=int(head.rsplit(":", 1)[1]), cwd=workdir, extra=extra,
+                            env=LOOPBACK_ENV, timeout_s=600)
 
 
 def records_of(output: Path) -> list[dict[str, Any]]:
@@ -299,3 +296,31 @@ def test_num_workers_on_ray_is_refused_with_what_to_use_instead(tmp_path: Path) 
                             cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert "num_workers" in result.stderr and "num_replicas" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_ctrl_c_stops_a_sharded_collection_and_the_same_command_resumes_it(
+        placed: tuple[CommandProcess, str, Path]) -> None:
+    _, head, workdir = placed
+    rows, output = write_rows(workdir / "interrupt-rows.jsonl", 600), workdir / "interrupted.jsonl"
+    argv = ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
+            f"+output_jsonl_fpath={output}", "+ray_address=local", "+num_collectors=2", "+collector_num_cpus=0.5",
+            "+num_samples_in_parallel=16", f"+head_server.port={head.rsplit(':', 1)[1]}"]
+    run = CommandProcess(argv, cwd=workdir, env=LOOPBACK_ENV)
+    try:
+        deadline = time.monotonic() + 120
+        while (not output.exists() or len(output.read_text().splitlines()) < 60) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        run.send(signal.SIGINT)
+        assert run.wait(60) == 130, run.output[-3000:]
+    finally:
+        run.close()
+    assert "Resume with" in run.output
+    first = records_of(output)
+    assert 60 <= len(first) < 600 and len({(r["row_hash"], r["repeat_index"]) for r in first}) == len(first)
+
+    resumed = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=300,
+                             stdin=subprocess.DEVNULL, env={**os.environ, **LOOPBACK_ENV})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = records_of(output)
+    assert len(records) == 600 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 600
+    assert all(r["error"] is None for r in records)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from nemo_gym.processes import free_port
 from nemo_gym.server import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.testing.processes import CommandProcess, collected_records
 
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 AGENT = "simple_weather_simple_agent"
@@ -202,12 +201,7 @@ def test_ng_run_serves_replicas_and_a_collection_through_them_stays_on_each_sess
             assert len(set(weather)) == 3 and len(instances[AGENT]["replicas"]) == 2
 
             rows, output = write_rows(tmp_path / "rows.jsonl", 90), tmp_path / "out.jsonl"
-            collected = subprocess.run(
-                ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
-                 f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=24", f"+head_server.port={head_port}"],
-                cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-            assert collected.returncode == 0, collected.stderr[-3000:]
-            records = [json.loads(line) for line in output.read_text().splitlines()]
+            records = collected_records(AGENT, rows, output, head_port=head_port, cwd=tmp_path, parallel=24)
             assert len(records) == 90 and all(r["error"] is None for r in records)
             # A tool call reaching a replica that does not hold its session is answered "Unknown or expired
             # session", and the verifier (on the seeding replica) would not see the call: rewards would vary.

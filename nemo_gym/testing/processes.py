@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 
 class CommandProcess:
@@ -86,3 +88,23 @@ def pid_alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
         return state != "Z"
     return True
+
+
+def collect_rollouts(agent: str, rows: Path, output: Path, *, head_port: int, cwd: Path, extra: Sequence[str] = (),
+                     env: Mapping[str, str] | None = None, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
+    """`ng_collect_rollouts` as a subprocess against the ng_run whose head server is on `head_port`."""
+    return subprocess.run(
+        ["ng_collect_rollouts", f"+agent_name={agent}", f"+input_jsonl_fpath={rows}", f"+output_jsonl_fpath={output}",
+         f"+head_server.port={head_port}", *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})})
+
+
+def collected_records(agent: str, rows: Path, output: Path, *, head_port: int, cwd: Path, parallel: int
+                      ) -> list[dict[str, Any]]:
+    """Run `collect_rollouts` (failing the test on a non-zero exit, with its stderr) and read the records."""
+    collected = collect_rollouts(agent, rows, output, head_port=head_port, cwd=cwd,
+                                 extra=[f"+num_samples_in_parallel={parallel}"])
+    if collected.returncode != 0:
+        raise AssertionError(f"ng_collect_rollouts exited {collected.returncode}: {collected.stderr[-3000:]}")
+    return [json.loads(line) for line in output.read_text().splitlines()]
