@@ -7,15 +7,19 @@ list current, and clients re-read that list when a replica stops answering.
 
 This module is imported only when `ray_address` is set: a run without Ray never imports it (Ray is the optional
 `[ray]` extra). `+ray_address=local` starts a private cluster on this machine bound to 127.0.0.1 only (no dashboard,
-no usage reporting); any other value is the address of a running cluster (`ray start --head`).
+no usage reporting) as ng_run's child process; any other value is the address of a running cluster
+(`ray start --head`).
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,29 +45,85 @@ def import_ray() -> Any:
     return ray
 
 
-def connect(address: str, *, num_cpus: float | None = None, log_to_driver: bool = True) -> Any:
-    """Join the cluster at `address`, or start a loopback-only one for `local`; returns the `ray` module."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never report usage anywhere
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # each replica's ready line is news, not a repeat
-    os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # plain log prefixes, as the rest of ng_run's output
-    if address == LOCAL or _host_of(address) in LOOPBACK_HOSTS:
-        # Ray takes this machine's outward address as the node IP unless told to stay on loopback; with this set,
-        # every Ray process (GCS, raylet, object manager, workers) binds and connects to 127.0.0.1 only.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+def connect(address: str, *, log_to_driver: bool = True) -> Any:
+    """Join the Ray cluster at `address` (a loopback one stays on loopback); returns the `ray` module."""
+    loopback_environment(address)
     ray = import_ray()
     if ray.is_initialized():
         return ray
     logging.getLogger("ray").setLevel(logging.WARNING)
-    if address == LOCAL:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=log_to_driver,
-                 _node_ip_address="127.0.0.1", configure_logging=False)
-    else:
-        try:
-            ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
-        except ConnectionError as exc:
-            raise ConfigError(f"Cannot connect to the Ray cluster at +ray_address={address}: {exc}. Start it with "
-                              "`ray start --head` (its output prints the address) or use +ray_address=local.") from None
+    try:
+        ray.init(address=address, log_to_driver=log_to_driver, configure_logging=False)
+    except ConnectionError as exc:
+        raise ConfigError(f"Cannot connect to the Ray cluster at +ray_address={address}: {exc}. Start it with "
+                          "`ray start --head` (its output prints the address) or use +ray_address=local.") from None
     return ray
+
+
+def loopback_environment(address: str) -> dict[str, str]:
+    """Set (and return) the environment that keeps Ray quiet and, for a loopback cluster, on loopback. Ray reads
+    it when imported, so this comes first."""
+    settings = {"RAY_USAGE_STATS_ENABLED": "0",  # never report usage anywhere
+                "RAY_DEDUP_LOGS": "0",  # each replica's ready line is news, not a repeat
+                "RAY_COLOR_PREFIX": "0"}  # plain log prefixes, as the rest of ng_run's output
+    if address == LOCAL or _host_of(address) in LOOPBACK_HOSTS:
+        # Ray takes this machine's outward address as the node IP unless told to stay on loopback; with this set,
+        # every Ray process (GCS, raylet, object manager, workers) binds and connects to 127.0.0.1 only.
+        settings["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    for key, value in settings.items():
+        os.environ.setdefault(key, value)
+    return settings
+
+
+class LocalCluster:
+    """`+ray_address=local`: a private one-node Ray cluster on 127.0.0.1, run as ng_run's own child process
+    (`ray start --head --block`). It stops with ng_run however ng_run ends: on Ctrl-C or SIGTERM ng_run stops it,
+    and if ng_run is killed the kernel sends the child SIGTERM (as for every server ng_run starts), on which
+    `ray start --block` stops every Ray process it started. (A cluster started inside ng_run's own process leaves
+    Ray's per-node agents behind when ng_run is killed.)"""
+
+    def __init__(self, num_cpus: float) -> None:
+        self.num_cpus = num_cpus
+        self.process: subprocess.Popen[bytes] | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+
+    def start(self, timeout_s: float = 120.0) -> str:
+        """Start the cluster and return its address once it runs."""
+        from nemo_gym.processes import free_port, spawn
+
+        # Token authentication on both sides (the token lives in ~/.ray, readable by this user only); set before
+        # Ray is imported, which reads these once.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        env = {**os.environ, **loopback_environment(LOCAL)}
+        import_ray()
+        port = free_port()
+        self.process = spawn([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+                              "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+                              "--disable-usage-stats", f"--num-cpus={self.num_cpus:g}"], env=env)
+        started = threading.Event()
+        threading.Thread(target=self._read_output, args=(started,), daemon=True).start()
+        deadline = time.monotonic() + timeout_s
+        while not started.wait(0.2):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError("Could not start a local Ray cluster (ray start --head). Its last lines:\n  "
+                                  + "\n  ".join(self.tail))
+        return f"127.0.0.1:{port}"
+
+    def _read_output(self, started: threading.Event) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip()
+            self.tail.append(line)
+            if "Ray runtime started" in line:
+                started.set()
+
+    def stop(self) -> None:
+        from nemo_gym.processes import stop
+
+        if self.process is not None:
+            stop([self.process], grace_s=20.0)
+            self.process = None
 
 
 def _host_of(address: str) -> str | None:

@@ -121,6 +121,33 @@ def test_the_seed_quickstart_gives_the_same_rows_on_a_local_ray_cluster(tmp_path
     assert not ray_processes() - before, "ng_run left Ray processes behind"
 
 
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "killed"])
+def test_the_local_cluster_stops_with_ng_run_however_it_ends(tmp_path: Path, how: signal.Signals) -> None:
+    before = ray_processes()
+    run = CommandProcess(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {model_block(tmp_path)}]", "+ray_address=local",
+                          f"+head_server.port={free_port()}"], cwd=tmp_path)
+    try:
+        assert run.wait_for("ng_run ready", 120), run.output
+        started = ray_processes() - before
+        assert started
+        run.send(how)  # to ng_run alone, not its process group
+        assert run.wait(60) == (0 if how == signal.SIGTERM else -signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while started & ray_processes() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not started & ray_processes(), f"left behind: {started & ray_processes()}"
+    finally:
+        run.close()
+
+
+def model_block(directory: Path) -> Path:
+    path = directory / "model.yaml"
+    path.write_text(yaml.safe_dump({"policy_model": {"responses_api_models": {"openai_model": {
+        "entrypoint": "app.py", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET, "model": "m",
+        "openrouter": False, "preflight": False}}}}))
+    return path
+
+
 def test_without_ray_address_nothing_imports_ray() -> None:
     code = ("import sys, nemo_gym.cli.run, nemo_gym.cli.collect_rollouts, nemo_gym.cli.serve, nemo_gym.ray_collect; "
             "from nemo_gym.loader import load_server_class; sys.exit('ray' in sys.modules)")
@@ -288,11 +315,9 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
 
 
 def test_num_workers_on_ray_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
-    config = tmp_path / "model.yaml"
-    config.write_text(yaml.safe_dump({"policy_model": {"responses_api_models": {"openai_model": {
-        "entrypoint": "app.py", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET, "model": "m",
-        "openrouter": False, "preflight": False, "num_workers": 2}}}}))
-    result = subprocess.run(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", "+ray_address=local"],
+    config = model_block(tmp_path)
+    result = subprocess.run(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", "+ray_address=local",
+                             "+policy_model.responses_api_models.openai_model.num_workers=2"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2
     assert "num_workers" in result.stderr and "num_replicas" in result.stderr and "Traceback" not in result.stderr

@@ -210,11 +210,16 @@ def run_on_ray(config: GlobalConfig, address: str, startup_timeout_s: float) -> 
     """Every instance as `num_replicas` Ray actors; the head server (here) lists them. Same lines as without Ray."""
     from nemo_gym import ray_cluster
 
+    local = ray_cluster.LocalCluster(ray_cluster.local_cpus(config)) if address == ray_cluster.LOCAL else None
     try:
         ray_cluster.check_ray_config(config)
-        ray_cluster.connect(address, num_cpus=ray_cluster.local_cpus(config) if address == ray_cluster.LOCAL
-                                  else None)
+        if local is not None:
+            print_flushed("ng_run: starting a local Ray cluster on 127.0.0.1 ...")
+            address = local.start()
+        ray_cluster.connect(address)
     except ConfigError as exc:
+        if local is not None:
+            local.stop()
         fail(str(exc))
     stop_requested = threading.Event()
 
@@ -249,6 +254,8 @@ def run_on_ray(config: GlobalConfig, address: str, startup_timeout_s: float) -> 
                       err=True)
     finally:
         placement.stop()
+        if local is not None:
+            local.stop()
         print_flushed("ng_run: all servers stopped.")
     return code
 
