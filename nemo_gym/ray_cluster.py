@@ -33,6 +33,7 @@ LOCAL = "local"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 POLL_INTERVAL_S = 1.0
 DEAD_AFTER_FAILURES = 5
+STOP_GRACE_S = 15.0
 
 
 def import_ray() -> Any:
@@ -119,10 +120,15 @@ class LocalCluster:
                 started.set()
 
     def stop(self) -> None:
+        """SIGTERM to `ray start` alone, which stops its Ray processes in order; then whatever is left of its
+        process group. (SIGTERM to the whole group at once makes Ray's processes race each other's shutdown.)"""
         from nemo_gym.processes import stop
 
         if self.process is not None:
-            stop([self.process], grace_s=20.0)
+            self.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=STOP_GRACE_S)
+            stop([self.process], grace_s=2.0)
             self.process = None
 
 
