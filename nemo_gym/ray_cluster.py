@@ -92,11 +92,12 @@ class LocalCluster:
         """Start the cluster and return its address once it runs."""
         from nemo_gym.processes import free_port, spawn
 
-        # Token authentication on both sides (the token lives in ~/.ray, readable by this user only); set before
-        # Ray is imported, which reads these once.
+        # Token authentication on both sides (the token at Ray's default place, ~/.ray/auth_token, unless
+        # RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH says otherwise); set before Ray is imported, which reads these once.
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         env = {**os.environ, **loopback_environment(LOCAL)}
         import_ray()
+        self._ensure_token(env)
         port = free_port()
         self.process = spawn([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
                               "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
@@ -110,6 +111,20 @@ class LocalCluster:
                 raise ConfigError("Could not start a local Ray cluster (ray start --head). Its last lines:\n  "
                                   + "\n  ".join(self.tail))
         return f"127.0.0.1:{port}"
+
+    @staticmethod
+    def _ensure_token(env: dict[str, str]) -> None:
+        """`ray start` needs a token that exists; Ray's own command makes one at Ray's default place
+        (~/.ray/auth_token) when there is none, where every driver on this machine (ng_run, a sharded
+        ng_collect_rollouts) finds it. Its output is the token itself, so it is not shown."""
+        if env.get("RAY_AUTH_MODE", "").lower() != "token" or env.get("RAY_AUTH_TOKEN") or env.get(
+                "RAY_AUTH_TOKEN_PATH"):
+            return
+        result = subprocess.run([sys.executable, "-m", "ray.scripts.scripts", "get-auth-token", "--generate"],
+                                env=env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise ConfigError("Could not create a Ray authentication token (ray get-auth-token --generate failed). "
+                              "Create one with that command, or set RAY_AUTH_TOKEN.")
 
     def _read_output(self, started: threading.Event) -> None:
         assert self.process is not None and self.process.stdout is not None
