@@ -1,10 +1,11 @@
-"""The pooled HTTP clients: calls between servers and to model endpoints, and finding an instance by name.
+"""Calling a server instance by name (over its replicas), and the pools behind such calls.
 
-Hot paths (every inter-server call, every upstream model call) go through `HttpPool`, an aiohttp session: its
-connector hands out keep-alive connections in constant time. httpx's pool checks every idle connection's socket on
-each request, which made it the largest CPU cost of a rollout (profiled: ~45% of the agent's CPU at 16 in flight).
-`make_http_client` (httpx) stays for one-off calls (head server discovery, catalogs, preflight), where its API is the
-nicer one and its speed does not matter. Both are created by their owner's lifecycle, never at import.
+`ServerClient` finds an instance's replicas (from the config, or from ng_run's head server when anything is
+replicated), picks one per call (`nemo_gym.replicas`) and decodes the JSON answer. Calls between our own servers
+run on `nemo_gym.peer_http.PeerPool`; `HttpPool` (aiohttp, whose connector hands out keep-alive connections in
+constant time) carries calls to TLS model endpoints such as OpenRouter. `make_http_client` (httpx) stays for one-off
+calls (head server discovery, catalogs, preflight), where its API is the nicer one and its speed does not matter.
+All are created by their owner's lifecycle, never at import.
 """
 
 from __future__ import annotations

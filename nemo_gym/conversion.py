@@ -85,6 +85,16 @@ def responses_to_chat_request(
     return body
 
 
+def content_text(content: Any) -> str:
+    """A message's text whatever its shape: a string, or a list of parts (Chat Completions' `text`, the Responses
+    API's `input_text` / `output_text`) whose `text` fields are joined; "" for anything else."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, Mapping))
+    return ""
+
+
 def _text_of(content: Any) -> str:
     """Concatenate the text parts of a Responses content list (or return a plain string)."""
     if content is None:
@@ -246,9 +256,7 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
             "id": new_id("rs"), "type": "reasoning", "summary": [],
             "content": [{"type": "reasoning_text", "text": reasoning}],
         })
-    text = message.get("content")
-    if isinstance(text, list):
-        text = "".join(str(p.get("text", "")) for p in text if isinstance(p, Mapping))
+    text = content_text(message.get("content"))
     if text:
         output.append({
             "id": new_id("msg"), "type": "message", "role": "assistant", "status": "completed",

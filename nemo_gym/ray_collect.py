@@ -90,7 +90,6 @@ class ShardedCollector(Collector):
         self.head_url = head_url
         self.secrets = list(secrets)
         self.shards: list[Any] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self, reason: str | None = None) -> None:
         super().stop(reason)

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.client import SESSION_HEADER
+from nemo_gym.conversion import content_text
 from nemo_gym.server import BaseServer, BaseServerConfig, JSONResponse, error_body, post_route, read_json_object
 
 
@@ -60,10 +61,7 @@ def final_assistant_text(output: list[Any]) -> str | None:
         if not isinstance(item, dict) or item.get("type") == "reasoning":
             continue
         if item.get("type", "message") == "message" and item.get("role") == "assistant":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(str(p.get("text", "")) for p in content or [] if isinstance(p, dict))
+            return content_text(item.get("content"))
         return None
     return None
 

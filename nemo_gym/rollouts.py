@@ -322,15 +322,16 @@ class Collector:
     async def _run_on_some_replica(self, row: dict[str, Any]) -> Any:
         """The agent's `/run`, started again (after a short wait) when a replica it needed went away: the restarted
         or remaining replicas can do the rollout; nothing of the lost attempt is recorded."""
-        for attempt in range(1, self.settings.max_rollout_attempts + 1):
+        attempt = 1
+        while True:
             try:
                 return await self.servers.post(self.settings.agent_name, "/run", row)
             except ServerCallError as exc:
-                if not _replica_lost(exc) or attempt == self.settings.max_rollout_attempts or self._abort.is_set():
+                if not _replica_lost(exc) or attempt >= self.settings.max_rollout_attempts or self._abort.is_set():
                     raise
-                self.metrics.restarted += 1
+            self.metrics.restarted += 1
             await asyncio.sleep(min(REPLICA_RETRY_BASE_S * 2 ** (attempt - 1), 4.0))
-        raise AssertionError("unreachable")
+            attempt += 1
 
     async def run(self, rows: list[dict[str, Any]], jobs: Iterable[tuple[int, int]], out: TextIO,
                   progress: Any = None) -> Metrics:

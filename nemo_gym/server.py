@@ -377,7 +377,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
         proxy_headers=False,  # no proxy in front; its per-request header check is pure cost
     )
     label = f"{name} (worker {worker} of {config.num_workers})" if listening is not None else name
-    uv_server = _ReadyReportingServer(uv_config, ready_line=f"{label} ready at http://{config.host}:{config.port}")
+    uv_server = ReadyReportingServer(uv_config, ready_line=f"{label} ready at http://{config.host}:{config.port}")
     uv_server.run(sockets=[listening] if listening is not None else None)
     if not uv_server.started:
         sys.exit(1)
@@ -466,8 +466,9 @@ class _StartupErrorFilter(logging.Filter):
         return True
 
 
-class _ReadyReportingServer(uvicorn.Server):
-    """Prints one flushed line once the socket is listening, so scripts and ng_run can wait for it."""
+class ReadyReportingServer(uvicorn.Server):
+    """Prints one flushed line once the socket is listening, so scripts and ng_run can wait for it (every
+    long-running server command: servers, ng_viewer, the emulator)."""
 
     def __init__(self, config: uvicorn.Config, *, ready_line: str) -> None:
         super().__init__(config)

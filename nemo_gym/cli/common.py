@@ -63,3 +63,10 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+def print_columns(rows: Sequence[Sequence[str]]) -> None:
+    """Rows of cells as left-aligned columns, the first row being the header (ng_run's table of servers)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print_flushed("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -23,21 +23,9 @@ from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.app import API_PREFIX
 from nemo_gym.processes import free_port
 from nemo_gym.redaction import command_redactor
+from nemo_gym.server import ReadyReportingServer
 
 DEFAULT_HOST = "127.0.0.1"
-
-
-class _Server(uvicorn.Server):
-    """Prints the flushed ready line once the socket listens, so scripts can wait for it."""
-
-    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
-        super().__init__(config)
-        self.ready_line = ready_line
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            print_flushed(self.ready_line)
 
 
 def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not is_loopback(host):
         print_flushed(f"ng_openrouter_emulator: {exposure_warning('the emulator', host)}", err=True)
     app = OpenRouterEmulator(config).app()
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
-                     ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")
+    server = ReadyReportingServer(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
+                                  ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")
     # uvicorn re-raises the signal it stopped on once it has restored these handlers; make that a no-op so a
     # requested stop exits 0 (and SIGINT works even when a shell started us with it ignored).
     for sig in (signal.SIGINT, signal.SIGTERM):

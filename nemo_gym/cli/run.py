@@ -23,7 +23,7 @@ from types import FrameType
 import httpx
 
 from nemo_gym.binding import warn_if_exposed
-from nemo_gym.cli.common import fail, print_flushed
+from nemo_gym.cli.common import fail, print_columns, print_flushed
 from nemo_gym.cli.serve import CONFIG_ENV_VAR
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec, load_global_config
 from nemo_gym.head import build_head_app
@@ -153,9 +153,7 @@ class Runner:
         rows = [("instance", "type", "impl", "url", "pid"), ("head", "head_server", "-", head_url, str(os.getpid()))]
         rows += [(label, c.spec.server_type, c.spec.impl, c.url, str(c.process.pid))
                  for label, c in self.children.items()]
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        for row in rows:
-            print_flushed("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print_columns(rows)
 
     def run_until_stopped(self) -> int:
         while not self.stop_requested.wait(0.2):
@@ -241,9 +239,7 @@ def run_on_ray(config: GlobalConfig, address: str, startup_timeout_s: float) -> 
             if placement.wait_until_ready(startup_timeout_s, stop_requested):
                 rows = [("instance", "type", "impl", "url", "pid", "node"),
                         ("head", "head_server", "-", head_url, str(os.getpid()), "-"), *placement.rows()]
-                widths = [max(len(r[i]) for r in rows) for i in range(6)]
-                for row in rows:
-                    print_flushed("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+                print_columns(rows)
                 print_flushed(f"ng_run ready: {len(placement.members)} servers on the Ray cluster at "
                               f"{cluster['address']}, head at {head_url}. Press Ctrl-C to stop.")
                 code = placement.watch(stop_requested)

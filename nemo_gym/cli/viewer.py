@@ -21,7 +21,7 @@ from nemo_gym.binding import exposure_warning, is_loopback
 from nemo_gym.cli.common import check_setting_names, fail, overrides_or_fail, print_flushed
 from nemo_gym.config import ConfigError, resolve_input_path
 from nemo_gym.processes import free_port
-from nemo_gym.server import cannot_listen
+from nemo_gym.server import ReadyReportingServer, cannot_listen
 from nemo_gym.viewer import DEFAULT_MAX_HTML_ROWS, RolloutIndex, ViewerInputError, build_app, write_html
 from nemo_gym.viewer.records import file_size_label
 
@@ -74,19 +74,6 @@ def report_warnings(index: RolloutIndex) -> None:
         print_flushed(f"warning: ... and {len(problems) - MAX_WARNINGS_PRINTED} more skipped lines.", err=True)
 
 
-class _Server(uvicorn.Server):
-    """Prints the flushed ready line once the socket listens, so scripts (and tests) can wait for it."""
-
-    def __init__(self, config: uvicorn.Config, ready_line: str) -> None:
-        super().__init__(config)
-        self.ready_line = ready_line
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets)
-        if self.started:
-            print_flushed(self.ready_line)
-
-
 def serve(index: RolloutIndex, host: str, port: int | None) -> None:
     port = port or free_port(host)
     problem = cannot_listen(host, port, "ng_viewer")
@@ -97,9 +84,10 @@ def serve(index: RolloutIndex, host: str, port: int | None) -> None:
         fail(f"cannot serve on {host}:{port}: {reason}. {hint}", code=1)
     if not is_loopback(host):
         print_flushed(f"ng_viewer: {exposure_warning('the viewer', host)}", err=True)
-    server = _Server(uvicorn.Config(build_app(index, host=host), host=host, port=port, log_level="warning",
-                                    access_log=False, timeout_graceful_shutdown=2),
-                     ready_line=f"ng_viewer ready at http://{'[' + host + ']' if ':' in host else host}:{port}")
+    config = uvicorn.Config(build_app(index, host=host), host=host, port=port, log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=2)
+    server = ReadyReportingServer(
+        config, ready_line=f"ng_viewer ready at http://{'[' + host + ']' if ':' in host else host}:{port}")
     # uvicorn re-raises the signal it stopped on after restoring these handlers; make that a no-op so Ctrl-C and
     # SIGTERM exit 0 (and SIGINT works even when a shell started us with it ignored).
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -12,8 +12,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from nemo_gym.conversion import content_text
 from nemo_gym.emulator.config import EmulatedModel, exact
-from nemo_gym.emulator.policy import Turn, text_of
+from nemo_gym.emulator.policy import Turn
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
@@ -28,7 +29,7 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
     messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
     chars = 0
     for message in messages:
-        chars += len(str(message.get("role", ""))) + len(text_of(message.get("content")))
+        chars += len(str(message.get("role", ""))) + len(content_text(message.get("content")))
         if message.get("tool_calls"):
             chars += len(json.dumps(message["tool_calls"], separators=(",", ":")))
     if body.get("tools"):

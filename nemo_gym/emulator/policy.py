@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_gym.conversion import content_text
+
 MAX_CALLS_PER_TURN = 4
 
 # Capitalised words that are not names: question words, pronouns, polite openers, days and months.
@@ -69,15 +71,6 @@ def proper_nouns(text: str) -> list[str]:
     return nouns
 
 
-def text_of(content: Any) -> str:
-    """A chat message's text, whether `content` is a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return ""
-
-
 def single_string_argument(tool: Mapping[str, Any]) -> str | None:
     """The one required string property of a function tool's JSON schema, if it has exactly one."""
     parameters = (tool.get("function") or {}).get("parameters") or {}
@@ -121,7 +114,7 @@ class ScriptedPolicy:
     def answer(self, body: Mapping[str, Any]) -> Turn:
         messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        user_text = text_of(messages[last_user].get("content")) if last_user >= 0 else ""
+        user_text = content_text(messages[last_user].get("content")) if last_user >= 0 else ""
         since_user = messages[last_user + 1:]
         results = _tool_results(since_user)
         done = {(c.name, c.arguments) for c in _calls_made(since_user)}
@@ -212,7 +205,7 @@ def _tool_results(messages: Sequence[Mapping[str, Any]]) -> list[str]:
     for message in messages:
         if message.get("role") == "tool":
             label = names.get(message.get("tool_call_id"), "tool")
-            sentences.append(f"{label}: {text_of(message.get('content')).strip()}".rstrip(".") + ".")
+            sentences.append(f"{label}: {content_text(message.get('content')).strip()}".rstrip(".") + ".")
     return sentences
 
 
@@ -264,7 +257,4 @@ def _last_user_text(items: Any) -> str:
     users = [i for i in items or [] if isinstance(i, Mapping) and i.get("role") == "user"]
     if not users:
         return ""
-    content = users[-1].get("content")
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
-    return text_of(content)
+    return content_text(users[-1].get("content"))

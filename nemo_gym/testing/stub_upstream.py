@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from nemo_gym.emulator.policy import text_of
+from nemo_gym.conversion import content_text
 
 KNOWN_CITIES = (
     "Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Sydney", "Cairo", "Toronto", "Mumbai",
@@ -90,9 +90,9 @@ class StubUpstream:
 
     def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages", [])
-        user_text = next((text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        user_text = next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        outputs = [text_of(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
+        outputs = [content_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -113,7 +113,7 @@ class StubUpstream:
         items = body.get("input", [])
         if isinstance(items, str):
             items = [{"role": "user", "content": items}]
-        user_text = next((text_of(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
+        user_text = next((content_text(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
         last_user = max((k for k, i in enumerate(items) if i.get("role") == "user"), default=-1)
         outputs = [str(i.get("output")) for i in items[last_user + 1:] if i.get("type") == "function_call_output"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
+from nemo_gym.conversion import content_text
 from nemo_gym.resources import (
     BaseResourcesServer,
     ResourcesServerConfig,
@@ -120,15 +121,7 @@ def _question(row: dict[str, Any]) -> str:
         return items
     for item in reversed(items if isinstance(items, list) else []):
         if isinstance(item, dict) and item.get("role") == "user":
-            return _text(item.get("content"))
-    return ""
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return content_text(item.get("content"))
     return ""
 
 
