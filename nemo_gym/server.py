@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -478,6 +479,15 @@ class ReadyReportingServer(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             print(self.ready_line, flush=True)
+
+    def run_until_signalled(self) -> bool:
+        """Serve until Ctrl-C or SIGTERM, then exit cleanly; False when the server never started. uvicorn re-raises
+        the signal it stopped on once it has restored the previous handlers: these no-op ones make a requested stop
+        exit 0 (and SIGINT work even when a shell started the command with it ignored)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        self.run()
+        return bool(self.started)
 
 
 @contextmanager

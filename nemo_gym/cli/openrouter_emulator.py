@@ -8,7 +8,6 @@ file of EmulatorConfig keys (keys, credits_usd, seed, models, latency_ms, defaul
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -68,12 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     app = OpenRouterEmulator(config).app()
     server = ReadyReportingServer(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
                                   ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")
-    # uvicorn re-raises the signal it stopped on once it has restored these handlers; make that a no-op so a
-    # requested stop exits 0 (and SIGINT works even when a shell started us with it ignored).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    if not server.started:
+    if not server.run_until_signalled():
         fail(f"cannot serve on {host}:{port} (is the port in use?)", code=1)
     print_flushed("ng_openrouter_emulator stopped.")
     sys.exit(0)

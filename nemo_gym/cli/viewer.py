@@ -8,7 +8,6 @@ with +output_html it writes one self-contained page instead, to mail or archive.
 
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,12 +87,7 @@ def serve(index: RolloutIndex, host: str, port: int | None) -> None:
                             timeout_graceful_shutdown=2)
     server = ReadyReportingServer(
         config, ready_line=f"ng_viewer ready at http://{'[' + host + ']' if ':' in host else host}:{port}")
-    # uvicorn re-raises the signal it stopped on after restoring these handlers; make that a no-op so Ctrl-C and
-    # SIGTERM exit 0 (and SIGINT works even when a shell started us with it ignored).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    server.run()
-    if not server.started:
+    if not server.run_until_signalled():
         fail(f"cannot serve on {host}:{port} (is the port in use?)", code=1)
     print_flushed("ng_viewer stopped.")
 

@@ -6,6 +6,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import httpx
+
 from nemo_gym.config import GlobalConfig, find_server_dir, load_yaml_file
 from nemo_gym.loader import load_server_class, prepare
 from nemo_gym.server import BaseServer, serve_in_thread
@@ -49,3 +51,18 @@ def environment_blocks(name: str) -> dict[str, Any]:
     """An environment's instances (its resources server and agent) from `resources_servers/<name>/configs/<name>.yaml`;
     the agent refers to `policy_model`, which the caller supplies."""
     return load_yaml_file(find_server_dir("resources_servers", name) / "configs" / f"{name}.yaml")
+
+
+def serve_resources_server(name: str, **settings: Any) -> Iterator[httpx.Client]:
+    """Serve `resources_servers/<name>` alone (its block: `settings`) and yield an httpx client on it. A generator,
+    so a fixture can `yield from` it and a test can `for client in serve_resources_server(...)`."""
+    block = {"entrypoint": "app.py", **settings}
+    with serve_config({name: {"resources_servers": {name: block}}}) as (config, _servers), \
+            httpx.Client(base_url=config.instances[name].url(), trust_env=False, timeout=60) as client:
+        yield client
+
+
+def assistant_message(text: str) -> dict[str, Any]:
+    """A finished assistant message as a Responses output item, for building trajectories to verify."""
+    return {"type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}

@@ -19,7 +19,8 @@ import pytest
 from nemo_gym.client import SESSION_HEADER
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.policy import wrong_answer
-from nemo_gym.testing.cluster import environment_blocks, serve_config
+from nemo_gym.testing.cluster import assistant_message as message
+from nemo_gym.testing.cluster import environment_blocks, serve_resources_server
 from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
 from resources_servers.math_verify.answers import (
     MAX_ANSWER_CHARS,
@@ -34,24 +35,12 @@ EXAMPLE_DATA = FOLDER / "data" / "example.jsonl"
 STRONG, WEAK = "openai/gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct"
 
 
-def _serve(**settings: Any) -> Iterator[httpx.Client]:
-    block = {"entrypoint": "app.py", **settings}
-    with serve_config({"math_verify": {"resources_servers": {"math_verify": block}}}) as (config, _servers), \
-            httpx.Client(base_url=config.instances["math_verify"].url(), trust_env=False, timeout=60) as client:
-        yield client
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    yield from _serve()
+    yield from serve_resources_server("math_verify")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-def message(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
 
 
 def row_for(gold: Any, question: str = "How much?") -> dict[str, Any]:
@@ -306,7 +295,7 @@ def test_a_pathological_power_scores_zero_and_the_server_keeps_answering(client:
 
 
 def test_a_check_beyond_the_deadline_is_killed_and_its_worker_replaced() -> None:
-    for client in _serve(checker_workers=1, check_timeout_s=0.5):
+    for client in serve_resources_server("math_verify", checker_workers=1, check_timeout_s=0.5):
         started = time.monotonic()
         verdict = score(client, "12", "\\boxed{9^{9^{9^{9}}}}")
         assert time.monotonic() - started < 5

@@ -14,7 +14,8 @@ import pytest
 
 from nemo_gym.client import SESSION_HEADER
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.testing.cluster import environment_blocks, serve_config
+from nemo_gym.testing.cluster import assistant_message as message
+from nemo_gym.testing.cluster import environment_blocks, serve_resources_server
 from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
 from resources_servers.mcqa.extract import extract_answer, parse_options
 
@@ -213,20 +214,13 @@ def test_unusable_options_are_rejected(raw: Any, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    with serve_config({"mcqa": {"resources_servers": {"mcqa": {"entrypoint": "app.py"}}}}) as (config, _servers), \
-            httpx.Client(base_url=config.instances["mcqa"].url(), trust_env=False, timeout=30) as http:
-        yield http
+    yield from serve_resources_server("mcqa")
 
 
 def planets_row(expected: str = "C", options: Any = None) -> dict[str, Any]:
     return {"options": options if options is not None else [{"letter": k, "text": v} for k, v in PLANETS.items()],
             "expected_answer": expected,
             "responses_create_params": {"input": [{"role": "user", "content": "Which planet is closest to the Sun?"}]}}
-
-
-def message(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
 
 
 def verify(client: httpx.Client, output: list[dict[str, Any]], row: dict[str, Any] | None = None,

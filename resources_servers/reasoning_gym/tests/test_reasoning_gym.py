@@ -19,7 +19,8 @@ import reasoning_gym
 from nemo_gym.client import SESSION_HEADER
 from nemo_gym.config import ConfigError
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.testing.cluster import environment_blocks, openai_model_block, serve_config
+from nemo_gym.testing.cluster import assistant_message as message
+from nemo_gym.testing.cluster import environment_blocks, openai_model_block, serve_config, serve_resources_server
 from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
 from nemo_gym.testing.local_model import HAS_LOCAL_EXTRA, run_demo
 from resources_servers.reasoning_gym import app as app_module
@@ -42,22 +43,9 @@ def _row(task: str) -> dict[str, Any]:
     return copy.deepcopy(next(r for r in _example_rows() if r["reasoning_gym"]["task"] == task))
 
 
-def _serve(**settings: Any) -> Iterator[httpx.Client]:
-    block = {"entrypoint": "app.py", **settings}
-    with serve_config({"reasoning_gym": {"resources_servers": {"reasoning_gym": block}}}) as (config, _servers):
-        url = config.instances["reasoning_gym"].url()
-        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
-            yield client
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    yield from _serve()
-
-
-def message(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    yield from serve_resources_server("reasoning_gym")
 
 
 def verify(client: httpx.Client, row: dict[str, Any], output: list[dict[str, Any]], *,
@@ -474,7 +462,7 @@ def test_a_slow_scorer_times_out_with_reward_0(monkeypatch: pytest.MonkeyPatch) 
         raise AssertionError("the verdict should not wait for this")
 
     monkeypatch.setattr(app_module, "_score", slow)
-    for client in _serve(score_timeout_s=0.2):
+    for client in serve_resources_server("reasoning_gym", score_timeout_s=0.2):
         verdict = rollout(client, _row("basic_arithmetic"), "<answer>1</answer>")
         assert verdict["reward"] == 0.0
         assert verdict["reasons"] == ["the basic_arithmetic scorer took longer than 0.2s; scored 0"]

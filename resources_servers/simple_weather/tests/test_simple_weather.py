@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from nemo_gym.client import SESSION_HEADER
-from nemo_gym.testing.cluster import serve_config
+from nemo_gym.testing.cluster import assistant_message as message
+from nemo_gym.testing.cluster import serve_resources_server
 
 FOLDER = Path(__file__).resolve().parents[1]
 EXAMPLE_DATA = FOLDER / "data" / "example.jsonl"
@@ -20,17 +21,9 @@ SAMPLE_CITIES = ("Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Sydney
                  "Lagos", "Lima", "Oslo", "Seoul", "Nairobi", "Chicago", "Vienna", "Dublin", "Bangkok", "Lisbon")
 
 
-def _serve(**settings: Any) -> Iterator[httpx.Client]:
-    block = {"entrypoint": "app.py", **settings}
-    with serve_config({"simple_weather": {"resources_servers": {"simple_weather": block}}}) as (config, _servers):
-        url = config.instances["simple_weather"].url()
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
-            yield client
-
-
 @pytest.fixture(scope="module")
 def client() -> Iterator[httpx.Client]:
-    yield from _serve()
+    yield from serve_resources_server("simple_weather")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -53,11 +46,6 @@ def verify(client: httpx.Client, output: list[dict[str, Any]], *, session_id: st
            row: dict[str, Any] | None = None) -> httpx.Response:
     headers = {SESSION_HEADER: session_id} if session_id else {}
     return client.post("/verify", json={"row": row or {}, "response": {"output": output}}, headers=headers)
-
-
-def message(text: str) -> dict[str, Any]:
-    return {"type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
 
 
 def function_call(city: str, call_id: str = "call_1", *, name: str = "get_weather") -> dict[str, Any]:
@@ -108,7 +96,7 @@ def test_same_city_same_weather(client: httpx.Client) -> None:
 
 def test_same_weather_across_server_restarts(client: httpx.Client) -> None:
     before = {city: get_weather(client, city).json()["weather"] for city in SAMPLE_CITIES[:5]}
-    for other in _serve():
+    for other in serve_resources_server("simple_weather"):
         after = {city: get_weather(other, city).json()["weather"] for city in SAMPLE_CITIES[:5]}
     assert after == before
 
@@ -233,7 +221,7 @@ def test_sessions_are_isolated(client: httpx.Client) -> None:
 
 
 def test_oldest_sessions_are_dropped_beyond_max_sessions() -> None:
-    for client in _serve(max_sessions=2):
+    for client in serve_resources_server("simple_weather", max_sessions=2):
         first, second, third = (seed(client, row_for("Paris")) for _ in range(3))
         assert get_weather(client, "Paris", first).status_code == 404
         assert get_weather(client, "Paris", second).status_code == 200
@@ -241,7 +229,7 @@ def test_oldest_sessions_are_dropped_beyond_max_sessions() -> None:
 
 
 def test_a_session_in_use_outlives_an_older_idle_one() -> None:
-    for client in _serve(session_ttl_s=0.5):
+    for client in serve_resources_server("simple_weather", session_ttl_s=0.5):
         busy, idle = seed(client, row_for("Paris")), seed(client, row_for("Oslo"))
         for _ in range(4):  # `busy` is used every 0.2 s; `idle` is not
             time.sleep(0.2)
@@ -252,7 +240,7 @@ def test_a_session_in_use_outlives_an_older_idle_one() -> None:
 
 
 def test_idle_sessions_expire() -> None:
-    for client in _serve(session_ttl_s=0.2):
+    for client in serve_resources_server("simple_weather", session_ttl_s=0.2):
         stale = seed(client, row_for("Paris"))
         time.sleep(0.4)
         fresh = seed(client, row_for("Paris"))
