@@ -20,7 +20,7 @@ from nemo_gym.emulator import EmulatorConfig, FaultRates, OpenRouterEmulator
 from nemo_gym.head import build_head_app
 from nemo_gym.processes import free_port
 from nemo_gym.server import serve_in_thread
-from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
+from nemo_gym.testing.cluster import environment_blocks, openai_model_block, serve_config, simple_weather_blocks
 
 EMULATOR_KEEP_ALIVE_S = 75
 EMULATOR_KEY = "sk-or-v1-emulator-fault-run-0000"
@@ -68,6 +68,15 @@ def collect_rows(config: GlobalConfig, rows_path: Path, output: Path, **settings
             "output_jsonl_fpath": str(output), **settings}
     cfg = GlobalConfig(data=data, origins={})
     return asyncio.run(collect(cfg, settings_from(cfg)))
+
+
+def collect_environment_on_emulator(environment: str, model: str, data: Path, output: Path) -> list[dict[str, Any]]:
+    """One collection of `environment`'s agent over `data` with the emulator playing `model`, which knows the
+    answers in `data` (`answer_keys`) and gets them right as often as its quality says; the records."""
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], answer_keys=[data]))
+    with emulated_cluster(emulator, environment=environment_blocks(environment), model=model) as config:
+        collect_rows(config, data, output, agent_name=f"{environment}_simple_agent")
+    return [json.loads(line) for line in output.read_text().splitlines()]
 
 
 def fault_run(rows: int, fault_rate: float, *, parallel: int = 64, seed: int = 0,

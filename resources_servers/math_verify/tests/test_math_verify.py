@@ -17,11 +17,10 @@ import httpx
 import pytest
 
 from nemo_gym.client import SESSION_HEADER
-from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.policy import wrong_answer
 from nemo_gym.testing.cluster import assistant_message as message
-from nemo_gym.testing.cluster import environment_blocks, serve_resources_server
-from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
+from nemo_gym.testing.cluster import serve_resources_server
+from nemo_gym.testing.emulated import collect_environment_on_emulator
 from resources_servers.math_verify.answers import (
     MAX_ANSWER_CHARS,
     MAX_CANDIDATES,
@@ -387,10 +386,7 @@ def test_every_example_row_scores_its_answer_and_not_the_emulators_wrong_one(cli
 
 
 def _collect_on_emulator(model: str, output: Path) -> list[dict[str, Any]]:
-    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], answer_keys=[EXAMPLE_DATA]))
-    with emulated_cluster(emulator, environment=environment_blocks("math_verify"), model=model) as config:
-        collect_rows(config, EXAMPLE_DATA, output, agent_name="math_verify_simple_agent")
-    return [json.loads(line) for line in output.read_text().splitlines()]
+    return collect_environment_on_emulator("math_verify", model, EXAMPLE_DATA, output)
 
 
 def test_collection_on_the_emulator_separates_a_strong_and_a_weak_model(tmp_path: Path) -> None:

@@ -13,10 +13,9 @@ import httpx
 import pytest
 
 from nemo_gym.client import SESSION_HEADER
-from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.testing.cluster import assistant_message as message
-from nemo_gym.testing.cluster import environment_blocks, serve_resources_server
-from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
+from nemo_gym.testing.cluster import serve_resources_server
+from nemo_gym.testing.emulated import collect_environment_on_emulator
 from resources_servers.mcqa.extract import extract_answer, parse_options
 
 FOLDER = Path(__file__).resolve().parents[1]
@@ -365,11 +364,8 @@ def test_every_example_row_scores_a_right_reply_and_not_a_wrong_one(client: http
 
 
 def collect_on_emulator(model: str, tmp_path: Path) -> list[dict[str, Any]]:
-    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], answer_keys=[EXAMPLE_DATA]))
     output = tmp_path / f"{model.replace('/', '_')}.jsonl"
-    with emulated_cluster(emulator, environment=environment_blocks("mcqa"), model=model) as config:
-        collect_rows(config, EXAMPLE_DATA, output, agent_name="mcqa_simple_agent")
-    return [json.loads(line) for line in output.read_text().splitlines()]
+    return collect_environment_on_emulator("mcqa", model, EXAMPLE_DATA, output)
 
 
 def test_collection_on_the_emulator_rewards_the_stronger_model(tmp_path: Path) -> None:

@@ -18,10 +18,9 @@ import reasoning_gym
 
 from nemo_gym.client import SESSION_HEADER
 from nemo_gym.config import ConfigError
-from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.testing.cluster import assistant_message as message
 from nemo_gym.testing.cluster import environment_blocks, openai_model_block, serve_config, serve_resources_server
-from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster
+from nemo_gym.testing.emulated import collect_environment_on_emulator
 from nemo_gym.testing.local_model import HAS_LOCAL_EXTRA, run_demo
 from resources_servers.reasoning_gym import app as app_module
 from resources_servers.reasoning_gym.answers import extract
@@ -506,11 +505,8 @@ def test_a_bad_server_config_stops_start_up_with_a_message(settings: dict[str, A
 
 
 def _collect(tmp_path: Path, model: str) -> list[dict[str, Any]]:
-    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], answer_keys=[EXAMPLE_DATA]))
     output = tmp_path / f"{model.replace('/', '_')}.jsonl"
-    with emulated_cluster(emulator, environment=environment_blocks("reasoning_gym"), model=model) as config:
-        collect_rows(config, EXAMPLE_DATA, output, agent_name="reasoning_gym_simple_agent")
-    return [json.loads(line) for line in output.read_text().splitlines()]
+    return collect_environment_on_emulator("reasoning_gym", model, EXAMPLE_DATA, output)
 
 
 def test_emulated_models_earn_rewards_by_quality(tmp_path: Path) -> None:
