@@ -235,7 +235,8 @@ class ServerClient:
     ) -> Any:
         """POST JSON to `<instance>/<path>` on one of its replicas and return the decoded JSON body, or raise
         ServerCallError."""
-        await self._keep_fresh()
+        if self.head_url is not None:
+            await self._keep_fresh()
         content = dumps(payload)
         all_headers = {**JSON_HEADERS, **headers} if headers else JSON_HEADERS
         session = headers.get(SESSION_HEADER) if headers else None
@@ -282,8 +283,6 @@ class ServerClient:
     # ------------------------------------------------------------------ the registry from the head server
 
     async def _keep_fresh(self) -> None:
-        if self.head_url is None:
-            return
         if self._refreshed_at is None:  # every call before the first listing arrives waits for that one fetch
             self._schedule_refresh()
             assert self._refresh is not None

@@ -135,5 +135,5 @@ class ShardedCollector(Collector):
         async for ref in stream:
             if self._abort.is_set():
                 return
-            line = await ref
-            self._write(orjson.loads(line), out, progress)
+            line = (await ref).rstrip("\n")  # the shard wrote it as a whole line
+            self._write(orjson.loads(line), out, progress, line=line)

@@ -397,9 +397,10 @@ class Collector:
         return (f"spent ${spent:.6f} of the ${budget:g} budget over {finished} rollouts (about "
                 f"${spent / finished:.6f} each, the dearest ${self._max_rollout_cost:.6f}); one more could pass it")
 
-    def _write(self, record: dict[str, Any], out: TextIO, progress: Any) -> None:
+    def _write(self, record: dict[str, Any], out: TextIO, progress: Any, *, line: str | None = None) -> None:
+        """Append the record (`line`: its redacted JSON, when a collector actor made it already) and count it."""
         # One write of one whole line, flushed: a crash can tear at most the line being written.
-        out.write(self.redactor.json_line(record) + "\n")
+        out.write((line if line is not None else self.redactor.json_line(record)) + "\n")
         out.flush()
         self.metrics.add(record)
         self._max_rollout_cost = max(self._max_rollout_cost, float(record.get("cost_usd") or 0.0))
