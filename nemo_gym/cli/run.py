@@ -102,10 +102,10 @@ class Runner:
         assert child.process.stdout is not None
         for raw in child.process.stdout:
             line = self.redactor.text(raw.decode("utf-8", "replace").rstrip("\n"))
-            if " ready at http" in line:
-                child.announced.set()
             child.tail.append(line)
             self.log(f"[{child.label}] {line}")
+            if " ready at http" in line:  # after logging it: "ng_run ready" must follow every worker's ready line
+                child.announced.set()
 
     def dead_child(self) -> Child | None:
         return next((c for c in self.children.values() if c.process.poll() is not None), None)
