@@ -229,10 +229,10 @@ def test_oldest_sessions_are_dropped_beyond_max_sessions() -> None:
 
 
 def test_a_session_in_use_outlives_an_older_idle_one() -> None:
-    for client in serve_resources_server("simple_weather", session_ttl_s=0.5):
+    for client in serve_resources_server("simple_weather", session_ttl_s=1.0):
         busy, idle = seed(client, row_for("Paris")), seed(client, row_for("Oslo"))
-        for _ in range(4):  # `busy` is used every 0.2 s; `idle` is not
-            time.sleep(0.2)
+        for _ in range(6):  # `busy` is used every 0.25 s (room for a slow machine); `idle` is not, for 1.5 s
+            time.sleep(0.25)
             assert get_weather(client, "Paris", busy).status_code == 200
         seed(client, row_for("Rome"))  # opening a session drops the stale ones
         assert get_weather(client, "Oslo", idle).status_code == 404
