@@ -193,6 +193,7 @@ class ReplicaServer:
     def __init__(self, name: str, config_data: dict[str, Any], origins: dict[str, str], replica: int) -> None:
         import ray
 
+        from nemo_gym.gc_tuning import tune_for_many_in_flight
         from nemo_gym.loader import load_server_class
         from nemo_gym.processes import free_port
         from nemo_gym.redaction import install_log_redaction
@@ -207,6 +208,7 @@ class ReplicaServer:
         logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {label} %(levelname)s %(name)s: %(message)s",
                             force=True)
         install_log_redaction(server.redactor)
+        tune_for_many_in_flight()
         self._serving = serve_in_thread(server.build_app(), host=host, port=server.config.port)
         self.url = self._serving.__enter__()
         self.entry = {"replica": replica, "url": self.url, "pid": os.getpid(),

@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import orjson
 
 from nemo_gym.client import ServerClient
+from nemo_gym.gc_tuning import tune_for_many_in_flight
 from nemo_gym.peer_http import PeerPool
 from nemo_gym.redaction import Redactor
 from nemo_gym.rollouts import CollectionSettings, Collector, Metrics
@@ -45,6 +46,7 @@ class CollectorShard:
         self.redactor = Redactor(secrets)
         self.fingerprint = fingerprint
         self.collector: Collector | None = None
+        tune_for_many_in_flight()
 
     async def run(self, rows: dict[int, dict[str, Any]], jobs: list[tuple[int, int]]) -> AsyncIterator[str]:
         lines = _Lines()

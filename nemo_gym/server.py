@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nemo_gym.client import UNAVAILABLE_ERROR, ServerCallError, ServerClient, registry_from_config
 from nemo_gym.config import ConfigError, GlobalConfig, InstanceSpec
+from nemo_gym.gc_tuning import tune_for_many_in_flight
 from nemo_gym.peer_http import PeerPool
 from nemo_gym.processes import free_port
 from nemo_gym.redaction import Redactor, collect_secrets, install_log_redaction
@@ -379,6 +380,7 @@ def serve_instance(server_cls: type[BaseServer], name: str, global_config: Globa
     )
     label = f"{name} (worker {worker} of {config.num_workers})" if listening is not None else name
     uv_server = ReadyReportingServer(uv_config, ready_line=f"{label} ready at http://{config.host}:{config.port}")
+    tune_for_many_in_flight()
     uv_server.run(sockets=[listening] if listening is not None else None)
     if not uv_server.started:
         sys.exit(1)

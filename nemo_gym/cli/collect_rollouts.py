@@ -25,6 +25,7 @@ from tqdm import tqdm
 from nemo_gym.cli.common import check_setting_names, fail, print_flushed, run_async, settings_problems
 from nemo_gym.client import ServerClient, make_http_client, registry_from_head
 from nemo_gym.config import COMMAND_LINE, ConfigError, GlobalConfig, load_global_config, resolve_input_path
+from nemo_gym.gc_tuning import tune_for_many_in_flight
 from nemo_gym.peer_http import PeerPool
 from nemo_gym.ray_collect import ShardedCollector
 from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
@@ -211,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         config = load_global_config(args)
         settings = settings_from(config)
+        tune_for_many_in_flight()
         summary = run_async(collect(config, settings))
     except (ConfigError, InputError, SettingsChanged) as exc:
         fail(command_redactor(args).text(str(exc)))
