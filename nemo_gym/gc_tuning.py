@@ -3,9 +3,9 @@
 CPython collects its youngest generation after every 700 net allocations of container objects. A rollout in flight
 keeps its request, its trajectory and its pending calls alive for as long as the upstream takes, so with hundreds
 in flight nearly everything a young collection examines survives it: the collector runs very often, frees almost
-nothing, and promotes it all, which in turn makes the older (whole-heap) collections frequent. With 1,000 rollouts
-in flight against a 500 ms upstream that bookkeeping was a quarter of the agent's and the model server's CPU
-(bench/README.md has the figures). A larger first threshold lets short-lived objects die between collections;
+nothing, and promotes it all to the older generations. With 1,000 rollouts in flight against a 500 ms upstream
+that bookkeeping was close to a third of the agent's and the model server's CPU per rollout (bench/README.md has
+the figures). A larger first threshold lets short-lived objects die between collections;
 cycles are still collected, just in larger batches.
 """
 
