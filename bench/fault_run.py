@@ -17,8 +17,9 @@ from nemo_gym.testing.emulated import fault_run
 def main() -> None:
     args = dict(arg.split("=", 1) for arg in sys.argv[1:])
     logging.disable(logging.WARNING)  # retries and fallbacks log by design; the figures are what matter here
-    figures = fault_run(int(args.get("rows", 1000)), float(args.get("fault_rate", 0.2)),
-                        parallel=int(args.get("parallel", 64)))
+    figures = fault_run(
+        int(args.get("rows", 1000)), float(args.get("fault_rate", 0.2)), parallel=int(args.get("parallel", 64))
+    )
     print(json.dumps(figures, indent=2))
 
 

@@ -29,16 +29,26 @@ from typing import Any
 
 import psutil
 
-from nemo_gym.config import parse_overrides, project_root
-from nemo_gym.processes import free_port, spawn
+from nemo_gym.config.overrides import parse_overrides
+from nemo_gym.config.paths import project_root
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port, spawn
 from nemo_gym.testing.emulated import write_rows
-from nemo_gym.testing.processes import CommandProcess
 
 ENVIRONMENT_CONFIG = "resources_servers/simple_weather/configs/simple_weather.yaml"
 AGENT = "simple_weather_simple_agent"
-DEFAULTS: dict[str, Any] = {"rows": 2000, "concurrency": [16, 64, 256], "latency_ms": 500, "latency_in_flight": 1000,
-                            "latency_rows": 10000, "output": "bench/results/throughput.json", "quick": False,
-                            "num_workers": 1, "agent_replicas": 1, "ray_address": None}
+DEFAULTS: dict[str, Any] = {
+    "rows": 2000,
+    "concurrency": [16, 64, 256],
+    "latency_ms": 500,
+    "latency_in_flight": 1000,
+    "latency_rows": 10000,
+    "output": "bench/results/throughput.json",
+    "quick": False,
+    "num_workers": 1,
+    "agent_replicas": 1,
+    "ray_address": None,
+}
 
 
 # ------------------------------------------------------------------------------------------------ processes
@@ -132,8 +142,10 @@ def snapshot(roots: list[int]) -> Usage:
 
 def start_stub(latency_ms: float) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    process = spawn([sys.executable, "-m", "nemo_gym.testing.fast_upstream", "--port", str(port),
-                     "--latency-ms", str(latency_ms)], capture=False)  # dies with the benchmark, whatever happens
+    process = spawn(
+        [sys.executable, "-m", "nemo_gym.testing.fast_upstream", "--port", str(port), "--latency-ms", str(latency_ms)],
+        capture=False,
+    )  # dies with the benchmark, whatever happens
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -155,20 +167,34 @@ async def _request(port: int, raw: bytes) -> None:
 
 async def _read_response(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))
+    length = next(
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+    )
     return await reader.readexactly(length)
 
 
 def stub_ceiling(url: str, *, connections: int = 64, seconds: float = 5.0) -> float:
     """Requests/s the stub serves to a bare keep-alive client (a first model call of a weather question)."""
     port = int(url.rsplit(":", 1)[1])
-    body = json.dumps({"model": "stub/weather-model", "messages": [
-        {"role": "user", "content": "What's the weather like in Paris today?"}],
-        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "properties": {"city": {"type": "string"}}}}}]}).encode()
-    request = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    body = json.dumps(
+        {
+            "model": "stub/weather-model",
+            "messages": [{"role": "user", "content": "What's the weather like in Paris today?"}],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "get_weather",
+                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+                    },
+                }
+            ],
+        }
+    ).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
 
     async def drive() -> int:
         deadline = time.perf_counter() + seconds
@@ -203,7 +229,8 @@ def write_config(directory: Path, stub_url: str, settings: dict[str, Any]) -> Pa
         "      api: chat_completions\n      openrouter: false\n      preflight: false\n"
         f"      max_concurrent_requests: 4096\n      num_workers: {num_workers}\n"
         f"simple_weather_simple_agent:\n  responses_api_agents:\n    simple_agent:\n      num_workers: {num_workers}\n"
-        f"      num_replicas: {replicas}\n")
+        f"      num_replicas: {replicas}\n"
+    )
     return path
 
 
@@ -211,8 +238,10 @@ def start_cluster(config: Path, ray_address: str | None = None) -> tuple[Command
     head_port = free_port()
     started = time.perf_counter()
     on_ray = [f"+ray_address={ray_address}"] if ray_address else []
-    run = CommandProcess(["ng_run", f"+config_paths=[{ENVIRONMENT_CONFIG}, {config}]",
-                          f"+head_server.port={head_port}", *on_ray], cwd=project_root())
+    run = CommandProcess(
+        ["ng_run", f"+config_paths=[{ENVIRONMENT_CONFIG}, {config}]", f"+head_server.port={head_port}", *on_ray],
+        cwd=project_root(),
+    )
     if not run.wait_for("ng_run ready", 120):
         run.send(signal.SIGINT)
         raise RuntimeError("ng_run did not become ready:\n" + run.output[-3000:])
@@ -229,12 +258,19 @@ def stop_cluster(cluster: CommandProcess) -> None:
 
 def collect(head_port: int, rows: Path, output: Path, parallel: int, roots: list[int]) -> dict[str, Any]:
     """One ng_collect_rollouts run; its metrics plus CPU seconds per process and peak RSS while it ran."""
-    argv = ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
-            f"+output_jsonl_fpath={output}", f"+num_samples_in_parallel={parallel}", "+overwrite=true",
-            f"+head_server.port={head_port}"]
+    argv = [
+        "ng_collect_rollouts",
+        f"+agent_name={AGENT}",
+        f"+input_jsonl_fpath={rows}",
+        f"+output_jsonl_fpath={output}",
+        f"+num_samples_in_parallel={parallel}",
+        "+overwrite=true",
+        f"+head_server.port={head_port}",
+    ]
     before = snapshot(roots)
-    process = subprocess.Popen(argv, cwd=project_root(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        argv, cwd=project_root(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     with ProcessWatch([*roots, process.pid]) as usage, LineCounter(output) as progress:
         _, stderr = process.communicate()
     if process.returncode != 0:
@@ -242,8 +278,13 @@ def collect(head_port: int, rows: Path, output: Path, parallel: int, roots: list
     metrics = json.loads(output.with_name(output.stem + ".metrics.json").read_text())
     spent = cpu_between(before, usage)
     wall = metrics["wall_time_s"] or 1.0
-    return {"metrics": metrics, "cpu_s": spent, "usage": usage, "steady_rollouts_per_s": progress.steady_rate(),
-            "cores_busy_by_process": {k: round(v / wall, 2) for k, v in sorted(spent.items())}}
+    return {
+        "metrics": metrics,
+        "cpu_s": spent,
+        "usage": usage,
+        "steady_rollouts_per_s": progress.steady_rate(),
+        "cores_busy_by_process": {k: round(v / wall, 2) for k, v in sorted(spent.items())},
+    }
 
 
 class LineCounter:
@@ -312,8 +353,10 @@ def _rss_by_label(usage: Usage) -> dict[str, float]:
 
 
 def run(settings: dict[str, Any]) -> dict[str, Any]:
-    figures: dict[str, Any] = {"machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
-                               "settings": settings}
+    figures: dict[str, Any] = {
+        "machine": {"cpus": psutil.cpu_count(), "python": sys.version.split()[0]},
+        "settings": settings,
+    }
     with tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
         stub, stub_url = start_stub(0)
@@ -321,8 +364,9 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
             ceiling = stub_ceiling(stub_url, seconds=3 if settings["quick"] else 6)
             figures["stub_ceiling_requests_per_s"] = round(ceiling, 1)
             print(f"stub ceiling: {ceiling:.0f} requests/s", flush=True)
-            cluster, head_port, ready_s = start_cluster(write_config(directory, stub_url, settings),
-                                                      settings["ray_address"])
+            cluster, head_port, ready_s = start_cluster(
+                write_config(directory, stub_url, settings), settings["ray_address"]
+            )
             figures["ng_run_ready_s"] = round(ready_s, 2)
             print(f"ng_run ready in {ready_s:.2f} s", flush=True)
             try:
@@ -333,8 +377,11 @@ def run(settings: dict[str, Any]) -> dict[str, Any]:
                     result = collect(head_port, rows, directory / "out.jsonl", parallel, roots)
                     row = pipeline_row(result, parallel, ceiling, {stub.pid})
                     figures["zero_latency"].append(row)
-                    print(f"  {parallel:>5} in flight: {row['rollouts_per_s']:.1f} rollouts/s, "
-                          f"{row['cpu_ms_per_rollout']:.2f} ms CPU/rollout", flush=True)
+                    print(
+                        f"  {parallel:>5} in flight: {row['rollouts_per_s']:.1f} rollouts/s, "
+                        f"{row['cpu_ms_per_rollout']:.2f} ms CPU/rollout",
+                        flush=True,
+                    )
                 figures["peak_rss_mb"] = _servers_rss(figures["zero_latency"])
             finally:
                 stop_cluster(cluster)
@@ -362,8 +409,13 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
         cluster, head_port, _ = start_cluster(write_config(directory, stub_url, settings), settings["ray_address"])
         try:
             rows = write_rows(directory / "latency_rows.jsonl", settings["latency_rows"])
-            result = collect(head_port, rows, directory / "latency_out.jsonl", settings["latency_in_flight"],
-                             [cluster.process.pid, stub.pid])
+            result = collect(
+                head_port,
+                rows,
+                directory / "latency_out.jsonl",
+                settings["latency_in_flight"],
+                [cluster.process.pid, stub.pid],
+            )
         finally:
             stop_cluster(cluster)
     finally:
@@ -373,17 +425,27 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
     calls = metrics["model_calls"] / metrics["rollouts"]
     ideal = settings["latency_in_flight"] / (calls * settings["latency_ms"] / 1000)
     steady = result["steady_rollouts_per_s"] or metrics["rollouts_per_s"]
-    figures = {"latency_ms": settings["latency_ms"], "in_flight": settings["latency_in_flight"],
-               "rollouts": metrics["rollouts"], "failed": metrics["failed"],
-               "model_calls_per_rollout": round(calls, 3), "rollouts_per_s_whole_run": metrics["rollouts_per_s"],
-               "rollouts_per_s": steady, "ideal_rollouts_per_s": round(ideal, 1),
-               "share_of_ideal": round(steady / ideal, 3),
-               "cpu_ms_per_rollout": round(1000 * sum(v for k, v in result["cpu_s"].items() if k != "fast_upstream")
-                                           / metrics["rollouts"], 2),
-               "cores_busy_by_process": result["cores_busy_by_process"]}
-    print(f"  {settings['latency_ms']} ms upstream, {settings['latency_in_flight']} in flight: {steady:.1f} "
-          f"rollouts/s steady ({metrics['rollouts_per_s']:.1f} over the whole run) of {ideal:.0f} ideal "
-          f"({figures['share_of_ideal']:.0%})", flush=True)
+    figures = {
+        "latency_ms": settings["latency_ms"],
+        "in_flight": settings["latency_in_flight"],
+        "rollouts": metrics["rollouts"],
+        "failed": metrics["failed"],
+        "model_calls_per_rollout": round(calls, 3),
+        "rollouts_per_s_whole_run": metrics["rollouts_per_s"],
+        "rollouts_per_s": steady,
+        "ideal_rollouts_per_s": round(ideal, 1),
+        "share_of_ideal": round(steady / ideal, 3),
+        "cpu_ms_per_rollout": round(
+            1000 * sum(v for k, v in result["cpu_s"].items() if k != "fast_upstream") / metrics["rollouts"], 2
+        ),
+        "cores_busy_by_process": result["cores_busy_by_process"],
+    }
+    print(
+        f"  {settings['latency_ms']} ms upstream, {settings['latency_in_flight']} in flight: {steady:.1f} "
+        f"rollouts/s steady ({metrics['rollouts_per_s']:.1f} over the whole run) of {ideal:.0f} ideal "
+        f"({figures['share_of_ideal']:.0%})",
+        flush=True,
+    )
     return figures
 
 
@@ -392,14 +454,22 @@ def table(figures: dict[str, Any]) -> str:
     lines.append(("stub upstream ceiling", f"{figures['stub_ceiling_requests_per_s']:.0f} requests/s"))
     lines.append(("ng_run time to ready", f"{figures['ng_run_ready_s']:.2f} s"))
     for row in figures["zero_latency"]:
-        lines.append((f"rollouts/s, {row['in_flight']} in flight, 0 ms upstream",
-                      f"{row['rollouts_per_s']:.1f} ({row['cpu_ms_per_rollout']:.2f} ms CPU/rollout, "
-                      f"{row['share_of_stub_ceiling']:.0%} of the stub's ceiling, {row['failed']} failed)"))
+        lines.append(
+            (
+                f"rollouts/s, {row['in_flight']} in flight, 0 ms upstream",
+                f"{row['rollouts_per_s']:.1f} ({row['cpu_ms_per_rollout']:.2f} ms CPU/rollout, "
+                f"{row['share_of_stub_ceiling']:.0%} of the stub's ceiling, {row['failed']} failed)",
+            )
+        )
     latency = figures["latency"]
-    lines.append((f"rollouts/s, {latency['in_flight']} in flight, {latency['latency_ms']} ms upstream",
-                  f"{latency['rollouts_per_s']:.1f} steady of {latency['ideal_rollouts_per_s']:.0f} ideal "
-                  f"({latency['share_of_ideal']:.0%}; {latency['rollouts_per_s_whole_run']:.1f} over the whole run "
-                  f"with its ramp-up; {latency['failed']} failed)"))
+    lines.append(
+        (
+            f"rollouts/s, {latency['in_flight']} in flight, {latency['latency_ms']} ms upstream",
+            f"{latency['rollouts_per_s']:.1f} steady of {latency['ideal_rollouts_per_s']:.0f} ideal "
+            f"({latency['share_of_ideal']:.0%}; {latency['rollouts_per_s_whole_run']:.1f} over the whole run "
+            f"with its ramp-up; {latency['failed']} failed)",
+        )
+    )
     rss = figures["peak_rss_mb"]
     lines.append(("peak RSS, head + 3 servers", f"{rss['head_and_servers_total']:.0f} MB"))
     lines.append(("peak RSS, collector", f"{rss['collector']:.0f} MB"))

@@ -8,14 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nemo_gym.config import project_root
+from nemo_gym.config.paths import project_root
 
 
 def test_quick_mode_measures_every_figure_and_leaves_nothing_running(tmp_path: Path) -> None:
     output = tmp_path / "throughput.json"
-    result = subprocess.run([sys.executable, "bench/throughput.py", "+quick=true", f"+output={output}"],
-                            cwd=project_root(), capture_output=True, text=True, timeout=600,
-                            stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [sys.executable, "bench/throughput.py", "+quick=true", f"+output={output}"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(output.read_text())
     assert figures["stub_ceiling_requests_per_s"] > 0 and figures["ng_run_ready_s"] > 0

@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nemo_gym.binding import exposed, is_loopback, warn_if_exposed
-from nemo_gym.config import GlobalConfig, project_root
-from nemo_gym.processes import free_port
-from nemo_gym.server import BaseServerConfig, serve_in_thread
+from nemo_gym.config.paths import project_root
+from nemo_gym.config.types import GlobalConfig
+from nemo_gym.servers.base import BaseServerConfig
+from nemo_gym.servers.binding import exposed, is_loopback, warn_if_exposed
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, simple_weather_blocks
-from nemo_gym.testing.processes import CommandProcess
 from nemo_gym.testing.stub_upstream import StubUpstream
 
-CONFIG_PATHS = ("+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                "resources_servers/simple_weather/configs/simple_weather.yaml]")
+CONFIG_PATHS = (
+    "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+    "resources_servers/simple_weather/configs/simple_weather.yaml]"
+)
 REACHABLE = "reachable from other machines"
 
 
@@ -56,8 +60,10 @@ def test_a_default_config_exposes_nothing() -> None:
 def test_each_exposed_server_is_named_with_its_host() -> None:
     found = exposed(config_with(weather_host="0.0.0.0", head_host="::"))
 
-    assert found == [("the head server (head_server.host)", "::"),
-                     ("instance 'simple_weather' (resources_servers/simple_weather)", "0.0.0.0")]
+    assert found == [
+        ("the head server (head_server.host)", "::"),
+        ("instance 'simple_weather' (resources_servers/simple_weather)", "0.0.0.0"),
+    ]
 
 
 def test_the_warning_is_one_line_per_exposed_server() -> None:
@@ -77,8 +83,12 @@ def test_the_warning_is_one_line_per_exposed_server() -> None:
 def workdir(tmp_path: Path) -> Iterator[Path]:
     upstream = StubUpstream(api_key="sk-test-binding-0001")
     with serve_in_thread(upstream.app()) as url:
-        env = {"policy_base_url": url + "/v1", "policy_api_key": "sk-test-binding-0001",
-               "policy_model_name": "stub/weather-model", "head_server": {"port": free_port()}}
+        env = {
+            "policy_base_url": url + "/v1",
+            "policy_api_key": "sk-test-binding-0001",
+            "policy_model_name": "stub/weather-model",
+            "head_server": {"port": free_port()},
+        }
         (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
         for folder in ("responses_api_models", "resources_servers", "responses_api_agents"):
             (tmp_path / folder).symlink_to(project_root() / folder)
@@ -100,8 +110,10 @@ def run_until_ready(command: list[str], workdir: Path, ready: str) -> tuple[str,
 
 def test_ng_run_warns_on_stderr_about_an_instance_bound_to_all_interfaces(workdir: Path) -> None:
     _stdout, stderr = run_until_ready(
-        ["ng_run", CONFIG_PATHS, "+simple_weather.resources_servers.simple_weather.host=0.0.0.0"], workdir,
-        "ng_run ready")
+        ["ng_run", CONFIG_PATHS, "+simple_weather.resources_servers.simple_weather.host=0.0.0.0"],
+        workdir,
+        "ng_run ready",
+    )
 
     warnings = [line for line in stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1, stderr
@@ -116,8 +128,9 @@ def test_ng_run_on_loopback_prints_no_warning(workdir: Path) -> None:
 
 @pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("127.0.0.1", False)])
 def test_the_emulator_warns_when_it_binds_beyond_loopback(tmp_path: Path, host: str, warned: bool) -> None:
-    stdout, stderr = run_until_ready(["ng_openrouter_emulator", f"+host={host}", f"+port={free_port()}"], tmp_path,
-                                     "ng_openrouter_emulator ready")
+    stdout, stderr = run_until_ready(
+        ["ng_openrouter_emulator", f"+host={host}", f"+port={free_port()}"], tmp_path, "ng_openrouter_emulator ready"
+    )
 
     assert (REACHABLE in stderr) is warned
     assert REACHABLE not in stdout

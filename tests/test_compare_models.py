@@ -15,16 +15,19 @@ from typing import Any
 import pytest
 from scipy import stats
 
-from nemo_gym.compare import ComparisonSettings, plan
-from nemo_gym.comparison import ModelSummary, mean_interval, recommend
-from nemo_gym.config import ConfigError, load_global_config
+from nemo_gym.compare.plan import ComparisonSettings, plan
+from nemo_gym.compare.statistics import ModelSummary, mean_interval, recommend
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.loading import load_global_config
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.server import serve_in_thread
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY, EXAMPLES
 
 MODELS = ["openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet", "meta-llama/llama-3.1-8b-instruct"]
-CONFIG_PATHS = ("+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                "resources_servers/simple_weather/configs/simple_weather.yaml]")
+CONFIG_PATHS = (
+    "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+    "resources_servers/simple_weather/configs/simple_weather.yaml]"
+)
 
 
 @pytest.fixture
@@ -35,9 +38,18 @@ def emulator_url() -> Iterator[tuple[OpenRouterEmulator, str]]:
 
 
 def compare_argv(base_url: str, output_dir: Path, *extra: str) -> list[str]:
-    return ["ng_compare_models", CONFIG_PATHS, f"+policy_base_url={base_url}", f"+policy_api_key={EMULATOR_KEY}",
-            f"+policy_model_name={MODELS[0]}", f"+models=[{', '.join(MODELS)}]",
-            f"+input_jsonl_fpath={EXAMPLES}", f"+output_dir={output_dir}", "+num_samples_in_parallel=8", *extra]
+    return [
+        "ng_compare_models",
+        CONFIG_PATHS,
+        f"+policy_base_url={base_url}",
+        f"+policy_api_key={EMULATOR_KEY}",
+        f"+policy_model_name={MODELS[0]}",
+        f"+models=[{', '.join(MODELS)}]",
+        f"+input_jsonl_fpath={EXAMPLES}",
+        f"+output_dir={output_dir}",
+        "+num_samples_in_parallel=8",
+        *extra,
+    ]
 
 
 def run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -49,7 +61,8 @@ def records_of(path: Path) -> list[dict[str, Any]]:
 
 
 def test_three_models_give_four_report_files_whose_figures_follow_from_the_records(
-        emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path) -> None:
+    emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
+) -> None:
     emulator, base_url = emulator_url
     out = tmp_path / "comparison"
     result = run(compare_argv(base_url, out), tmp_path)
@@ -92,7 +105,8 @@ def test_three_models_give_four_report_files_whose_figures_follow_from_the_recor
 
 
 def test_a_rerun_reuses_finished_rollouts_and_report_only_runs_nothing(
-        emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path) -> None:
+    emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
+) -> None:
     emulator, base_url = emulator_url
     out = tmp_path / "comparison"
     first = run(compare_argv(base_url, out, "+limit=6"), tmp_path)
@@ -121,17 +135,30 @@ def test_a_rerun_reuses_finished_rollouts_and_report_only_runs_nothing(
 
 
 def planned(tmp_path: Path, *overrides: str) -> tuple[Any, list[Any]]:
-    config = load_global_config([CONFIG_PATHS, "+policy_base_url=http://127.0.0.1:9/api/v1",
-                                 f"+policy_api_key={EMULATOR_KEY}", "+policy_model_name=openai/gpt-4o-mini",
-                                 *overrides], cwd=tmp_path)
-    settings = ComparisonSettings(input_jsonl_fpath=EXAMPLES, output_dir=tmp_path,
-                                  **{k: v for k, v in config.data.items() if k in ("models", "model_servers")})
+    config = load_global_config(
+        [
+            CONFIG_PATHS,
+            "+policy_base_url=http://127.0.0.1:9/api/v1",
+            f"+policy_api_key={EMULATOR_KEY}",
+            "+policy_model_name=openai/gpt-4o-mini",
+            *overrides,
+        ],
+        cwd=tmp_path,
+    )
+    settings = ComparisonSettings(
+        input_jsonl_fpath=EXAMPLES,
+        output_dir=tmp_path,
+        **{k: v for k, v in config.data.items() if k in ("models", "model_servers")},
+    )
     return plan(config, settings)
 
 
 def test_each_model_gets_its_own_model_server_and_agent_and_nothing_else_changes(tmp_path: Path) -> None:
-    cluster, variants = planned(tmp_path, "+models=[openai/gpt-4o-mini, google/gemini-pro]",
-                                "+policy_model.responses_api_models.openai_model.fallback_models=[a/b]")
+    cluster, variants = planned(
+        tmp_path,
+        "+models=[openai/gpt-4o-mini, google/gemini-pro]",
+        "+policy_model.responses_api_models.openai_model.fallback_models=[a/b]",
+    )
     assert [v.label for v in variants] == ["openai/gpt-4o-mini", "google/gemini-pro"]
     assert "policy_model" not in cluster.data and "simple_weather_simple_agent" not in cluster.data
     for variant in variants:
@@ -141,33 +168,50 @@ def test_each_model_gets_its_own_model_server_and_agent_and_nothing_else_changes
         assert model_block["api_key"] == EMULATOR_KEY
         assert agent_block["model_server"]["name"] == variant.model_instance
         assert agent_block["resources_server"]["name"] == "simple_weather" and agent_block["max_steps"] == 6
-    assert set(cluster.instances) == {"simple_weather", *(v.model_instance for v in variants),
-                                      *(v.agent_instance for v in variants)}
+    assert set(cluster.instances) == {
+        "simple_weather",
+        *(v.model_instance for v in variants),
+        *(v.agent_instance for v in variants),
+    }
 
 
 def test_whole_model_server_instances_are_compared_as_configured(tmp_path: Path) -> None:
     second = tmp_path / "cheap.yaml"
-    second.write_text("cheap_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
-                      "      base_url: ${policy_base_url}\n      api_key: ${policy_api_key}\n"
-                      "      model: google/gemini-pro\n      fallback_models: [openai/gpt-4o-mini]\n")
+    second.write_text(
+        "cheap_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
+        "      base_url: ${policy_base_url}\n      api_key: ${policy_api_key}\n"
+        "      model: google/gemini-pro\n      fallback_models: [openai/gpt-4o-mini]\n"
+    )
     config_paths = CONFIG_PATHS.replace("]", f", {second}]")
-    config = load_global_config([config_paths, "+policy_base_url=http://127.0.0.1:9/api/v1",
-                                 f"+policy_api_key={EMULATOR_KEY}", "+policy_model_name=openai/gpt-4o-mini"],
-                                cwd=tmp_path)
-    settings = ComparisonSettings(input_jsonl_fpath=EXAMPLES, output_dir=tmp_path,
-                                  model_servers=["policy_model", "cheap_model"])
+    config = load_global_config(
+        [
+            config_paths,
+            "+policy_base_url=http://127.0.0.1:9/api/v1",
+            f"+policy_api_key={EMULATOR_KEY}",
+            "+policy_model_name=openai/gpt-4o-mini",
+        ],
+        cwd=tmp_path,
+    )
+    settings = ComparisonSettings(
+        input_jsonl_fpath=EXAMPLES, output_dir=tmp_path, model_servers=["policy_model", "cheap_model"]
+    )
     cluster, variants = plan(config, settings)
-    assert [(v.label, v.model) for v in variants] == [("policy_model", "openai/gpt-4o-mini"),
-                                                       ("cheap_model", "google/gemini-pro")]
+    assert [(v.label, v.model) for v in variants] == [
+        ("policy_model", "openai/gpt-4o-mini"),
+        ("cheap_model", "google/gemini-pro"),
+    ]
     cheap = cluster.data["cheap_model"]["responses_api_models"]["openai_model"]
     assert cheap["fallback_models"] == ["openai/gpt-4o-mini"]  # kept: the whole config is what is compared
 
 
-@pytest.mark.parametrize(("overrides", "expected"), [
-    ((), "Nothing to compare"),
-    (("+model_servers=[simple_weather]",), "not a model-server instance"),
-    (("+models=[a/b, a/b]",), "listed twice"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ((), "Nothing to compare"),
+        (("+model_servers=[simple_weather]",), "not a model-server instance"),
+        (("+models=[a/b, a/b]",), "listed twice"),
+    ],
+)
 def test_a_comparison_that_cannot_run_says_why(tmp_path: Path, overrides: tuple[str, ...], expected: str) -> None:
     with pytest.raises(ConfigError, match=expected):
         planned(tmp_path, *overrides)
@@ -177,12 +221,27 @@ def test_a_comparison_that_cannot_run_says_why(tmp_path: Path, overrides: tuple[
 
 
 def summary(label: str, mean: float | None, low: float | None, cost: float | None, failed: int = 0) -> ModelSummary:
-    return ModelSummary(label=label, model=label, rollouts=20, succeeded=20 - failed, failed=failed,
-                        mean_reward=mean, ci_low=low, ci_high=None if low is None else 2 * (mean or 0) - low,
-                        pass_rate=None, total_cost_usd=None if cost is None else cost * 20,
-                        cost_per_rollout_usd=cost, cost_per_reward_point_usd=None, cost_estimated=False,
-                        input_tokens=0, output_tokens=0, input_tokens_per_rollout=0, output_tokens_per_rollout=0,
-                        p50_latency_s=None, p95_latency_s=None)
+    return ModelSummary(
+        label=label,
+        model=label,
+        rollouts=20,
+        succeeded=20 - failed,
+        failed=failed,
+        mean_reward=mean,
+        ci_low=low,
+        ci_high=None if low is None else 2 * (mean or 0) - low,
+        pass_rate=None,
+        total_cost_usd=None if cost is None else cost * 20,
+        cost_per_rollout_usd=cost,
+        cost_per_reward_point_usd=None,
+        cost_estimated=False,
+        input_tokens=0,
+        output_tokens=0,
+        input_tokens_per_rollout=0,
+        output_tokens_per_rollout=0,
+        p50_latency_s=None,
+        p95_latency_s=None,
+    )
 
 
 def test_the_interval_is_students_t() -> None:

@@ -16,8 +16,8 @@ import matplotlib
 import matplotlib.image
 import pytest
 
-from nemo_gym.comparison import Comparison, ModelSummary, Recommendation
-from nemo_gym.report import ReportFiles, cost_scale, write_report
+from nemo_gym.compare.report import ReportFiles, cost_scale, write_report
+from nemo_gym.compare.statistics import Comparison, ModelSummary, Recommendation
 
 BEST = "openai/gpt-4o"
 FREE = "meta-llama/llama-3.1-8b-instruct:free"
@@ -29,40 +29,101 @@ CHARTED = [BEST, FREE, ESTIMATED]
 
 def summary(label: str, **fields: Any) -> ModelSummary:
     base: dict[str, Any] = dict(
-        label=label, model=label, rollouts=100, succeeded=100, failed=0, mean_reward=None, ci_low=None, ci_high=None,
-        pass_rate=None, total_cost_usd=None, cost_per_rollout_usd=None, cost_per_reward_point_usd=None,
-        cost_estimated=False, input_tokens=0, output_tokens=0, input_tokens_per_rollout=None,
-        output_tokens_per_rollout=None, p50_latency_s=None, p95_latency_s=None)
+        label=label,
+        model=label,
+        rollouts=100,
+        succeeded=100,
+        failed=0,
+        mean_reward=None,
+        ci_low=None,
+        ci_high=None,
+        pass_rate=None,
+        total_cost_usd=None,
+        cost_per_rollout_usd=None,
+        cost_per_reward_point_usd=None,
+        cost_estimated=False,
+        input_tokens=0,
+        output_tokens=0,
+        input_tokens_per_rollout=None,
+        output_tokens_per_rollout=None,
+        p50_latency_s=None,
+        p95_latency_s=None,
+    )
     return ModelSummary(**{**base, **fields})
 
 
 def five_models() -> list[ModelSummary]:
     return [
-        summary(BEST, succeeded=98, failed=2, mean_reward=0.85, ci_low=0.8, ci_high=0.9, pass_rate=0.82,
-                total_cost_usd=1.23, cost_per_rollout_usd=0.0123, cost_per_reward_point_usd=1.23 / 83.3,
-                input_tokens=123_400, output_tokens=45_600, input_tokens_per_rollout=1234.0,
-                output_tokens_per_rollout=456.0, p50_latency_s=1.5, p95_latency_s=4.25,
-                rollouts_path="results/gpt-4o.jsonl"),
-        summary(FREE, mean_reward=0.83, ci_low=0.78, ci_high=0.88, pass_rate=0.8, total_cost_usd=0.0,
-                cost_per_rollout_usd=0.0, cost_per_reward_point_usd=0.0, input_tokens_per_rollout=1200.0,
-                output_tokens_per_rollout=500.0, p50_latency_s=2.0, p95_latency_s=6.0),
-        summary(ESTIMATED, model="mistralai/mistral-small", mean_reward=0.61, ci_low=0.55, ci_high=0.67,
-                pass_rate=0.5, total_cost_usd=0.041, cost_per_rollout_usd=0.00041,
-                cost_per_reward_point_usd=0.041 / 61, cost_estimated=True, p50_latency_s=0.8, p95_latency_s=1.1),
+        summary(
+            BEST,
+            succeeded=98,
+            failed=2,
+            mean_reward=0.85,
+            ci_low=0.8,
+            ci_high=0.9,
+            pass_rate=0.82,
+            total_cost_usd=1.23,
+            cost_per_rollout_usd=0.0123,
+            cost_per_reward_point_usd=1.23 / 83.3,
+            input_tokens=123_400,
+            output_tokens=45_600,
+            input_tokens_per_rollout=1234.0,
+            output_tokens_per_rollout=456.0,
+            p50_latency_s=1.5,
+            p95_latency_s=4.25,
+            rollouts_path="results/gpt-4o.jsonl",
+        ),
+        summary(
+            FREE,
+            mean_reward=0.83,
+            ci_low=0.78,
+            ci_high=0.88,
+            pass_rate=0.8,
+            total_cost_usd=0.0,
+            cost_per_rollout_usd=0.0,
+            cost_per_reward_point_usd=0.0,
+            input_tokens_per_rollout=1200.0,
+            output_tokens_per_rollout=500.0,
+            p50_latency_s=2.0,
+            p95_latency_s=6.0,
+        ),
+        summary(
+            ESTIMATED,
+            model="mistralai/mistral-small",
+            mean_reward=0.61,
+            ci_low=0.55,
+            ci_high=0.67,
+            pass_rate=0.5,
+            total_cost_usd=0.041,
+            cost_per_rollout_usd=0.00041,
+            cost_per_reward_point_usd=0.041 / 61,
+            cost_estimated=True,
+            p50_latency_s=0.8,
+            p95_latency_s=1.1,
+        ),
         summary(NO_COST, mean_reward=0.7, ci_low=0.6, ci_high=0.8, pass_rate=0.6),
         summary(NO_REWARD, succeeded=0, failed=100, total_cost_usd=0.002, cost_per_rollout_usd=0.00002),
     ]
 
 
 def make_comparison(models: list[ModelSummary], recommendation: Recommendation | None) -> Comparison:
-    return Comparison(title="simple_weather: model comparison", dataset="resources_servers/simple_weather/data/x.jsonl",
-                      rows=50, num_repeats=2, created_at=datetime(2025, 3, 4, 12, 30, tzinfo=UTC),
-                      models=models, recommendation=recommendation)
+    return Comparison(
+        title="simple_weather: model comparison",
+        dataset="resources_servers/simple_weather/data/x.jsonl",
+        rows=50,
+        num_repeats=2,
+        created_at=datetime(2025, 3, 4, 12, 30, tzinfo=UTC),
+        models=models,
+        recommendation=recommendation,
+    )
 
 
-RECOMMENDATION = Recommendation(best=BEST, cheapest_within_interval=FREE,
-                                text=f"{FREE} (mean reward 0.830) is within the 95% interval [0.800, 0.900] of the "
-                                     f"best, {BEST} (0.850), at $0.000000 instead of $0.012300 per rollout.")
+RECOMMENDATION = Recommendation(
+    best=BEST,
+    cheapest_within_interval=FREE,
+    text=f"{FREE} (mean reward 0.830) is within the 95% interval [0.800, 0.900] of the "
+    f"best, {BEST} (0.850), at $0.000000 instead of $0.012300 per rollout.",
+)
 
 
 @pytest.fixture
@@ -125,9 +186,14 @@ def parse_rows(page: str) -> TableRows:
 def test_writes_four_files_named_after_the_stem(comparison: Comparison, tmp_path: Path) -> None:
     files = write_report(comparison, tmp_path / "nested" / "out", stem="weather-2025")
     assert [files.markdown.name, files.csv.name, files.html.name, files.png.name] == [
-        "weather-2025.md", "weather-2025.csv", "weather-2025.html", "weather-2025.png"]
-    assert all(path.is_file() and path.stat().st_size > 0 for path in (files.markdown, files.csv, files.html,
-                                                                       files.png))
+        "weather-2025.md",
+        "weather-2025.csv",
+        "weather-2025.html",
+        "weather-2025.png",
+    ]
+    assert all(
+        path.is_file() and path.stat().st_size > 0 for path in (files.markdown, files.csv, files.html, files.png)
+    )
     assert "![reward vs cost](weather-2025.png)" in files.markdown.read_text()
 
 
@@ -149,22 +215,57 @@ def test_leaves_matplotlib_global_settings_alone(comparison: Comparison, tmp_pat
 def test_markdown_heading_dataset_and_bold_recommendation(report: ReportFiles) -> None:
     lines = report.markdown.read_text().splitlines()
     assert lines[0] == "# simple_weather: model comparison"
-    assert lines[2] == ("Dataset: resources_servers/simple_weather/data/x.jsonl · 50 rows × 2 repeats · "
-                        "2025-03-04 12:30 UTC")
-    assert lines[4] == (f"**{FREE} (mean reward 0.830) is within the 95% interval [0.800, 0.900] of the best, {BEST} "
-                        "(0.850), at \\$0.000000 instead of \\$0.012300 per rollout.**")
+    assert lines[2] == (
+        "Dataset: resources_servers/simple_weather/data/x.jsonl · 50 rows × 2 repeats · 2025-03-04 12:30 UTC"
+    )
+    assert lines[4] == (
+        f"**{FREE} (mean reward 0.830) is within the 95% interval [0.800, 0.900] of the best, {BEST} "
+        "(0.850), at \\$0.000000 instead of \\$0.012300 per rollout.**"
+    )
 
 
 def test_markdown_table_figures(report: ReportFiles) -> None:
     table = md_table(report.markdown.read_text())
     assert len(table) == 5 and all(len(cells) == 11 for cells in table.values())
-    assert table[BEST] == ["100", "2", "0.850 [0.800, 0.900]", "82.0%", "1.23", "0.0123", "0.0148", "1,234", "456",
-                           "1.50", "4.25"]
-    assert table[f"**{FREE}** (recommended)"] == ["100", "0", "0.830 [0.780, 0.880]", "80.0%", "0.00", "0.00",
-                                                  "0.00", "1,200", "500", "2.00", "6.00"]
+    assert table[BEST] == [
+        "100",
+        "2",
+        "0.850 [0.800, 0.900]",
+        "82.0%",
+        "1.23",
+        "0.0123",
+        "0.0148",
+        "1,234",
+        "456",
+        "1.50",
+        "4.25",
+    ]
+    assert table[f"**{FREE}** (recommended)"] == [
+        "100",
+        "0",
+        "0.830 [0.780, 0.880]",
+        "80.0%",
+        "0.00",
+        "0.00",
+        "0.00",
+        "1,200",
+        "500",
+        "2.00",
+        "6.00",
+    ]
     assert table["&lt;script&gt;alert('x')&lt;/script&gt;"] == [
-        "100", "0", "0.610 [0.550, 0.670]", "50.0%", "0.0410\\*", "0.000410\\*", "0.000672\\*", "–", "–", "0.80",
-        "1.10"]
+        "100",
+        "0",
+        "0.610 [0.550, 0.670]",
+        "50.0%",
+        "0.0410\\*",
+        "0.000410\\*",
+        "0.000672\\*",
+        "–",
+        "–",
+        "0.80",
+        "1.10",
+    ]
     assert table["local\\|model_a"][2:6] == ["0.700 [0.600, 0.800]", "60.0%", "–", "–"]
     assert table[NO_REWARD] == ["100", "100", "–", "–", "0.00200", "0.0000200", "–", "–", "–", "–", "–"]
 
@@ -181,9 +282,14 @@ def test_markdown_footnotes_chart_and_left_off_note(report: ReportFiles) -> None
     markdown = report.markdown.read_text()
     assert "\\* estimated from catalog prices: the endpoint reported no cost." in markdown
     method = next(line for line in markdown.splitlines() if line.startswith("Method:"))
-    for phrase in ("mean reward is over scored rollouts", "failed rollouts are counted apart",
-                   "95% Student-t interval", "cheapest model per rollout", "within the best model's interval",
-                   "&lt;= 10% failed rollouts"):
+    for phrase in (
+        "mean reward is over scored rollouts",
+        "failed rollouts are counted apart",
+        "95% Student-t interval",
+        "cheapest model per rollout",
+        "within the best model's interval",
+        "&lt;= 10% failed rollouts",
+    ):
         assert phrase in method
     assert "![reward vs cost](comparison.png)" in markdown
     assert "Not on the chart: local\\|model_a (cost unknown); broken/model (no scored rollouts)." in markdown
@@ -212,8 +318,10 @@ def test_csv_reads_back_to_the_summaries(report: ReportFiles, comparison: Compar
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(ModelSummary.model_fields)
     nullable = {name for name, field in ModelSummary.model_fields.items() if _nullable(field.annotation)}
-    read = [ModelSummary.model_validate({k: (None if v == "" and k in nullable else v) for k, v in row.items()})
-            for row in rows]
+    read = [
+        ModelSummary.model_validate({k: (None if v == "" and k in nullable else v) for k, v in row.items()})
+        for row in rows
+    ]
     assert read == comparison.models  # floats at full precision: equal, not approximately
     assert rows[0]["cost_per_reward_point_usd"] == repr(1.23 / 83.3)
     assert rows[2]["label"] == ESTIMATED and rows[2]["cost_estimated"] == "true"
@@ -248,8 +356,19 @@ def test_html_table_has_one_row_per_model_and_highlights_the_recommendation(repo
     assert [attrs["data-model"] for attrs, _cells in rows] == [m for m in (BEST, FREE, ESTIMATED, NO_COST, NO_REWARD)]
     assert [attrs.get("class") for attrs, _cells in rows] == [None, "recommended", None, None, None]
     cells = {attrs["data-model"]: texts for attrs, texts in rows}
-    assert cells[BEST][1:] == ["100", "2", "0.850 [0.800, 0.900]", "82.0%", "1.23", "0.0123", "0.0148", "1,234",
-                               "456", "1.50", "4.25"]
+    assert cells[BEST][1:] == [
+        "100",
+        "2",
+        "0.850 [0.800, 0.900]",
+        "82.0%",
+        "1.23",
+        "0.0123",
+        "0.0148",
+        "1,234",
+        "456",
+        "1.50",
+        "4.25",
+    ]
     assert cells[ESTIMATED][0] == ESTIMATED + "mistralai/mistral-small"  # the model id under a custom label
     assert cells[ESTIMATED][5:8] == ["0.0410*", "0.000410*", "0.000672*"]
     assert "* estimated from catalog prices: the endpoint reported no cost." in page
@@ -270,8 +389,9 @@ def test_svg_chart_has_one_findable_point_per_charted_model(report: ReportFiles)
 def test_left_off_models_are_named_below_the_chart(report: ReportFiles) -> None:
     page = report.html.read_text()
     note = re.search(r'<p class="note" id="left-off">([^<]*)</p>', page)
-    assert note and note.group(1) == ("Not on the chart: local|model_a (cost unknown); "
-                                      "broken/model (no scored rollouts).")
+    assert note and note.group(1) == (
+        "Not on the chart: local|model_a (cost unknown); broken/model (no scored rollouts)."
+    )
     assert page.index("<svg") < page.index('id="left-off"') < page.index("comparison-table")
 
 
@@ -287,22 +407,26 @@ def test_png_is_an_800_by_500_image_with_content(report: ReportFiles) -> None:
     assert pixels[..., :3].std() > 0.05
 
 
-@pytest.mark.parametrize(("costs", "scale"), [
-    ([0.001, 0.002], "linear"),
-    ([0.001, 0.02], "linear"),  # exactly 20x
-    ([0.0001, 0.01], "log"),
-    ([0.0, 0.0001, 0.01], "symlog"),
-    ([0.0, 0.0001, 0.0015], "linear"),
-    ([0.0, 0.0], "linear"),
-])
+@pytest.mark.parametrize(
+    ("costs", "scale"),
+    [
+        ([0.001, 0.002], "linear"),
+        ([0.001, 0.02], "linear"),  # exactly 20x
+        ([0.0001, 0.01], "log"),
+        ([0.0, 0.0001, 0.01], "symlog"),
+        ([0.0, 0.0001, 0.0015], "linear"),
+        ([0.0, 0.0], "linear"),
+    ],
+)
 def test_cost_axis_goes_logarithmic_past_twenty_fold(costs: list[float], scale: str) -> None:
     assert cost_scale(costs) == scale
 
 
 def test_linear_and_log_charts_render_with_their_axis_label(comparison: Comparison, tmp_path: Path) -> None:
     def with_costs(*costs: float) -> list[ModelSummary]:
-        return [m.model_copy(update={"cost_per_rollout_usd": c})
-                for m, c in zip(comparison.models[:3], costs, strict=True)]
+        return [
+            m.model_copy(update={"cost_per_rollout_usd": c}) for m, c in zip(comparison.models[:3], costs, strict=True)
+        ]
 
     near = with_costs(0.003, 0.001, 0.002)
     svg = write_report(make_comparison(near, RECOMMENDATION), tmp_path / "linear").html.read_text()

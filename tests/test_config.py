@@ -12,17 +12,12 @@ from typing import Any
 
 import pytest
 
-from nemo_gym.config import (
-    ConfigError,
-    GlobalConfig,
-    find_instances,
-    load_global_config,
-    normalize_override,
-    parse_overrides,
-    project_root,
-    resolve_input_path,
-)
-from nemo_gym.loader import prepare
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.loading import load_global_config
+from nemo_gym.config.overrides import normalize_override, parse_overrides
+from nemo_gym.config.paths import project_root, resolve_input_path
+from nemo_gym.config.types import GlobalConfig, find_instances
+from nemo_gym.servers.loading import prepare
 
 OPENAI_MODEL_YAML = "responses_api_models/openai_model/configs/openai_model.yaml"
 SIMPLE_WEATHER_YAML = "resources_servers/simple_weather/configs/simple_weather.yaml"
@@ -325,13 +320,17 @@ class TestOverrides:
     @pytest.mark.parametrize(
         ("override", "expected"),
         [
-            ("+policy_model_name=meta-llama/llama-3.1-8b-instruct:free",
-             {"policy_model_name": "meta-llama/llama-3.1-8b-instruct:free"}),
+            (
+                "+policy_model_name=meta-llama/llama-3.1-8b-instruct:free",
+                {"policy_model_name": "meta-llama/llama-3.1-8b-instruct:free"},
+            ),
             ("+policy_base_url=https://openrouter.ai/api/v1", {"policy_base_url": "https://openrouter.ai/api/v1"}),
             ("+policy_api_key=sk-or-v1-abcdef123456", {"policy_api_key": "sk-or-v1-abcdef123456"}),
             ("+agent_name=simple_weather_simple_agent", {"agent_name": "simple_weather_simple_agent"}),
-            ("+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
-             {"input_jsonl_fpath": "resources_servers/simple_weather/data/example.jsonl"}),
+            (
+                "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+                {"input_jsonl_fpath": "resources_servers/simple_weather/data/example.jsonl"},
+            ),
             ("+a.b.c=1", {"a": {"b": {"c": 1}}}),
             ("+limit=10", {"limit": 10}),
             ("+temperature=0.7", {"temperature": 0.7}),

@@ -1,4 +1,4 @@
-"""Responses API ⇄ Chat Completions conversion (nemo_gym.conversion), both directions.
+"""Responses API ⇄ Chat Completions conversion (nemo_gym.protocol.conversion), both directions.
 
 Agents speak Responses; OpenRouter speaks Chat Completions. These tests pin down what must survive the trip:
 roles, function tools, function calls and their outputs, assistant text, reasoning, limits, structured output,
@@ -16,7 +16,7 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam, ChatCo
 from openai.types.responses import Response, ResponseInputParam, ToolParam
 from pydantic import TypeAdapter
 
-from nemo_gym.conversion import (
+from nemo_gym.protocol.conversion import (
     chat_to_responses_payload,
     chat_to_responses_request,
     chat_to_responses_response,
@@ -54,14 +54,31 @@ CHAT_WEATHER_TOOL = {
 MULTI_TURN_INPUT: list[dict[str, Any]] = [
     {"type": "message", "role": "developer", "content": "Answer in one sentence."},
     {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Weather in Paris and Tokyo?"}]},
-    {"type": "function_call", "id": "fc_1", "call_id": "call_paris", "name": "get_weather",
-     "arguments": '{"city": "Paris"}', "status": "completed"},
-    {"type": "function_call", "id": "fc_2", "call_id": "call_tokyo", "name": "get_weather",
-     "arguments": '{"city": "Tokyo"}', "status": "completed"},
+    {
+        "type": "function_call",
+        "id": "fc_1",
+        "call_id": "call_paris",
+        "name": "get_weather",
+        "arguments": '{"city": "Paris"}',
+        "status": "completed",
+    },
+    {
+        "type": "function_call",
+        "id": "fc_2",
+        "call_id": "call_tokyo",
+        "name": "get_weather",
+        "arguments": '{"city": "Tokyo"}',
+        "status": "completed",
+    },
     {"type": "function_call_output", "call_id": "call_paris", "output": '{"city": "Paris", "weather": "sunny"}'},
     {"type": "function_call_output", "call_id": "call_tokyo", "output": '{"city": "Tokyo", "weather": "rain"}'},
-    {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
-     "content": [{"type": "output_text", "text": "Paris is sunny; Tokyo is rainy.", "annotations": []}]},
+    {
+        "type": "message",
+        "role": "assistant",
+        "id": "msg_1",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": "Paris is sunny; Tokyo is rainy.", "annotations": []}],
+    },
     {"type": "message", "role": "user", "content": "And in Berlin?"},
 ]
 
@@ -76,24 +93,42 @@ def _validated(adapter: TypeAdapter[Any], value: Any) -> Any:
     return adapter.dump_python(adapter.validate_python(value), mode="json")
 
 
-def _chat_completion(message: dict[str, Any], *, finish_reason: str = "stop",
-                     usage: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+def _chat_completion(
+    message: dict[str, Any], *, finish_reason: str = "stop", usage: dict[str, Any] | None = None, **extra: Any
+) -> dict[str, Any]:
     """A Chat Completions response as OpenRouter sends it (provider and native_finish_reason included)."""
     return {
-        "id": "gen-1756743299-abc", "object": "chat.completion", "created": 1756743300,
-        "model": "openai/gpt-4o-mini", "provider": "OpenAI",
-        "choices": [{"index": 0, "message": {"role": "assistant", **message}, "finish_reason": finish_reason,
-                     "native_finish_reason": finish_reason, "logprobs": None}],
+        "id": "gen-1756743299-abc",
+        "object": "chat.completion",
+        "created": 1756743300,
+        "model": "openai/gpt-4o-mini",
+        "provider": "OpenAI",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", **message},
+                "finish_reason": finish_reason,
+                "native_finish_reason": finish_reason,
+                "logprobs": None,
+            }
+        ],
         "usage": usage or {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
         **extra,
     }
 
 
 OPENROUTER_USAGE = {
-    "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500, "cost": 0.00123, "is_byok": False,
+    "prompt_tokens": 1200,
+    "completion_tokens": 300,
+    "total_tokens": 1500,
+    "cost": 0.00123,
+    "is_byok": False,
     "prompt_tokens_details": {"cached_tokens": 1024, "audio_tokens": 0},
-    "cost_details": {"upstream_inference_cost": None, "upstream_inference_prompt_cost": 0.0009,
-                     "upstream_inference_completions_cost": 0.00033},
+    "cost_details": {
+        "upstream_inference_cost": None,
+        "upstream_inference_prompt_cost": 0.0009,
+        "upstream_inference_completions_cost": 0.00033,
+    },
     "completion_tokens_details": {"reasoning_tokens": 120, "image_tokens": 0},
 }
 
@@ -115,21 +150,41 @@ def test_model_argument_overrides_the_requested_model() -> None:
 
 
 def test_developer_role_becomes_system_and_text_parts_flatten_to_a_string() -> None:
-    body = responses_to_chat_request({"input": [
-        {"role": "developer", "content": [{"type": "input_text", "text": "Rule one. "},
-                                          {"type": "input_text", "text": "Rule two."}]},
-        {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
-    ]})
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {
+                    "role": "developer",
+                    "content": [
+                        {"type": "input_text", "text": "Rule one. "},
+                        {"type": "input_text", "text": "Rule two."},
+                    ],
+                },
+                {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
+            ]
+        }
+    )
 
-    assert body["messages"] == [{"role": "system", "content": "Rule one. Rule two."},
-                                {"role": "user", "content": "Hello"}]
+    assert body["messages"] == [
+        {"role": "system", "content": "Rule one. Rule two."},
+        {"role": "user", "content": "Hello"},
+    ]
 
 
 def test_user_images_stay_content_parts() -> None:
-    body = responses_to_chat_request({"input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "What is this?"},
-        {"type": "input_image", "image_url": "https://example.invalid/cat.png", "detail": "low"},
-    ]}]})
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "input_text", "text": "What is this?"},
+                        {"type": "input_image", "image_url": "https://example.invalid/cat.png", "detail": "low"},
+                    ],
+                }
+            ]
+        }
+    )
 
     assert body["messages"][0]["content"] == [
         {"type": "text", "text": "What is this?"},
@@ -139,11 +194,16 @@ def test_user_images_stay_content_parts() -> None:
 
 
 def test_function_tools_are_nested_under_function_and_other_tools_are_dropped() -> None:
-    body = responses_to_chat_request({"input": "Weather in Paris?", "tools": [
-        RESPONSES_WEATHER_TOOL,
-        {"type": "function", "name": "no_args"},
-        {"type": "web_search"},
-    ]})
+    body = responses_to_chat_request(
+        {
+            "input": "Weather in Paris?",
+            "tools": [
+                RESPONSES_WEATHER_TOOL,
+                {"type": "function", "name": "no_args"},
+                {"type": "web_search"},
+            ],
+        }
+    )
 
     assert body["tools"] == [
         CHAT_WEATHER_TOOL,
@@ -153,20 +213,36 @@ def test_function_tools_are_nested_under_function_and_other_tools_are_dropped() 
 
 
 def test_multi_turn_tool_conversation_becomes_chat_messages() -> None:
-    body = responses_to_chat_request({"model": "m", "instructions": "You are a weather bot.",
-                                      "input": MULTI_TURN_INPUT, "tools": [RESPONSES_WEATHER_TOOL]})
+    body = responses_to_chat_request(
+        {
+            "model": "m",
+            "instructions": "You are a weather bot.",
+            "input": MULTI_TURN_INPUT,
+            "tools": [RESPONSES_WEATHER_TOOL],
+        }
+    )
 
     assert body["messages"] == [
         {"role": "system", "content": "You are a weather bot."},
         {"role": "system", "content": "Answer in one sentence."},
         {"role": "user", "content": "Weather in Paris and Tokyo?"},
         # Both function calls of one turn are one assistant message; its content is "" (never null).
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "call_paris", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-            {"id": "call_tokyo", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}},
-        ]},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_paris",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "call_tokyo",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_paris", "content": '{"city": "Paris", "weather": "sunny"}'},
         {"role": "tool", "tool_call_id": "call_tokyo", "content": '{"city": "Tokyo", "weather": "rain"}'},
         {"role": "assistant", "content": "Paris is sunny; Tokyo is rainy."},
@@ -176,11 +252,15 @@ def test_multi_turn_tool_conversation_becomes_chat_messages() -> None:
 
 
 def test_tool_call_only_assistant_message_never_has_null_content() -> None:
-    body = responses_to_chat_request({"input": [
-        {"role": "user", "content": "Weather in Oslo?"},
-        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
-        {"type": "function_call_output", "call_id": "c1", "output": "cold"},
-    ]})
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {"role": "user", "content": "Weather in Oslo?"},
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                {"type": "function_call_output", "call_id": "c1", "output": "cold"},
+            ]
+        }
+    )
 
     assistant = body["messages"][1]
     assert assistant["role"] == "assistant"
@@ -189,12 +269,16 @@ def test_tool_call_only_assistant_message_never_has_null_content() -> None:
 
 
 def test_assistant_text_and_the_function_call_after_it_share_one_message() -> None:
-    body = responses_to_chat_request({"input": [
-        {"role": "user", "content": "Weather in Rome?"},
-        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me check."}]},
-        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Rome"}'},
-        {"type": "function_call_output", "call_id": "c1", "output": "warm"},
-    ]})
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {"role": "user", "content": "Weather in Rome?"},
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Let me check."}]},
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Rome"}'},
+                {"type": "function_call_output", "call_id": "c1", "output": "warm"},
+            ]
+        }
+    )
 
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "tool"]
     assert body["messages"][1]["content"] == "Let me check."
@@ -202,19 +286,30 @@ def test_assistant_text_and_the_function_call_after_it_share_one_message() -> No
 
 
 def test_function_call_outputs_that_are_not_strings_become_text() -> None:
-    body = responses_to_chat_request({"input": [
-        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
-        {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "sunny"}]},
-    ]})
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+                {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "sunny"}]},
+            ]
+        }
+    )
 
     assert body["messages"][-1] == {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
 
 
 def test_limits_and_sampling_parameters_are_translated() -> None:
-    body = responses_to_chat_request({
-        "input": "Hi", "max_output_tokens": 256, "temperature": 0.3, "top_p": 0.9, "parallel_tool_calls": False,
-        "tools": [RESPONSES_WEATHER_TOOL], "provider": {"sort": "price"},
-    })
+    body = responses_to_chat_request(
+        {
+            "input": "Hi",
+            "max_output_tokens": 256,
+            "temperature": 0.3,
+            "top_p": 0.9,
+            "parallel_tool_calls": False,
+            "tools": [RESPONSES_WEATHER_TOOL],
+            "provider": {"sort": "price"},
+        }
+    )
 
     assert body["max_tokens"] == 256
     assert "max_output_tokens" not in body
@@ -230,19 +325,24 @@ def test_tool_settings_are_dropped_when_there_are_no_tools() -> None:
     assert "parallel_tool_calls" not in body
 
 
-@pytest.mark.parametrize(("responses_choice", "chat_choice"), [
-    ("auto", "auto"),
-    ("none", "none"),
-    ("required", "required"),
-    ({"type": "function", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
-])
+@pytest.mark.parametrize(
+    ("responses_choice", "chat_choice"),
+    [
+        ("auto", "auto"),
+        ("none", "none"),
+        ("required", "required"),
+        ({"type": "function", "name": "get_weather"}, {"type": "function", "function": {"name": "get_weather"}}),
+    ],
+)
 def test_tool_choice_forms_convert_both_ways(responses_choice: Any, chat_choice: Any) -> None:
-    chat = responses_to_chat_request({"input": "Hi", "tools": [RESPONSES_WEATHER_TOOL],
-                                      "tool_choice": responses_choice})
+    chat = responses_to_chat_request(
+        {"input": "Hi", "tools": [RESPONSES_WEATHER_TOOL], "tool_choice": responses_choice}
+    )
     assert chat["tool_choice"] == chat_choice
 
-    back = chat_to_responses_request({"messages": [{"role": "user", "content": "Hi"}], "tools": [CHAT_WEATHER_TOOL],
-                                      "tool_choice": chat_choice})
+    back = chat_to_responses_request(
+        {"messages": [{"role": "user", "content": "Hi"}], "tools": [CHAT_WEATHER_TOOL], "tool_choice": chat_choice}
+    )
     assert back["tool_choice"] == responses_choice
 
 
@@ -251,7 +351,8 @@ def test_json_schema_text_format_becomes_response_format_and_back() -> None:
     chat = responses_to_chat_request({"input": "Hi", "text": {"format": text_format}})
 
     assert chat["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER_PARAMETERS, "strict": True},
+        "type": "json_schema",
+        "json_schema": {"name": "weather", "schema": WEATHER_PARAMETERS, "strict": True},
     }
     back = chat_to_responses_request({"messages": [], "response_format": chat["response_format"]})
     assert back["text"] == {"format": text_format}
@@ -266,16 +367,21 @@ def test_json_object_text_format_becomes_response_format_and_back() -> None:
 
 REASONING_TURN = [
     {"role": "user", "content": "Weather in Lima?"},
-    {"type": "reasoning", "id": "rs_1", "summary": [],
-     "content": [{"type": "reasoning_text", "text": "I should call the tool."}]},
+    {
+        "type": "reasoning",
+        "id": "rs_1",
+        "summary": [],
+        "content": [{"type": "reasoning_text", "text": "I should call the tool."}],
+    },
     {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"city": "Lima"}'},
     {"type": "function_call_output", "call_id": "c1", "output": "mild"},
 ]
 
 
 def test_reasoning_goes_to_openrouter_reasoning_fields() -> None:
-    body = responses_to_chat_request({"input": REASONING_TURN, "reasoning": {"effort": "high", "summary": "auto"}},
-                                     reasoning_field=True)
+    body = responses_to_chat_request(
+        {"input": REASONING_TURN, "reasoning": {"effort": "high", "summary": "auto"}}, reasoning_field=True
+    )
 
     assert body["reasoning"] == {"effort": "high"}
     assert "reasoning_effort" not in body
@@ -292,10 +398,15 @@ def test_reasoning_for_plain_chat_servers_is_reasoning_effort_only() -> None:
 
 
 def test_reasoning_summary_is_used_when_there_is_no_reasoning_content() -> None:
-    body = responses_to_chat_request({"input": [
-        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Need the tool."}]},
-        {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
-    ]}, reasoning_field=True)
+    body = responses_to_chat_request(
+        {
+            "input": [
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Need the tool."}]},
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"},
+            ]
+        },
+        reasoning_field=True,
+    )
 
     assert body["messages"][0]["reasoning"] == "Need the tool."
 
@@ -304,10 +415,24 @@ def test_reasoning_summary_is_used_when_there_is_no_reasoning_content() -> None:
 
 
 def test_tool_calls_become_function_call_items_of_a_valid_response() -> None:
-    chat = _chat_completion({"content": None, "tool_calls": [
-        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}},
-    ]}, finish_reason="tool_calls")
+    chat = _chat_completion(
+        {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+                },
+            ],
+        },
+        finish_reason="tool_calls",
+    )
     params = {"model": "requested", "input": "Weather in Paris and Tokyo?", "tools": [RESPONSES_WEATHER_TOOL]}
 
     response = chat_to_responses_response(chat, params)
@@ -317,7 +442,9 @@ def test_tool_calls_become_function_call_items_of_a_valid_response() -> None:
     assert response.model == "openai/gpt-4o-mini"  # the model that served, not the one asked for
     calls = [item for item in response.output if item.type == "function_call"]
     assert [(c.call_id, c.name, json.loads(c.arguments)) for c in calls] == [
-        ("call_a", "get_weather", {"city": "Paris"}), ("call_b", "get_weather", {"city": "Tokyo"})]
+        ("call_a", "get_weather", {"city": "Paris"}),
+        ("call_b", "get_weather", {"city": "Tokyo"}),
+    ]
     assert all(item.type != "message" for item in response.output)  # null content is no empty message
     assert [t.name for t in response.tools] == ["get_weather"]
     Response.model_validate(response.model_dump(mode="json"))
@@ -334,8 +461,15 @@ def test_assistant_text_becomes_an_output_message() -> None:
 
 
 def test_request_parameters_are_echoed_on_the_response() -> None:
-    params = {"input": "Hi", "instructions": "Be brief.", "tools": [RESPONSES_WEATHER_TOOL],
-              "tool_choice": "required", "max_output_tokens": 64, "temperature": 0.5, "parallel_tool_calls": False}
+    params = {
+        "input": "Hi",
+        "instructions": "Be brief.",
+        "tools": [RESPONSES_WEATHER_TOOL],
+        "tool_choice": "required",
+        "max_output_tokens": 64,
+        "temperature": 0.5,
+        "parallel_tool_calls": False,
+    }
 
     response = chat_to_responses_response(_chat_completion({"content": "ok"}), params)
 
@@ -359,8 +493,9 @@ def test_reasoning_text_becomes_a_reasoning_item_before_the_answer(field: str) -
 
 
 def test_finish_reason_length_makes_the_response_incomplete() -> None:
-    response = chat_to_responses_response(_chat_completion({"content": "The weather in Par"},
-                                                           finish_reason="length"), {"input": "Hi"})
+    response = chat_to_responses_response(
+        _chat_completion({"content": "The weather in Par"}, finish_reason="length"), {"input": "Hi"}
+    )
 
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
@@ -369,8 +504,9 @@ def test_finish_reason_length_makes_the_response_incomplete() -> None:
 
 
 def test_finish_reason_content_filter_makes_the_response_incomplete() -> None:
-    response = chat_to_responses_response(_chat_completion({"content": ""}, finish_reason="content_filter"),
-                                          {"input": "Hi"})
+    response = chat_to_responses_response(
+        _chat_completion({"content": ""}, finish_reason="content_filter"), {"input": "Hi"}
+    )
 
     assert response.status == "incomplete"
     assert response.incomplete_details is not None
@@ -378,8 +514,7 @@ def test_finish_reason_content_filter_makes_the_response_incomplete() -> None:
 
 
 def test_usage_keeps_cached_and_reasoning_tokens_and_openrouter_cost() -> None:
-    response = chat_to_responses_response(_chat_completion({"content": "ok"}, usage=OPENROUTER_USAGE),
-                                          {"input": "Hi"})
+    response = chat_to_responses_response(_chat_completion({"content": "ok"}, usage=OPENROUTER_USAGE), {"input": "Hi"})
 
     usage = response.usage
     assert usage is not None
@@ -414,25 +549,38 @@ def test_a_chat_completion_without_choices_is_an_error() -> None:
 
 
 def test_chat_messages_become_responses_input_items() -> None:
-    params = chat_to_responses_request({
-        "model": "asked",
-        "messages": [
-            {"role": "system", "content": "You are a weather bot."},
-            {"role": "user", "content": "Weather in Paris and Tokyo?"},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "call_paris", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-                {"id": "call_tokyo", "type": "function",
-                 "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}},
-            ]},
-            {"role": "tool", "tool_call_id": "call_paris", "content": "sunny"},
-            {"role": "tool", "tool_call_id": "call_tokyo", "content": "rain"},
-            {"role": "assistant", "content": "Paris is sunny; Tokyo is rainy."},
-        ],
-        "tools": [CHAT_WEATHER_TOOL],
-        "max_tokens": 128,
-        "temperature": 0.1,
-    }, model="configured/model")
+    params = chat_to_responses_request(
+        {
+            "model": "asked",
+            "messages": [
+                {"role": "system", "content": "You are a weather bot."},
+                {"role": "user", "content": "Weather in Paris and Tokyo?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_paris",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                        },
+                        {
+                            "id": "call_tokyo",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+                        },
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_paris", "content": "sunny"},
+                {"role": "tool", "tool_call_id": "call_tokyo", "content": "rain"},
+                {"role": "assistant", "content": "Paris is sunny; Tokyo is rainy."},
+            ],
+            "tools": [CHAT_WEATHER_TOOL],
+            "max_tokens": 128,
+            "temperature": 0.1,
+        },
+        model="configured/model",
+    )
 
     assert params["model"] == "configured/model"
     assert params["input"] == [
@@ -467,11 +615,21 @@ def test_chat_reasoning_settings_become_responses_reasoning(reasoning: dict[str,
 
 def test_assistant_reasoning_text_is_not_sent_to_a_responses_upstream() -> None:
     """Responses servers accept only their own reasoning items (with ids / encrypted content), never free text."""
-    params = chat_to_responses_request({"messages": [
-        {"role": "user", "content": "Weather in Lima?"},
-        {"role": "assistant", "content": "", "reasoning": "I should call the tool.", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-    ]})
+    params = chat_to_responses_request(
+        {
+            "messages": [
+                {"role": "user", "content": "Weather in Lima?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "reasoning": "I should call the tool.",
+                    "tool_calls": [
+                        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                    ],
+                },
+            ]
+        }
+    )
 
     assert [item["type"] for item in params["input"]] == ["message", "function_call"]
     _validated(RESPONSES_INPUT, params["input"])
@@ -481,35 +639,71 @@ def test_assistant_reasoning_text_is_not_sent_to_a_responses_upstream() -> None:
 
 
 def _response(output: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    return {"id": "resp_1", "object": "response", "created_at": 1756743300.5, "model": "openai/gpt-4o",
-            "status": "completed", "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
-            "tools": [], **extra}
+    return {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1756743300.5,
+        "model": "openai/gpt-4o",
+        "status": "completed",
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        **extra,
+    }
 
 
 def test_function_call_items_become_tool_calls_of_a_valid_chat_completion() -> None:
-    chat = responses_to_chat_response(_response([
-        {"type": "function_call", "id": "fc_1", "call_id": "call_a", "name": "get_weather",
-         "arguments": '{"city": "Paris"}', "status": "completed"},
-        {"type": "function_call", "id": "fc_2", "call_id": "call_b", "name": "get_weather",
-         "arguments": '{"city": "Tokyo"}', "status": "completed"},
-    ]))
+    chat = responses_to_chat_response(
+        _response(
+            [
+                {
+                    "type": "function_call",
+                    "id": "fc_1",
+                    "call_id": "call_a",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                    "status": "completed",
+                },
+                {
+                    "type": "function_call",
+                    "id": "fc_2",
+                    "call_id": "call_b",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Tokyo"}',
+                    "status": "completed",
+                },
+            ]
+        )
+    )
 
     assert isinstance(chat, ChatCompletion)
     choice = chat.choices[0]
     assert choice.finish_reason == "tool_calls"
     assert choice.message.tool_calls is not None
     assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
-        ("call_a", "get_weather", '{"city": "Paris"}'), ("call_b", "get_weather", '{"city": "Tokyo"}')]
+        ("call_a", "get_weather", '{"city": "Paris"}'),
+        ("call_b", "get_weather", '{"city": "Tokyo"}'),
+    ]
     assert chat.model == "openai/gpt-4o"
     assert chat.created == 1756743300
 
 
 def test_message_and_reasoning_items_become_content_and_reasoning() -> None:
-    chat = responses_to_chat_response(_response([
-        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Thinking."}]},
-        {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-         "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}]},
-    ]))
+    chat = responses_to_chat_response(
+        _response(
+            [
+                {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Thinking."}]},
+                {
+                    "type": "message",
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": "Sunny.", "annotations": []}],
+                },
+            ]
+        )
+    )
 
     choice = chat.choices[0]
     assert choice.finish_reason == "stop"
@@ -518,17 +712,35 @@ def test_message_and_reasoning_items_become_content_and_reasoning() -> None:
 
 
 def test_incomplete_for_max_output_tokens_is_finish_reason_length() -> None:
-    chat = responses_to_chat_response(_response(
-        [{"type": "message", "id": "m", "role": "assistant", "status": "incomplete",
-          "content": [{"type": "output_text", "text": "The wea", "annotations": []}]}],
-        status="incomplete", incomplete_details={"reason": "max_output_tokens"}))
+    chat = responses_to_chat_response(
+        _response(
+            [
+                {
+                    "type": "message",
+                    "id": "m",
+                    "role": "assistant",
+                    "status": "incomplete",
+                    "content": [{"type": "output_text", "text": "The wea", "annotations": []}],
+                }
+            ],
+            status="incomplete",
+            incomplete_details={"reason": "max_output_tokens"},
+        )
+    )
 
     assert chat.choices[0].finish_reason == "length"
 
 
 def test_responses_usage_keeps_cached_and_reasoning_tokens_and_cost() -> None:
-    usage = {"input_tokens": 1200, "output_tokens": 300, "total_tokens": 1500, "cost": 0.00123, "is_byok": False,
-             "input_tokens_details": {"cached_tokens": 1024}, "output_tokens_details": {"reasoning_tokens": 120}}
+    usage = {
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "total_tokens": 1500,
+        "cost": 0.00123,
+        "is_byok": False,
+        "input_tokens_details": {"cached_tokens": 1024},
+        "output_tokens_details": {"reasoning_tokens": 120},
+    }
 
     chat = responses_to_chat_response(_response([], usage=usage))
 
@@ -573,8 +785,12 @@ def _normalized_items(items: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 
 def test_responses_to_chat_to_responses_preserves_a_multi_turn_tool_conversation() -> None:
     original = {
-        "model": "m", "input": copy.deepcopy(MULTI_TURN_INPUT), "tools": [RESPONSES_WEATHER_TOOL],
-        "tool_choice": "auto", "max_output_tokens": 300, "temperature": 0.2,
+        "model": "m",
+        "input": copy.deepcopy(MULTI_TURN_INPUT),
+        "tools": [RESPONSES_WEATHER_TOOL],
+        "tool_choice": "auto",
+        "max_output_tokens": 300,
+        "temperature": 0.2,
         "text": {"format": {"type": "json_schema", "name": "w", "schema": WEATHER_PARAMETERS, "strict": True}},
     }
 
@@ -587,15 +803,29 @@ def test_responses_to_chat_to_responses_preserves_a_multi_turn_tool_conversation
 
 
 def test_chat_to_responses_to_chat_preserves_a_tool_conversation() -> None:
-    original = {"model": "m", "messages": [
-        {"role": "system", "content": "You are a weather bot."},
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": "", "tool_calls": [
-            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
-        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-        {"role": "assistant", "content": "Sunny in Paris."},
-        {"role": "user", "content": "Thanks!"},
-    ], "tools": [CHAT_WEATHER_TOOL], "max_tokens": 50}
+    original = {
+        "model": "m",
+        "messages": [
+            {"role": "system", "content": "You are a weather bot."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "assistant", "content": "Sunny in Paris."},
+            {"role": "user", "content": "Thanks!"},
+        ],
+        "tools": [CHAT_WEATHER_TOOL],
+        "max_tokens": 50,
+    }
 
     back = responses_to_chat_request(chat_to_responses_request(original))
 
@@ -605,9 +835,21 @@ def test_chat_to_responses_to_chat_preserves_a_tool_conversation() -> None:
 
 
 def test_response_round_trip_keeps_calls_text_reasoning_and_usage() -> None:
-    chat = _chat_completion({"content": "Checking.", "reasoning": "Need data.", "tool_calls": [
-        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}},
-    ]}, finish_reason="tool_calls", usage=OPENROUTER_USAGE)
+    chat = _chat_completion(
+        {
+            "content": "Checking.",
+            "reasoning": "Need data.",
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                },
+            ],
+        },
+        finish_reason="tool_calls",
+        usage=OPENROUTER_USAGE,
+    )
 
     response = chat_to_responses_response(chat, {"input": "Hi"})
     again = responses_to_chat_response(response.model_dump(mode="json"))
@@ -617,7 +859,8 @@ def test_response_round_trip_keeps_calls_text_reasoning_and_usage() -> None:
     assert message.model_dump()["reasoning"] == "Need data."
     assert message.tool_calls is not None
     assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [
-        ("call_a", "get_weather", '{"city": "Oslo"}')]
+        ("call_a", "get_weather", '{"city": "Oslo"}')
+    ]
     assert again.choices[0].finish_reason == "tool_calls"
     assert again.usage is not None
     dumped_usage = again.model_dump(mode="json")["usage"]
@@ -630,13 +873,34 @@ def test_agent_loop_feeds_converted_output_items_back_as_input() -> None:
     """What an agent does: append the converted response's output (and tool results) to the next request."""
     tools = [RESPONSES_WEATHER_TOOL]
     history: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris and Tokyo?"}]
-    first = chat_to_responses_response(_chat_completion({"content": None, "reasoning": "Two cities.", "tool_calls": [
-        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'}},
-    ]}, finish_reason="tool_calls"), {"input": history, "tools": tools})
+    first = chat_to_responses_response(
+        _chat_completion(
+            {
+                "content": None,
+                "reasoning": "Two cities.",
+                "tool_calls": [
+                    {
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                    },
+                    {
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Tokyo"}'},
+                    },
+                ],
+            },
+            finish_reason="tool_calls",
+        ),
+        {"input": history, "tools": tools},
+    )
     history += [item.model_dump(mode="json", exclude_none=True) for item in first.output]
-    history += [{"type": "function_call_output", "call_id": item.call_id, "output": f"weather of {item.call_id}"}
-                for item in first.output if item.type == "function_call"]
+    history += [
+        {"type": "function_call_output", "call_id": item.call_id, "output": f"weather of {item.call_id}"}
+        for item in first.output
+        if item.type == "function_call"
+    ]
     _validated(RESPONSES_INPUT, history)
 
     second_request = responses_to_chat_request({"input": history, "tools": tools}, reasoning_field=True)
@@ -653,10 +917,18 @@ def test_agent_loop_feeds_converted_output_items_back_as_input() -> None:
 
 def test_an_openrouter_mid_generation_error_becomes_a_failed_response() -> None:
     chat = {
-        "id": "gen-1", "object": "chat.completion", "created": 1, "model": "openai/gpt-4o",
-        "choices": [{"index": 0, "finish_reason": "error",
-                     "message": {"role": "assistant", "content": "The weather in Par"},
-                     "error": {"code": 502, "message": "Provider disconnected"}}],
+        "id": "gen-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "openai/gpt-4o",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "error",
+                "message": {"role": "assistant", "content": "The weather in Par"},
+                "error": {"code": 502, "message": "Provider disconnected"},
+            }
+        ],
     }
     response = chat_to_responses_response(chat, {"input": "weather?"})
     assert response.status == "failed"
@@ -667,9 +939,19 @@ def test_an_openrouter_mid_generation_error_becomes_a_failed_response() -> None:
 
 
 PAYLOAD_CASES = [
-    _chat_completion({"content": None, "tool_calls": [
-        {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
-        finish_reason="tool_calls"),
+    _chat_completion(
+        {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                }
+            ],
+        },
+        finish_reason="tool_calls",
+    ),
     _chat_completion({"content": "It is sunny.", "reasoning": "Looked it up."}, usage=OPENROUTER_USAGE),
     _chat_completion({"content": "It is sun"}, finish_reason="length"),
     _chat_completion({"content": "partial"}, finish_reason="error"),
@@ -679,8 +961,13 @@ PAYLOAD_CASES = [
 @pytest.mark.parametrize("chat", PAYLOAD_CASES)
 def test_the_plain_payloads_are_exactly_what_the_sdk_types_validate_and_dump(chat: dict[str, Any]) -> None:
     """The model server sends the plain dicts without validating each answer; they must be the SDK's shapes."""
-    params = {"model": "requested", "input": "Weather in Oslo?", "tools": [RESPONSES_WEATHER_TOOL],
-              "instructions": "Be brief.", "temperature": 0.2}
+    params = {
+        "model": "requested",
+        "input": "Weather in Oslo?",
+        "tools": [RESPONSES_WEATHER_TOOL],
+        "instructions": "Be brief.",
+        "temperature": 0.2,
+    }
     payload = chat_to_responses_payload(chat, params)
     assert payload == Response.model_validate(payload).model_dump(mode="json", exclude_unset=True)
     back = responses_to_chat_payload(payload)

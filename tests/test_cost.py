@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from nemo_gym.catalog import Catalog, CatalogModel, ModelPrice
-from nemo_gym.cli.collect_rollouts import RunStopped
-from nemo_gym.cost import BudgetExhausted, CostMeter
+from nemo_gym.collection.run import RunStopped
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.testing.emulated import EMULATOR_KEY, collect_rows, emulated_cluster, write_rows
+from nemo_gym.upstream.catalog import Catalog, CatalogModel, ModelPrice
+from nemo_gym.upstream.cost_meter import BudgetExhausted, CostMeter
 
 MINI_PROMPT, MINI_COMPLETION = Decimal("0.00000015"), Decimal("0.0000006")  # openai/gpt-4o-mini per token
 
@@ -75,8 +75,10 @@ def test_a_model_server_budget_stops_the_run_and_keeps_every_finished_row(tmp_pa
     per_call = probe["cost_usd"] / probe["model_calls"]
     budget = probe["cost_usd"] + per_call * 60
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=2))
-    with emulated_cluster(emulator, model="openai/gpt-4-turbo", max_cost_usd=budget) as config, \
-            pytest.raises(RunStopped) as stopped:
+    with (
+        emulated_cluster(emulator, model="openai/gpt-4-turbo", max_cost_usd=budget) as config,
+        pytest.raises(RunStopped) as stopped,
+    ):
         collect_rows(config, rows, output, num_samples_in_parallel=4)
     message = str(stopped.value)
     assert "max_cost_usd" in message and "policy_model" in message and "re-run the same command" in message
@@ -91,8 +93,7 @@ def test_a_model_server_budget_stops_the_run_and_keeps_every_finished_row(tmp_pa
 # ------------------------------------------------------------------------------------------------ the meter itself
 
 
-def settle(meter: CostMeter, usage: dict[str, Any] | None, fetched: list[str],
-           catalog: Catalog | None = None) -> None:
+def settle(meter: CostMeter, usage: dict[str, Any] | None, fetched: list[str], catalog: Catalog | None = None) -> None:
     async def fetch(base_url: str) -> Catalog | None:
         fetched.append(base_url)
         await asyncio.sleep(0.01)
@@ -102,15 +103,17 @@ def settle(meter: CostMeter, usage: dict[str, Any] | None, fetched: list[str],
 
 
 def test_the_catalog_is_fetched_once_per_endpoint_and_variants_take_the_base_price() -> None:
-    catalog = Catalog(base_url="http://127.0.0.1:1/v1", fetched_at="2026-11-01T00:00:00Z",
-                      models=[CatalogModel(id="vendor/model", prompt_price=0.000001, completion_price=0.000004)])
+    catalog = Catalog(
+        base_url="http://127.0.0.1:1/v1",
+        fetched_at="2026-11-01T00:00:00Z",
+        models=[CatalogModel(id="vendor/model", prompt_price=0.000001, completion_price=0.000004)],
+    )
     meter, fetched = CostMeter({}), []
     first = {"input_tokens": 1000, "output_tokens": 500}
     settle(meter, first, fetched, catalog)
     settle(meter, {"prompt_tokens": 10, "completion_tokens": 5}, fetched, catalog)
     assert fetched == ["http://127.0.0.1:1/v1"]
-    assert first == {"input_tokens": 1000, "output_tokens": 500, "cost": pytest.approx(0.003),
-                     "cost_estimated": True}
+    assert first == {"input_tokens": 1000, "output_tokens": 500, "cost": pytest.approx(0.003), "cost_estimated": True}
     assert meter.spent_usd == pytest.approx(0.003 + 0.00003)
     assert meter.calls == 2
 
@@ -124,8 +127,9 @@ def test_an_unpriced_model_keeps_cost_unknown_and_says_how_to_price_it(caplog: p
 
 
 def test_the_budget_counts_calls_in_flight_at_the_mean_cost_per_call() -> None:
-    meter = CostMeter({"vendor/model": ModelPrice(prompt=1.0, completion=0.0)}, max_cost_usd=0.005,
-                      label="policy_model")
+    meter = CostMeter(
+        {"vendor/model": ModelPrice(prompt=1.0, completion=0.0)}, max_cost_usd=0.005, label="policy_model"
+    )
 
     async def scenario() -> None:
         async def fetch(_: str) -> None:
@@ -147,17 +151,31 @@ def test_the_budget_counts_calls_in_flight_at_the_mean_cost_per_call() -> None:
 
 def test_byok_calls_add_the_providers_inference_cost_to_openrouters_fee() -> None:
     meter, fetched = CostMeter({}), []
-    usage = {"input_tokens": 10, "output_tokens": 2, "cost": 0.0001, "is_byok": True,
-             "cost_details": {"upstream_inference_cost": 0.002}}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 2,
+        "cost": 0.0001,
+        "is_byok": True,
+        "cost_details": {"upstream_inference_cost": 0.002},
+    }
     settle(meter, usage, fetched)
     assert usage["cost"] == pytest.approx(0.0021) and meter.spent_usd == pytest.approx(0.0021)
     assert "cost_estimated" not in usage and fetched == []
 
 
 def test_an_answer_naming_the_dated_canonical_slug_is_priced_by_the_catalog() -> None:
-    catalog = Catalog(base_url="http://127.0.0.1:1/v1", fetched_at="2026-11-01T00:00:00Z", models=[
-        CatalogModel(id="anthropic/claude-4.5-haiku", canonical_slug="anthropic/claude-4.5-haiku-20251001",
-                     prompt_price=0.000001, completion_price=0.000005)])
+    catalog = Catalog(
+        base_url="http://127.0.0.1:1/v1",
+        fetched_at="2026-11-01T00:00:00Z",
+        models=[
+            CatalogModel(
+                id="anthropic/claude-4.5-haiku",
+                canonical_slug="anthropic/claude-4.5-haiku-20251001",
+                prompt_price=0.000001,
+                completion_price=0.000005,
+            )
+        ],
+    )
     meter = CostMeter({})
     meter.add_catalog(catalog)
 

@@ -24,4 +24,5 @@ def test_demo_collects_scored_rollouts_offline(tmp_path: Path) -> None:
     assert any(item["type"] == "function_call" for r in records for item in r["response"]["output"])
     metrics = json.loads((tmp_path / "demo.metrics.json").read_text())
     assert metrics["succeeded"] == 8 and metrics["mean_reward"] == pytest.approx(
-        sum(r["reward"] for r in records) / 8, abs=1e-4)
+        sum(r["reward"] for r in records) / 8, abs=1e-4
+    )

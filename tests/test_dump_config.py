@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from nemo_gym.cli.dump_config import main
-from nemo_gym.config import project_root
-from nemo_gym.redaction import REDACTED
+from nemo_gym.config.paths import project_root
+from nemo_gym.config.secrets import REDACTED
 
 API_KEY = "sk-or-v1-abcdef123456"
 BASE_URL = "https://openrouter.ai/api/v1"

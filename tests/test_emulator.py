@@ -20,16 +20,26 @@ from openai.types.responses import Response
 from nemo_gym.emulator import EmulatedModel, EmulatorConfig, FaultRates, OpenRouterEmulator
 from nemo_gym.emulator.config import price_string
 from nemo_gym.emulator.policy import ScriptedPolicy, proper_nouns
-from nemo_gym.server import serve_in_thread
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.serving import serve_in_thread
 
 KEY = "sk-or-v1-test-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather for a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-RESPONSES_WEATHER_TOOL = {"type": "function", "name": "get_weather", "description": "Current weather for a city.",
-                          "parameters": WEATHER_TOOL["function"]["parameters"], "strict": False}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather for a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+RESPONSES_WEATHER_TOOL = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather for a city.",
+    "parameters": WEATHER_TOOL["function"]["parameters"],
+    "strict": False,
+}
 
 Serve = Callable[..., tuple[OpenRouterEmulator, str]]
 
@@ -68,18 +78,27 @@ def test_auth_errors_use_openrouters_messages(serve: Serve) -> None:
     for headers in ({}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}):
         answer = httpx.post(url + "/chat/completions", json=body, headers=headers, trust_env=False)
         assert answer.status_code == 401
-        assert answer.json() == {"error": {"code": 401, "message": "No auth credentials found"},
-                                 "user_id": "user_emulator"}
-    answer = httpx.post(url + "/chat/completions", json=body, headers={"Authorization": "Bearer sk-or-v1-nope"},
-                        trust_env=False)
+        assert answer.json() == {
+            "error": {"code": 401, "message": "No auth credentials found"},
+            "user_id": "user_emulator",
+        }
+    answer = httpx.post(
+        url + "/chat/completions", json=body, headers={"Authorization": "Bearer sk-or-v1-nope"}, trust_env=False
+    )
     assert (answer.status_code, answer.json()["error"]["message"]) == (401, "User not found.")
     assert httpx.get(url + "/key", trust_env=False).status_code == 401
 
     _, open_url = serve(keys=[])  # no configured keys: any OpenRouter-looking key works
-    assert httpx.get(open_url + "/key", headers={"Authorization": "Bearer sk-or-v1-anything"},
-                     trust_env=False).status_code == 200
-    assert httpx.get(open_url + "/key", headers={"Authorization": "Bearer sk-proj-openai"},
-                     trust_env=False).json()["error"]["message"] == "User not found."
+    assert (
+        httpx.get(open_url + "/key", headers={"Authorization": "Bearer sk-or-v1-anything"}, trust_env=False).status_code
+        == 200
+    )
+    assert (
+        httpx.get(open_url + "/key", headers={"Authorization": "Bearer sk-proj-openai"}, trust_env=False).json()[
+            "error"
+        ]["message"]
+        == "User not found."
+    )
 
 
 def test_models_is_public_with_string_prices(serve: Serve) -> None:
@@ -91,8 +110,19 @@ def test_models_is_public_with_string_prices(serve: Serve) -> None:
     assert mini["pricing"]["prompt"] == "0.00000015" and mini["pricing"]["completion"] == "0.0000006"
     assert by_id["meta-llama/llama-3.1-8b-instruct:free"]["pricing"]["prompt"] == "0"
     for entry in data:
-        assert {"id", "canonical_slug", "name", "created", "description", "context_length", "architecture",
-                "pricing", "top_provider", "per_request_limits", "supported_parameters"} <= set(entry)
+        assert {
+            "id",
+            "canonical_slug",
+            "name",
+            "created",
+            "description",
+            "context_length",
+            "architecture",
+            "pricing",
+            "top_provider",
+            "per_request_limits",
+            "supported_parameters",
+        } <= set(entry)
         assert all(isinstance(v, str) for v in entry["pricing"].values())
     assert "tools" in mini["supported_parameters"]
     assert "tools" not in by_id["mistralai/mixtral-8x7b-instruct"]["supported_parameters"]
@@ -128,7 +158,9 @@ def test_two_turn_tool_conversation_through_chat_completions(serve: Serve) -> No
     assert choice.finish_reason == "tool_calls" and choice.message.content is None
     calls = choice.message.tool_calls or []
     assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
-        ("get_weather", {"city": "Berlin"}), ("get_weather", {"city": "Madrid"})]
+        ("get_weather", {"city": "Berlin"}),
+        ("get_weather", {"city": "Madrid"}),
+    ]
     assert len({c.id for c in calls}) == 2
     assert first.model == "openai/gpt-4o-mini" and first.model_extra["provider"] == "OpenAI"
     assert first.id.startswith("gen-")
@@ -151,7 +183,8 @@ def test_two_turn_tool_conversation_through_responses(serve: Serve) -> None:
     client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, http_client=httpx.Client(trust_env=False))
     items: list[dict[str, Any]] = [
         {"role": "developer", "content": "Use get_weather for every city."},
-        {"role": "user", "content": "What's the weather in Oslo and in Lisbon?"}]
+        {"role": "user", "content": "What's the weather in Oslo and in Lisbon?"},
+    ]
     first = client.responses.create(model="anthropic/claude-3.5-sonnet", input=items, tools=[RESPONSES_WEATHER_TOOL])
     assert isinstance(first, Response) and first.status == "completed"
     calls = [item for item in first.output if item.type == "function_call"]
@@ -161,31 +194,41 @@ def test_two_turn_tool_conversation_through_responses(serve: Serve) -> None:
 
     items += [c.model_dump(exclude_none=True) for c in calls]
     items += [{"type": "function_call_output", "call_id": c.call_id, "output": f"{c.call_id}: mild"} for c in calls]
-    second = client.responses.create(model="anthropic/claude-3.5-sonnet", input=items,
-                                     tools=[RESPONSES_WEATHER_TOOL])
+    second = client.responses.create(model="anthropic/claude-3.5-sonnet", input=items, tools=[RESPONSES_WEATHER_TOOL])
     assert "Oslo" in second.output_text and "Lisbon" in second.output_text and "mild" in second.output_text
     assert emulator.served["anthropic/claude-3.5-sonnet"] == 2
     assert emulator.requests[-1].path == "/api/v1/responses"
 
-    refused = httpx.post(url + "/responses", headers=AUTH, trust_env=False,
-                         json={"model": "openai/gpt-4o-mini", "input": "Hi", "store": True})
+    refused = httpx.post(
+        url + "/responses",
+        headers=AUTH,
+        trust_env=False,
+        json={"model": "openai/gpt-4o-mini", "input": "Hi", "store": True},
+    )
     assert refused.status_code == 400 and "stateless" in refused.json()["error"]["message"]
-    refused = httpx.post(url + "/responses", headers=AUTH, trust_env=False,
-                         json={"model": "openai/gpt-4o-mini", "input": "Hi", "previous_response_id": "resp_1"})
+    refused = httpx.post(
+        url + "/responses",
+        headers=AUTH,
+        trust_env=False,
+        json={"model": "openai/gpt-4o-mini", "input": "Hi", "previous_response_id": "resp_1"},
+    )
     assert refused.status_code == 400
 
 
-@pytest.mark.parametrize(("text", "nouns"), [
-    ("Compare the weather in Berlin and Madrid.", ["Berlin", "Madrid"]),
-    ("What's the weather in the capital of Japan?", ["Japan"]),
-    ("I'm flying from Chicago to Dublin. What's the weather in both cities?", ["Chicago", "Dublin"]),
-    ("What is the weather in the capital of the United Kingdom and in Paris?", ["United Kingdom", "Paris"]),
-    ("Weather check: Seoul, Bangkok and Mumbai.", ["Seoul", "Bangkok", "Mumbai"]),
-    ("Is it warmer in Lima or in Vienna on Monday?", ["Lima", "Vienna"]),
-    ("weather sydney pls", []),
-    ("Paris is lovely. Is it sunny in New York and in Paris?", ["New York", "Paris"]),
-    ("How is Japan's weather?", ["Japan"]),
-])
+@pytest.mark.parametrize(
+    ("text", "nouns"),
+    [
+        ("Compare the weather in Berlin and Madrid.", ["Berlin", "Madrid"]),
+        ("What's the weather in the capital of Japan?", ["Japan"]),
+        ("I'm flying from Chicago to Dublin. What's the weather in both cities?", ["Chicago", "Dublin"]),
+        ("What is the weather in the capital of the United Kingdom and in Paris?", ["United Kingdom", "Paris"]),
+        ("Weather check: Seoul, Bangkok and Mumbai.", ["Seoul", "Bangkok", "Mumbai"]),
+        ("Is it warmer in Lima or in Vienna on Monday?", ["Lima", "Vienna"]),
+        ("weather sydney pls", []),
+        ("Paris is lovely. Is it sunny in New York and in Paris?", ["New York", "Paris"]),
+        ("How is Japan's weather?", ["Japan"]),
+    ],
+)
 def test_proper_noun_extraction(text: str, nouns: list[str]) -> None:
     assert proper_nouns(text) == nouns
 
@@ -206,8 +249,10 @@ def test_policy_honours_tool_choice_parallel_calls_and_quality() -> None:
     assert no_tools.tool_calls == [] and "Hello" in (no_tools.content or "")
 
     # quality < 1 skips calls deterministically, differently per model and seed, at roughly that rate
-    rows = [chat_body(f"Weather in {city}?", tools=[WEATHER_TOOL]) for city in
-            ("Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Oslo", "Lima", "Seoul") * 4]
+    rows = [
+        chat_body(f"Weather in {city}?", tools=[WEATHER_TOOL])
+        for city in ("Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Cairo", "Oslo", "Lima", "Seoul") * 4
+    ]
     weak = ScriptedPolicy("meta-llama/llama-3.1-8b-instruct:free", quality=0.5)
     made = [bool(weak.answer(r).tool_calls) for r in rows[:10]]
     assert made == [bool(weak.answer(r).tool_calls) for r in rows[:10]]
@@ -218,9 +263,18 @@ def test_policy_honours_tool_choice_parallel_calls_and_quality() -> None:
 
 def test_known_questions_are_answered_right_at_the_models_quality(serve: Serve, tmp_path: Path) -> None:
     key = tmp_path / "questions.jsonl"
-    rows = [{"responses_create_params": {"input": [{"role": "system", "content": "Be brief."},
-                                                   {"role": "user", "content": f"What is {n} + {n}?"}]},
-             "expected_answer": str(2 * n)} for n in range(40)]
+    rows = [
+        {
+            "responses_create_params": {
+                "input": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": f"What is {n} + {n}?"},
+                ]
+            },
+            "expected_answer": str(2 * n),
+        }
+        for n in range(40)
+    ]
     rows.append({"responses_create_params": {"input": "Which letter? A) x B) y"}, "expected_answer": "B"})
     key.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     strong = [m for m in EmulatorConfig().models if m.quality == 1.0][0]
@@ -243,8 +297,16 @@ def test_known_questions_are_answered_right_at_the_models_quality(serve: Serve, 
 
 def test_usage_and_cost_arithmetic(serve: Serve) -> None:
     emulator, url = serve()
-    answer = post(url, chat_body("What is the weather in Cairo?", model="openai/gpt-4-turbo", tools=[WEATHER_TOOL],
-                                 usage={"include": True}, transforms=["middle-out"]))
+    answer = post(
+        url,
+        chat_body(
+            "What is the weather in Cairo?",
+            model="openai/gpt-4-turbo",
+            tools=[WEATHER_TOOL],
+            usage={"include": True},
+            transforms=["middle-out"],
+        ),
+    )
     usage = answer.json()["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
@@ -278,9 +340,10 @@ def test_credits_run_out_with_402(serve: Serve) -> None:
     assert statuses[0] == 200 and statuses[-1] == 402
     assert statuses.index(402) == sum(1 for s in statuses if s == 200)  # no success after the first refusal
     refusal = post(url, chat_body("Hello"))
-    assert refusal.json() == {"error": {"code": 402, "message": "Insufficient credits. Add more using "
-                                                                 "https://openrouter.ai/credits"},
-                              "user_id": "user_emulator"}
+    assert refusal.json() == {
+        "error": {"code": 402, "message": "Insufficient credits. Add more using https://openrouter.ai/credits"},
+        "user_id": "user_emulator",
+    }
     assert emulator.spent_usd >= 0.001
 
 
@@ -328,15 +391,15 @@ def test_provider_preferences_and_tool_support(serve: Serve) -> None:
     assert post(url, chat_body("Hi", provider={"only": ["anthropic"]})).status_code == 404
     assert post(url, chat_body("Hi", provider={"order": ["anthropic"]})).status_code == 200
     assert post(url, chat_body("Hi", provider={"order": ["anthropic"], "allow_fallbacks": False})).status_code == 404
-    gemini = post(url, chat_body("Hi", model="google/gemini-pro", provider={"only": ["google-ai-studio"],
-                                                                           "sort": "price"}))
+    gemini = post(
+        url, chat_body("Hi", model="google/gemini-pro", provider={"only": ["google-ai-studio"], "sort": "price"})
+    )
     assert gemini.status_code == 200
     # an ignored provider falls through to the next model
     fell = post(url, chat_body("Hi", models=["google/gemini-pro"], provider={"ignore": ["openai"]}))
     assert fell.json()["model"] == "google/gemini-pro"
 
-    no_tools = post(url, chat_body("Weather in Oslo?", model="mistralai/mixtral-8x7b-instruct",
-                                   tools=[WEATHER_TOOL]))
+    no_tools = post(url, chat_body("Weather in Oslo?", model="mistralai/mixtral-8x7b-instruct", tools=[WEATHER_TOOL]))
     assert no_tools.status_code == 404
     assert no_tools.json()["error"]["message"].startswith("No endpoints found that support tool use.")
     assert post(url, chat_body("Hi", model="mistralai/mixtral-8x7b-instruct")).status_code == 200
@@ -346,17 +409,25 @@ def test_provider_preferences_and_tool_support(serve: Serve) -> None:
 # ------------------------------------------------------------------------------------------------ faults
 
 
-@pytest.mark.parametrize(("fault", "status", "message"), [
-    ("rate_limit", 429, "Rate limit exceeded: limit_rpm/openai/gpt-4o-mini/"),
-    ("rate_limit_no_retry_after", 429, "Provider returned error"),
-    ("server_error", 500, "Internal Server Error"),
-    ("bad_gateway", 502, "Provider returned error"),
-    ("unavailable", 503, "Service temporarily unavailable"),
-    ("timeout", 408, "Operation timed out. Please try again later."),
-])
+@pytest.mark.parametrize(
+    ("fault", "status", "message"),
+    [
+        ("rate_limit", 429, "Rate limit exceeded: limit_rpm/openai/gpt-4o-mini/"),
+        ("rate_limit_no_retry_after", 429, "Provider returned error"),
+        ("server_error", 500, "Internal Server Error"),
+        ("bad_gateway", 502, "Provider returned error"),
+        ("unavailable", 503, "Service temporarily unavailable"),
+        ("timeout", 408, "Operation timed out. Please try again later."),
+    ],
+)
 def test_routing_faults_on_the_wire(serve: Serve, fault: str, status: int, message: str) -> None:
-    emulator, url = serve(models=[EmulatedModel(id="openai/gpt-4o-mini", name="GPT-4o-mini", provider_name="OpenAI",
-                                                faults=FaultRates(retry_after_s=2))])
+    emulator, url = serve(
+        models=[
+            EmulatedModel(
+                id="openai/gpt-4o-mini", name="GPT-4o-mini", provider_name="OpenAI", faults=FaultRates(retry_after_s=2)
+            )
+        ]
+    )
     emulator.inject("openai/gpt-4o-mini", [fault])
     answer = post(url, chat_body("Hi"))
     assert answer.status_code == status
@@ -391,8 +462,9 @@ def test_drop_connection_is_a_protocol_error(serve: Serve) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         post(url, chat_body("Hi"))
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(url + "/responses", json={"model": "openai/gpt-4o-mini", "input": "Hi"}, headers=AUTH,
-                   trust_env=False)
+        httpx.post(
+            url + "/responses", json={"model": "openai/gpt-4o-mini", "input": "Hi"}, headers=AUTH, trust_env=False
+        )
     assert emulator.served == {} and emulator.spent_usd == 0
     assert post(url, chat_body("Hi")).status_code == 200
 
@@ -440,8 +512,12 @@ def test_fault_rates_match_their_probabilities(serve: Serve) -> None:
 def test_streaming_chat_completions(serve: Serve) -> None:
     emulator, url = serve()
     client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, http_client=httpx.Client(trust_env=False))
-    stream = client.chat.completions.create(model="openai/gpt-4o-mini", stream=True, tools=[WEATHER_TOOL],
-                                            messages=[{"role": "user", "content": "Weather in Lima and Oslo?"}])
+    stream = client.chat.completions.create(
+        model="openai/gpt-4o-mini",
+        stream=True,
+        tools=[WEATHER_TOOL],
+        messages=[{"role": "user", "content": "Weather in Lima and Oslo?"}],
+    )
     arguments: dict[int, str] = {}
     finish, usage = None, None
     for chunk in stream:
@@ -454,19 +530,25 @@ def test_streaming_chat_completions(serve: Serve) -> None:
     assert finish == "tool_calls" and usage is not None and usage.model_extra["cost"] > 0
     assert emulator.served == {"openai/gpt-4o-mini": 1}
 
-    raw = httpx.post(url + "/chat/completions", headers=AUTH, trust_env=False,
-                     json=chat_body("Hello", stream=True)).text
+    raw = httpx.post(
+        url + "/chat/completions", headers=AUTH, trust_env=False, json=chat_body("Hello", stream=True)
+    ).text
     assert raw.startswith(": OPENROUTER PROCESSING") and raw.rstrip().endswith("data: [DONE]")
     emulator.inject("openai/gpt-4o-mini", ["finish_reason_error"])
-    raw = httpx.post(url + "/chat/completions", headers=AUTH, trust_env=False,
-                     json=chat_body("Hello", stream=True)).text
+    raw = httpx.post(
+        url + "/chat/completions", headers=AUTH, trust_env=False, json=chat_body("Hello", stream=True)
+    ).text
     assert '"finish_reason": "error"' in raw and "[DONE]" not in raw
     emulator.inject("openai/gpt-4o-mini", ["drop_connection"])
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(url + "/chat/completions", headers=AUTH, trust_env=False, json=chat_body("Hello", stream=True))
     emulator.inject("openai/gpt-4o-mini", ["rate_limit"])  # before the first byte: a plain HTTP error
-    assert httpx.post(url + "/chat/completions", headers=AUTH, trust_env=False,
-                      json=chat_body("Hello", stream=True)).status_code == 429
+    assert (
+        httpx.post(
+            url + "/chat/completions", headers=AUTH, trust_env=False, json=chat_body("Hello", stream=True)
+        ).status_code
+        == 429
+    )
 
 
 # ------------------------------------------------------------------------------------------------ config and CLI
@@ -479,35 +561,46 @@ def test_config_validation() -> None:
         EmulatorConfig(keyz=["x"])
     with pytest.raises(ValueError, match="appears twice"):
         EmulatorConfig(models=[EmulatedModel(id="a/b", name="A", provider_name="A")] * 2)
-    model = EmulatedModel(id="a/b", name="A", provider_name="Together AI", prompt_price=1.5e-07,
-                          completion_price="0.000002")
+    model = EmulatedModel(
+        id="a/b", name="A", provider_name="Together AI", prompt_price=1.5e-07, completion_price="0.000002"
+    )
     assert model.prompt_price == 1.5e-07 and model.completion_price == 0.000002
     assert price_string(model.prompt_price) == "0.00000015" and price_string(0.0) == "0"
     assert model.provider_slug == "together-ai"
 
 
 def test_cli_serves_until_sigint(tmp_path: Path) -> None:
-    config = {"keys": [KEY], "credits_usd": 1.0,
-              "models": [{"id": "openai/gpt-4o-mini", "name": "GPT-4o-mini", "provider_name": "OpenAI",
-                          "prompt_price": "0.00000015", "completion_price": "0.0000006"}]}
+    config = {
+        "keys": [KEY],
+        "credits_usd": 1.0,
+        "models": [
+            {
+                "id": "openai/gpt-4o-mini",
+                "name": "GPT-4o-mini",
+                "provider_name": "OpenAI",
+                "prompt_price": "0.00000015",
+                "completion_price": "0.0000006",
+            }
+        ],
+    }
     (tmp_path / "emulator.yaml").write_text(yaml.safe_dump(config))
-    process = CommandProcess([sys.executable, "-m", "nemo_gym.cli.openrouter_emulator", "+config_path=emulator.yaml",
-                              "+credits_usd=3"], cwd=tmp_path)
+    process = CommandProcess(
+        [sys.executable, "-m", "nemo_gym.cli.openrouter_emulator", "+config_path=emulator.yaml", "+credits_usd=3"],
+        cwd=tmp_path,
+    )
     try:
         assert process.wait_for("ng_openrouter_emulator ready at http://127.0.0.1:", timeout_s=30), process.output
         line = next(li for li in process.lines if "ready at" in li)
         url = line.split("ready at ")[1].strip()
         assert url.endswith("/api/v1")
-        assert [m["id"] for m in httpx.get(url + "/models", trust_env=False).json()["data"]] == [
-            "openai/gpt-4o-mini"]
+        assert [m["id"] for m in httpx.get(url + "/models", trust_env=False).json()["data"]] == ["openai/gpt-4o-mini"]
         assert httpx.get(url + "/key", headers=AUTH, trust_env=False).json()["data"]["limit"] == 3
         process.send(signal.SIGINT)
         assert process.wait(timeout_s=15) == 0, process.output
     finally:
         process.close()
 
-    bad = CommandProcess([sys.executable, "-m", "nemo_gym.cli.openrouter_emulator", "+seed=notanumber"],
-                         cwd=tmp_path)
+    bad = CommandProcess([sys.executable, "-m", "nemo_gym.cli.openrouter_emulator", "+seed=notanumber"], cwd=tmp_path)
     try:
         assert bad.wait(timeout_s=30) == 2 and "seed" in bad.output
     finally:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nemo_gym.gc_tuning import YOUNG_GENERATION_THRESHOLD, tune_for_many_in_flight
+from nemo_gym.servers.gc_tuning import YOUNG_GENERATION_THRESHOLD, tune_for_many_in_flight
 
 
 @pytest.fixture

@@ -14,21 +14,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nemo_gym.cli.init_resources_server import MAX_NAME_LENGTH, TEMPLATE_DIR, class_name, main, render
-from nemo_gym.config import project_root
+from nemo_gym.cli.init_resources_server import main
+from nemo_gym.config.paths import project_root
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.scaffold import MAX_NAME_LENGTH, TEMPLATE_DIR, class_name, render
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY
-from nemo_gym.testing.processes import CommandProcess
 
 NAME = "scaffolded_env"
 FILES = ["README.md", "__init__.py", "app.py", f"configs/{NAME}.yaml", "data/example.jsonl", f"tests/test_{NAME}.py"]
 # What the emulator's scripted model (one call per capitalised name in the question) earns on each example row.
-EMULATOR_REWARDS = {"000": 1.0, "001": 1.0, "002": 1.0, "003": 1.0, "004": 1.0, "005": 1.0,
-                    "006": 0.0,   # "what is the capital of peru?": no capitalised name, no call, no answer
-                    "007": 0.5,   # "Is Canberra the capital of australia?": the answer is in the question
-                    "008": 0.0}   # the country only through its largest city: the wrong lookup
+EMULATOR_REWARDS = {
+    "000": 1.0,
+    "001": 1.0,
+    "002": 1.0,
+    "003": 1.0,
+    "004": 1.0,
+    "005": 1.0,
+    "006": 0.0,  # "what is the capital of peru?": no capitalised name, no call, no answer
+    "007": 0.5,  # "Is Canberra the capital of australia?": the answer is in the question
+    "008": 0.0,
+}  # the country only through its largest city: the wrong lookup
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -79,8 +87,19 @@ def test_the_example_data_carries_the_expected_fields(workdir: Path) -> None:
 
 def test_the_generated_code_is_ruff_clean(workdir: Path) -> None:
     # The project's settings, as for a folder inside the repository (nemo_gym is first-party there).
-    result = run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config",
-                  str(project_root() / "pyproject.toml"), str(workdir / "resources_servers" / NAME)], project_root())
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "--no-cache",
+            "--config",
+            str(project_root() / "pyproject.toml"),
+            str(workdir / "resources_servers" / NAME),
+        ],
+        project_root(),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -103,15 +122,30 @@ def emulator_url() -> Iterator[str]:
 
 def test_ng_run_serves_it_and_ng_collect_rollouts_scores_every_row(workdir: Path, emulator_url: str) -> None:
     head = f"+head_server.port={free_port()}"
-    ng_run = CommandProcess(["ng_run", f"+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                                       f"resources_servers/{NAME}/configs/{NAME}.yaml]",
-                             f"+policy_base_url={emulator_url}/api/v1", f"+policy_api_key={EMULATOR_KEY}",
-                             "+policy_model_name=openai/gpt-4o-mini", head], cwd=workdir)
+    ng_run = CommandProcess(
+        [
+            "ng_run",
+            f"+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+            f"resources_servers/{NAME}/configs/{NAME}.yaml]",
+            f"+policy_base_url={emulator_url}/api/v1",
+            f"+policy_api_key={EMULATOR_KEY}",
+            "+policy_model_name=openai/gpt-4o-mini",
+            head,
+        ],
+        cwd=workdir,
+    )
     try:
         assert ng_run.wait_for("ng_run ready", timeout_s=120), ng_run.output
-        collect = run(["ng_collect_rollouts", f"+agent_name={NAME}_simple_agent",
-                       f"+input_jsonl_fpath=resources_servers/{NAME}/data/example.jsonl",
-                       "+output_jsonl_fpath=results/rollouts.jsonl", head], workdir)
+        collect = run(
+            [
+                "ng_collect_rollouts",
+                f"+agent_name={NAME}_simple_agent",
+                f"+input_jsonl_fpath=resources_servers/{NAME}/data/example.jsonl",
+                "+output_jsonl_fpath=results/rollouts.jsonl",
+                head,
+            ],
+            workdir,
+        )
         assert collect.returncode == 0, collect.stdout[-3000:] + collect.stderr[-3000:]
         records = [json.loads(line) for line in (workdir / "results" / "rollouts.jsonl").read_text().splitlines()]
         assert all(r["error"] is None for r in records), records
@@ -127,8 +161,9 @@ def test_ng_run_serves_it_and_ng_collect_rollouts_scores_every_row(workdir: Path
 # ---------------------------------------------------------------------------------------------- refusals
 
 
-def scaffold_in(cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-                ) -> tuple[int, str, str]:
+def scaffold_in(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
     """Run the command's main in `cwd`: its exit status (0 if it returned), stdout and stderr."""
     monkeypatch.chdir(cwd)
     try:
@@ -140,25 +175,30 @@ def scaffold_in(cwd: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("MyEnv", "'MyEnv' is not a valid environment name: it must be a lowercase Python identifier"),
-    ("my-env", "Use a name such as 'my_env'"),
-    ("1env", "starting with a letter"),
-    ("class", "not a keyword"),
-    ("my env", "Use a name such as 'my_env'"),
-    ("json", "'json' is already an importable Python module"),
-    ("n" * (MAX_NAME_LENGTH + 1), f"is {MAX_NAME_LENGTH + 1} characters long; use at most {MAX_NAME_LENGTH}"),
-])
-def test_a_bad_name_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                               name: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("MyEnv", "'MyEnv' is not a valid environment name: it must be a lowercase Python identifier"),
+        ("my-env", "Use a name such as 'my_env'"),
+        ("1env", "starting with a letter"),
+        ("class", "not a keyword"),
+        ("my env", "Use a name such as 'my_env'"),
+        ("json", "'json' is already an importable Python module"),
+        ("n" * (MAX_NAME_LENGTH + 1), f"is {MAX_NAME_LENGTH + 1} characters long; use at most {MAX_NAME_LENGTH}"),
+    ],
+)
+def test_a_bad_name_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, message: str
+) -> None:
     code, _out, err = scaffold_in(tmp_path, monkeypatch, capsys, name)
     assert code == 2
     assert err.startswith("error: ") and message in err
     assert not (tmp_path / "resources_servers" / name).exists()
 
 
-def test_an_existing_folder_is_refused_and_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_existing_folder_is_refused_and_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     existing = tmp_path / "resources_servers" / "my_env"
     existing.mkdir(parents=True)
     (existing / "app.py").write_text("# mine\n")
@@ -168,21 +208,30 @@ def test_an_existing_folder_is_refused_and_left_alone(tmp_path: Path, monkeypatc
     assert [p.name for p in existing.iterdir()] == ["app.py"] and (existing / "app.py").read_text() == "# mine\n"
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((), "pass the new environment's name"),
-    (("a_env", "b_env"), "expected one environment name, got 2"),
-    (("a_env", "+name=b_env"), "two different names given"),
-    (("a_env", "+outdir=x"), "unknown option(s) +outdir"),
-])
-def test_bad_arguments_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                   capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "pass the new environment's name"),
+        (("a_env", "b_env"), "expected one environment name, got 2"),
+        (("a_env", "+name=b_env"), "two different names given"),
+        (("a_env", "+outdir=x"), "unknown option(s) +outdir"),
+    ],
+)
+def test_bad_arguments_are_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    message: str,
+) -> None:
     code, _out, err = scaffold_in(tmp_path, monkeypatch, capsys, *args)
     assert code == 2 and message in err
     assert not (tmp_path / "resources_servers").exists()
 
 
-def test_name_and_output_dir_as_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_name_and_output_dir_as_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _err = scaffold_in(tmp_path, monkeypatch, capsys, "+name=other_env", "+output_dir=envs")
     assert code == 0
     assert (tmp_path / "envs" / "other_env" / "configs" / "other_env.yaml").is_file()

@@ -17,16 +17,22 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from nemo_gym.catalog import cache_file
 from nemo_gym.cli.models import main
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
+from nemo_gym.upstream.catalog import cache_file
 
 KEY = "sk-or-v1-NEVER-PRINT-THIS-KEY-0123456789"
-ALL_IDS = ["anthropic/claude-3.5-sonnet", "google/gemini-pro", "meta-llama/llama-3.1-8b-instruct",
-           "meta-llama/llama-3.1-8b-instruct:free", "mistralai/mixtral-8x7b-instruct", "openai/gpt-4-turbo",
-           "openai/gpt-4o-mini"]
+ALL_IDS = [
+    "anthropic/claude-3.5-sonnet",
+    "google/gemini-pro",
+    "meta-llama/llama-3.1-8b-instruct",
+    "meta-llama/llama-3.1-8b-instruct:free",
+    "mistralai/mixtral-8x7b-instruct",
+    "openai/gpt-4-turbo",
+    "openai/gpt-4o-mini",
+]
 
 
 @pytest.fixture
@@ -78,7 +84,7 @@ def rows(out: str) -> dict[str, list[str]]:
     """The table's rows by model id: the cells after the id."""
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("model "))
-    return {line.split()[0]: line.split()[1:] for line in lines[start + 1:-1]}
+    return {line.split()[0]: line.split()[1:] for line in lines[start + 1 : -1]}
 
 
 def write_records(path: Path, lines: list[Any]) -> Path:
@@ -88,9 +94,17 @@ def write_records(path: Path, lines: list[Any]) -> Path:
 
 def record(input_tokens: int, output_tokens: int, error: str | None = None) -> dict[str, Any]:
     """The fields of a line of ng_collect_rollouts' output that the estimate reads."""
-    return {"row_index": 0, "repeat_index": 0, "reward": None if error else 1.0, "error": error,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                      "total_tokens": input_tokens + output_tokens}}
+    return {
+        "row_index": 0,
+        "repeat_index": 0,
+        "reward": None if error else 1.0,
+        "error": error,
+        "usage": {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens,
+        },
+    }
 
 
 # ------------------------------------------------------------------------------------------------ the listing
@@ -119,7 +133,9 @@ def test_search_is_a_case_insensitive_substring_of_the_id_or_the_name(
     workdir: Path, cache: str, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert list(rows(ng_models(capsys, f"+base_url={url}", cache, "+search=LLAMA"))) == [
-        "meta-llama/llama-3.1-8b-instruct", "meta-llama/llama-3.1-8b-instruct:free"]
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+    ]
     # Only the names say "GPT-4 Turbo" (the id is gpt-4-turbo) and "Anthropic:".
     assert list(rows(ng_models(capsys, f"+base_url={url}", cache, "+search='gpt-4 TURBO'"))) == ["openai/gpt-4-turbo"]
     out = ng_models(capsys, f"+base_url={url}", cache, "+search=Anthropic:")
@@ -143,18 +159,32 @@ def test_max_price_caps_both_sides_and_the_one_sided_caps_only_their_side(
         return list(rows(ng_models(capsys, f"+base_url={url}", cache, *args)))
 
     # gpt-4o-mini's prompt price (0.15) passes 0.5 but its completion price (0.6) does not.
-    assert ids("+max_price=0.5") == ["google/gemini-pro", "meta-llama/llama-3.1-8b-instruct",
-                                     "meta-llama/llama-3.1-8b-instruct:free"]
-    assert ids("+max_price=0.6") == ["google/gemini-pro", "meta-llama/llama-3.1-8b-instruct",
-                                     "meta-llama/llama-3.1-8b-instruct:free", "mistralai/mixtral-8x7b-instruct",
-                                     "openai/gpt-4o-mini"]
-    assert ids("+max_prompt_price=0.15") == ["google/gemini-pro", "meta-llama/llama-3.1-8b-instruct",
-                                             "meta-llama/llama-3.1-8b-instruct:free", "openai/gpt-4o-mini"]
+    assert ids("+max_price=0.5") == [
+        "google/gemini-pro",
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+    ]
+    assert ids("+max_price=0.6") == [
+        "google/gemini-pro",
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "mistralai/mixtral-8x7b-instruct",
+        "openai/gpt-4o-mini",
+    ]
+    assert ids("+max_prompt_price=0.15") == [
+        "google/gemini-pro",
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "openai/gpt-4o-mini",
+    ]
     assert ids("+max_completion_price=15") == [i for i in ALL_IDS if i != "openai/gpt-4-turbo"]
     assert ids("+max_price=0") == ["meta-llama/llama-3.1-8b-instruct:free"]
     assert ids("+tools=true", "+max_price=0.6", "+search=in") == [
-        "google/gemini-pro", "meta-llama/llama-3.1-8b-instruct", "meta-llama/llama-3.1-8b-instruct:free",
-        "openai/gpt-4o-mini"]
+        "google/gemini-pro",
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "openai/gpt-4o-mini",
+    ]
 
 
 def test_sort_by_price_is_prompt_plus_completion_ascending_and_by_context_descending(
@@ -164,14 +194,26 @@ def test_sort_by_price_is_prompt_plus_completion_ascending_and_by_context_descen
         return list(rows(ng_models(capsys, f"+base_url={url}", cache, *args)))
 
     # Per million, prompt + completion: 0, 0.07, 0.5, 0.75, 1.08, 18, 40.
-    assert ids("+sort=price") == ["meta-llama/llama-3.1-8b-instruct:free", "meta-llama/llama-3.1-8b-instruct",
-                                  "google/gemini-pro", "openai/gpt-4o-mini", "mistralai/mixtral-8x7b-instruct",
-                                  "anthropic/claude-3.5-sonnet", "openai/gpt-4-turbo"]
+    assert ids("+sort=price") == [
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "meta-llama/llama-3.1-8b-instruct",
+        "google/gemini-pro",
+        "openai/gpt-4o-mini",
+        "mistralai/mixtral-8x7b-instruct",
+        "anthropic/claude-3.5-sonnet",
+        "openai/gpt-4-turbo",
+    ]
     assert ids("+sort=completion_price")[3:5] == ["mistralai/mixtral-8x7b-instruct", "openai/gpt-4o-mini"]
     assert ids("+sort=prompt_price")[3:5] == ["openai/gpt-4o-mini", "mistralai/mixtral-8x7b-instruct"]
-    assert ids("+sort=context") == ["anthropic/claude-3.5-sonnet", "meta-llama/llama-3.1-8b-instruct",
-                                    "meta-llama/llama-3.1-8b-instruct:free", "openai/gpt-4-turbo",
-                                    "openai/gpt-4o-mini", "mistralai/mixtral-8x7b-instruct", "google/gemini-pro"]
+    assert ids("+sort=context") == [
+        "anthropic/claude-3.5-sonnet",
+        "meta-llama/llama-3.1-8b-instruct",
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "openai/gpt-4-turbo",
+        "openai/gpt-4o-mini",
+        "mistralai/mixtral-8x7b-instruct",
+        "google/gemini-pro",
+    ]
 
 
 def test_limit_shows_the_first_rows_and_the_count_says_how_many_matched(
@@ -191,13 +233,25 @@ def test_unknown_prices_show_a_dash_sort_last_and_never_pass_a_price_filter(
 
     @app.get("/api/v1/models")
     def models() -> dict[str, Any]:
-        return {"data": [
-            {"id": "openrouter/auto", "name": "Auto Router", "context_length": 2000000,
-             "pricing": {"prompt": "-1", "completion": "-1"}, "supported_parameters": ["tools"]},
-            {"id": "local/bare"},
-            {"id": "cheap/model", "name": "Cheap", "context_length": 8192,
-             "pricing": {"prompt": "0.0000001", "completion": "0.0000002"}, "supported_parameters": []},
-        ]}
+        return {
+            "data": [
+                {
+                    "id": "openrouter/auto",
+                    "name": "Auto Router",
+                    "context_length": 2000000,
+                    "pricing": {"prompt": "-1", "completion": "-1"},
+                    "supported_parameters": ["tools"],
+                },
+                {"id": "local/bare"},
+                {
+                    "id": "cheap/model",
+                    "name": "Cheap",
+                    "context_length": 8192,
+                    "pricing": {"prompt": "0.0000001", "completion": "0.0000002"},
+                    "supported_parameters": [],
+                },
+            ]
+        }
 
     with serve_in_thread(app) as root:
         base = f"+base_url={root}/api/v1"
@@ -222,11 +276,19 @@ def test_json_has_the_source_the_date_and_every_models_figures(
     assert abs(datetime.fromisoformat(document["fetched_at"]) - datetime.now(UTC)) < timedelta(minutes=1)
     assert (document["models_in_catalog"], document["models_matched"]) == (7, 7)
     assert document["estimate"] is None
-    assert [m["id"] for m in document["models"]] == ["meta-llama/llama-3.1-8b-instruct:free",
-                                                     "meta-llama/llama-3.1-8b-instruct", "google/gemini-pro"]
-    assert document["models"][2] == {"id": "google/gemini-pro", "name": "Google: Gemini Pro 1.0",
-                                     "prompt_usd_per_million": 0.125, "completion_usd_per_million": 0.375,
-                                     "context_length": 32760, "supports_tools": True}
+    assert [m["id"] for m in document["models"]] == [
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "meta-llama/llama-3.1-8b-instruct",
+        "google/gemini-pro",
+    ]
+    assert document["models"][2] == {
+        "id": "google/gemini-pro",
+        "name": "Google: Gemini Pro 1.0",
+        "prompt_usd_per_million": 0.125,
+        "completion_usd_per_million": 0.375,
+        "context_length": 32760,
+        "supports_tools": True,
+    }
 
 
 def test_csv_has_a_header_and_one_row_per_model(
@@ -237,9 +299,14 @@ def test_csv_has_a_header_and_one_row_per_model(
 
     table = list(csv.DictReader(io.StringIO(captured.out)))
     assert [r["id"] for r in table] == ["google/gemini-pro", "mistralai/mixtral-8x7b-instruct", "openai/gpt-4o-mini"]
-    assert table[1] == {"id": "mistralai/mixtral-8x7b-instruct", "name": "Mistral: Mixtral 8x7B Instruct",
-                        "prompt_usd_per_million": "0.54", "completion_usd_per_million": "0.54",
-                        "context_length": "32768", "supports_tools": "false"}
+    assert table[1] == {
+        "id": "mistralai/mixtral-8x7b-instruct",
+        "name": "Mistral: Mixtral 8x7B Instruct",
+        "prompt_usd_per_million": "0.54",
+        "completion_usd_per_million": "0.54",
+        "context_length": "32768",
+        "supports_tools": "false",
+    }
     source, count = captured.err.splitlines()  # the notes go to stderr, so stdout stays a clean CSV
     assert source.startswith(f"Catalog: {url}, live, fetched ")
     assert count == "3 of 7 models"
@@ -283,13 +350,22 @@ def test_offline_reads_only_the_cache(
     assert rows(out) == {"openai/gpt-4o-mini": ["0.15", "0.6", "128000", "yes"]}
 
 
-def test_no_cache_and_an_unreachable_endpoint_is_one_error_naming_the_cache_path(
-    workdir: Path, tmp_path: Path
-) -> None:
+def test_no_cache_and_an_unreachable_endpoint_is_one_error_naming_the_cache_path(workdir: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}/api/v1"
-    done = subprocess.run([sys.executable, "-m", "nemo_gym.cli.models", f"+base_url={url}",
-                           f"+cache_dir={tmp_path / 'cache'}", f"+api_key={KEY}"],
-                          cwd=workdir, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nemo_gym.cli.models",
+            f"+base_url={url}",
+            f"+cache_dir={tmp_path / 'cache'}",
+            f"+api_key={KEY}",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
     assert done.returncode == 2
     assert done.stdout == ""
@@ -312,8 +388,9 @@ def test_base_url_and_key_default_to_the_policy_settings_of_env_yaml_and_the_key
     workdir: Path, cache: str, emulator: tuple[OpenRouterEmulator, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     emulated, url = emulator
-    (workdir / "env.yaml").write_text(f"policy_base_url: {url}\npolicy_api_key: {KEY}\n"
-                                      "policy_model_name: openai/gpt-4o-mini\n")
+    (workdir / "env.yaml").write_text(
+        f"policy_base_url: {url}\npolicy_api_key: {KEY}\npolicy_model_name: openai/gpt-4o-mini\n"
+    )
 
     out = ng_models(capsys, cache, "+format=json")  # ng_models asserts the key is absent from stdout and stderr
 
@@ -334,23 +411,29 @@ def test_a_key_on_the_command_line_never_shows_up_in_errors(
 # ------------------------------------------------------------------------------------------------ settings
 
 
-def test_an_unknown_setting_is_an_error_with_a_did_you_mean(workdir: Path, cache: str,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_unknown_setting_is_an_error_with_a_did_you_mean(
+    workdir: Path, cache: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert "Unknown setting +serch (did you mean +search?)" in ng_models_fails(capsys, "+serch=gpt", cache)
     assert "(did you mean +max_price?)" in ng_models_fails(capsys, "+max_prise=1", cache)
     assert "(did you mean +estimate_from?)" in ng_models_fails(capsys, "+estimate_form=r.jsonl", cache)
 
 
-def test_a_bad_value_is_one_line_that_says_what_to_pass(workdir: Path, cache: str,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    assert "+sort='cheapest' is not valid: pass one of id, price, prompt_price, completion_price, context, " \
-           "estimate" in ng_models_fails(capsys, "+sort=cheapest", cache)
+def test_a_bad_value_is_one_line_that_says_what_to_pass(
+    workdir: Path, cache: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        "+sort='cheapest' is not valid: pass one of id, price, prompt_price, completion_price, context, "
+        "estimate" in ng_models_fails(capsys, "+sort=cheapest", cache)
+    )
     assert "+format='xml' is not valid: pass table, json or csv" in ng_models_fails(capsys, "+format=xml", cache)
     assert "+max_price='cheap' is not valid: pass USD per million tokens" in ng_models_fails(
-        capsys, "+max_price=cheap", cache)
+        capsys, "+max_price=cheap", cache
+    )
     assert "+limit=0 is not valid: pass a whole number >= 1" in ng_models_fails(capsys, "+limit=0", cache)
     assert "+base_url='openrouter.ai' is not valid: pass the API root with its scheme" in ng_models_fails(
-        capsys, "+base_url=openrouter.ai", cache)
+        capsys, "+base_url=openrouter.ai", cache
+    )
     assert "+sort=estimate needs +estimate_from=" in ng_models_fails(capsys, "+sort=estimate", cache)
     assert "add +estimate_from=" in ng_models_fails(capsys, "+dataset_rows=10", cache)
 
@@ -361,19 +444,32 @@ def test_a_bad_value_is_one_line_that_says_what_to_pass(workdir: Path, cache: st
 def test_estimates_the_cost_per_rollout_and_of_the_dataset_from_sample_rollouts(
     workdir: Path, cache: str, url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    records = write_records(workdir / "rollouts.jsonl", [
-        record(1000, 100), record(2000, 200), "", record(3000, 300),
-        record(900_000, 900_000, error="HTTP 429 from the model server"),  # failed: not part of the mean
-    ])
+    records = write_records(
+        workdir / "rollouts.jsonl",
+        [
+            record(1000, 100),
+            record(2000, 200),
+            "",
+            record(3000, 300),
+            record(900_000, 900_000, error="HTTP 429 from the model server"),  # failed: not part of the mean
+        ],
+    )
     (workdir / "dataset.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3}\n{"a": 4}\n{"a": 5}\n\n')
-    args = [f"+base_url={url}", cache, "+estimate_from=rollouts.jsonl", "+input_jsonl_fpath=dataset.jsonl",
-            "+num_repeats=2"]
+    args = [
+        f"+base_url={url}",
+        cache,
+        "+estimate_from=rollouts.jsonl",
+        "+input_jsonl_fpath=dataset.jsonl",
+        "+num_repeats=2",
+    ]
 
     out = ng_models(capsys, *args)
 
     estimate = out.splitlines()[1]
-    assert estimate.startswith(f"Estimate from 3 sample rollouts in {records} (skipped 1 failed): 2,000 input + "
-                               "200 output tokens per rollout on average; dataset 5 rows x 2 repeats = 10 rollouts.")
+    assert estimate.startswith(
+        f"Estimate from 3 sample rollouts in {records} (skipped 1 failed): 2,000 input + "
+        "200 output tokens per rollout on average; dataset 5 rows x 2 repeats = 10 rollouts."
+    )
     assert "other tokenizers and answer at other lengths" in estimate
     assert out.splitlines()[2].endswith("tools  est. $/rollout  est. $ total")
     table = rows(out)
@@ -381,14 +477,28 @@ def test_estimates_the_cost_per_rollout_and_of_the_dataset_from_sample_rollouts(
     assert table["openai/gpt-4o-mini"] == ["0.15", "0.6", "128000", "yes", "0.00042", "0.0042"]
     # 2000 x 10 / 1e6 + 200 x 30 / 1e6 = 0.026 per rollout; x 10 rollouts
     assert table["openai/gpt-4-turbo"] == ["10", "30", "128000", "yes", "0.026", "0.26"]
-    assert list(table) == ["meta-llama/llama-3.1-8b-instruct:free", "meta-llama/llama-3.1-8b-instruct",
-                           "google/gemini-pro", "openai/gpt-4o-mini", "mistralai/mixtral-8x7b-instruct",
-                           "anthropic/claude-3.5-sonnet", "openai/gpt-4-turbo"]  # cheapest estimate first
+    assert list(table) == [
+        "meta-llama/llama-3.1-8b-instruct:free",
+        "meta-llama/llama-3.1-8b-instruct",
+        "google/gemini-pro",
+        "openai/gpt-4o-mini",
+        "mistralai/mixtral-8x7b-instruct",
+        "anthropic/claude-3.5-sonnet",
+        "openai/gpt-4-turbo",
+    ]  # cheapest estimate first
 
     document = json.loads(ng_models(capsys, *args, "+format=json"))
     assert document["estimate"] | {"caveat": None} == {
-        "records_path": str(records), "sample_rollouts": 3, "failed_skipped": 1, "mean_input_tokens": 2000,
-        "mean_output_tokens": 200, "dataset_rows": 5, "num_repeats": 2, "rollouts": 10, "caveat": None}
+        "records_path": str(records),
+        "sample_rollouts": 3,
+        "failed_skipped": 1,
+        "mean_input_tokens": 2000,
+        "mean_output_tokens": 200,
+        "dataset_rows": 5,
+        "num_repeats": 2,
+        "rollouts": 10,
+        "caveat": None,
+    }
     by_id = {m["id"]: m for m in document["models"]}
     assert by_id["openai/gpt-4o-mini"]["estimate_usd_per_rollout"] == pytest.approx(0.00042, rel=1e-12)
     assert by_id["openai/gpt-4o-mini"]["estimate_usd_total"] == pytest.approx(0.0042, rel=1e-12)
@@ -425,10 +535,10 @@ def test_a_malformed_rollout_record_is_an_error_naming_the_file_and_line(
     assert f"{records}:3: not valid JSON" in ng_models_fails(capsys, *base)
 
     write_records(records, [record(10, 10), {"error": None, "usage": {"input_tokens": 5}}])
-    assert f"{records}:2: the record has no usage with input_tokens and output_tokens" in ng_models_fails(
-        capsys, *base)
+    assert f"{records}:2: the record has no usage with input_tokens and output_tokens" in ng_models_fails(capsys, *base)
 
     write_records(records, [record(10, 10, error="boom")])
     assert "has no successful rollout records (1 failed)" in ng_models_fails(capsys, *base)
-    assert "Cannot read +estimate_from=" in ng_models_fails(capsys, f"+base_url={url}", cache,
-                                                            "+estimate_from=missing.jsonl")
+    assert "Cannot read +estimate_from=" in ng_models_fails(
+        capsys, f"+base_url={url}", cache, "+estimate_from=missing.jsonl"
+    )

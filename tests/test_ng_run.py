@@ -14,9 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.testing.processes import CommandProcess, pid_alive
+from nemo_gym.config.paths import project_root
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.testing.processes import pid_alive
 
 OPENAI_MODEL = str(project_root() / "responses_api_models/openai_model/configs/openai_model.yaml")
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
@@ -26,8 +27,12 @@ AGENT_KEY = "simple_weather_simple_agent.responses_api_agents.simple_agent"
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    env = {"policy_base_url": f"http://127.0.0.1:{free_port()}/v1", "policy_api_key": "sk-or-v1-ngrun-test-7777",
-           "policy_model_name": "openai/gpt-4-turbo", "head_server": {"port": free_port()}}
+    env = {
+        "policy_base_url": f"http://127.0.0.1:{free_port()}/v1",
+        "policy_api_key": "sk-or-v1-ngrun-test-7777",
+        "policy_model_name": "openai/gpt-4-turbo",
+        "head_server": {"port": free_port()},
+    }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
     return tmp_path
 
@@ -65,8 +70,7 @@ def test_ready_prints_a_table_of_instances_and_every_server_is_healthy(started: 
     for name, entry in instances.items():
         health = httpx.get(f"{entry['url']}/health", timeout=5).json()
         assert (health["status"], health["name"], health["pid"]) == ("ok", name, entry["pid"])
-        assert any(name in line and str(entry["url"]) in line and str(entry["pid"]) in line
-                   for line in process.lines)
+        assert any(name in line and str(entry["url"]) in line and str(entry["pid"]) in line for line in process.lines)
 
 
 @pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False), (signal.SIGINT, False)])
@@ -81,13 +85,14 @@ def test_a_signal_stops_every_child_within_seconds(started: tuple, sig: signal.S
 
 def test_sigint_stops_ng_run_even_when_started_in_the_background(workdir: Path) -> None:
     # A non-interactive shell starts `cmd &` with SIGINT ignored; ng_run must still stop on it.
-    script = f"ng_run '{CONFIG_PATHS}' & echo \"bgpid=$!\"; wait $!; echo \"ng_run_exit=$?\""
+    script = f'ng_run \'{CONFIG_PATHS}\' & echo "bgpid=$!"; wait $!; echo "ng_run_exit=$?"'
     process = CommandProcess(["bash", "-c", script], cwd=workdir)
     try:
         assert process.wait_for("ng_run ready", timeout_s=90), process.output
         pid = int(next(line for line in process.lines if line.startswith("bgpid=")).split("=")[1])
-        children = [int(e["pid"]) for e in httpx.get(head_url(workdir) + "/instances", timeout=5)
-                    .json()["instances"].values()]
+        children = [
+            int(e["pid"]) for e in httpx.get(head_url(workdir) + "/instances", timeout=5).json()["instances"].values()
+        ]
         os.kill(pid, signal.SIGINT)
         assert process.wait_for("ng_run_exit=0", timeout_s=20), process.output
         assert wait_all_dead([pid, *children])

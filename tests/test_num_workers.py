@@ -11,12 +11,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.config.paths import project_root
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess, collected_records, pid_alive
+from nemo_gym.testing.processes import collected_records, pid_alive
 
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 AGENT = "simple_weather_simple_agent"
@@ -28,7 +29,8 @@ def model_config(tmp_path: Path, upstream: str, *, agent_workers: int, model_wor
         "policy_model:\n  responses_api_models:\n    openai_model:\n      entrypoint: app.py\n"
         f"      base_url: {upstream}/v1\n      api_key: sk-workers-test-0001\n      model: stub/weather-model\n"
         f"      openrouter: false\n      preflight: false\n      num_workers: {model_workers}\n"
-        f"{AGENT}:\n  responses_api_agents:\n    simple_agent:\n      num_workers: {agent_workers}\n")
+        f"{AGENT}:\n  responses_api_agents:\n    simple_agent:\n      num_workers: {agent_workers}\n"
+    )
     return path
 
 
@@ -36,16 +38,16 @@ def test_workers_share_the_port_all_serve_and_a_collection_loses_nothing(tmp_pat
     head_port = free_port()
     with serve_in_thread(FastUpstream()) as upstream:
         config = model_config(tmp_path, upstream, agent_workers=2, model_workers=3)
-        run = CommandProcess(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]",
-                              f"+head_server.port={head_port}"], cwd=tmp_path)
+        run = CommandProcess(
+            ["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", f"+head_server.port={head_port}"], cwd=tmp_path
+        )
         try:
             assert run.wait_for("ng_run ready", 90), run.output
             assert sum("policy_model (worker" in line and "ready at" in line for line in run.lines) == 3
             assert sum(f"{AGENT} (worker" in line and "ready at" in line for line in run.lines) == 2
             table = [line.split() for line in run.lines if line.startswith((f"{AGENT}#", "policy_model#"))]
             workers = {row[0]: int(row[-1]) for row in table}
-            assert set(workers) == {f"{AGENT}#1", f"{AGENT}#2", "policy_model#1", "policy_model#2",
-                                    "policy_model#3"}
+            assert set(workers) == {f"{AGENT}#1", f"{AGENT}#2", "policy_model#1", "policy_model#2", "policy_model#3"}
             assert len({row[3] for row in table if row[0].startswith(AGENT)}) == 1  # one URL, one port
             before = {label: psutil.Process(pid).cpu_times().user for label, pid in workers.items()}
 
@@ -68,12 +70,21 @@ def test_workers_share_the_port_all_serve_and_a_collection_loses_nothing(tmp_pat
             run.close()
 
 
-@pytest.mark.parametrize(("instance", "expected"), [
-    ("simple_weather.resources_servers.simple_weather", "keeps each rollout's session in the process"),
-])
+@pytest.mark.parametrize(
+    ("instance", "expected"),
+    [
+        ("simple_weather.resources_servers.simple_weather", "keeps each rollout's session in the process"),
+    ],
+)
 def test_a_server_that_keeps_sessions_refuses_several_workers(tmp_path: Path, instance: str, expected: str) -> None:
     config = model_config(tmp_path, "http://127.0.0.1:9", agent_workers=1, model_workers=1)
-    result = subprocess.run(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", f"+{instance}.num_workers=2"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", f"+{instance}.num_workers=2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2
     assert expected in result.stderr and "num_workers" in result.stderr and "Traceback" not in result.stderr

@@ -13,11 +13,12 @@ import httpx
 import pytest
 import yaml
 
-from nemo_gym.cli.collect_rollouts import RunStopped, metrics_path
-from nemo_gym.config import project_root
+from nemo_gym.collection.run import RunStopped, metrics_path
+from nemo_gym.config.paths import project_root
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import (
     EMULATOR_KEY,
     FAST_RETRY,
@@ -26,11 +27,12 @@ from nemo_gym.testing.emulated import (
     fault_run,
     write_rows,
 )
-from nemo_gym.testing.processes import CommandProcess
 
 PRIMARY, FALLBACK = "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet"
-SEED_CONFIG_PATHS = ("+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                     "resources_servers/simple_weather/configs/simple_weather.yaml]")
+SEED_CONFIG_PATHS = (
+    "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+    "resources_servers/simple_weather/configs/simple_weather.yaml]"
+)
 
 
 def records_of(path: Path) -> list[dict]:
@@ -44,8 +46,17 @@ def test_a_thousand_rollouts_with_20_percent_faults_of_every_kind_all_complete(t
     errors = [r["error"] for r in records_of(tmp_path / "rollouts.jsonl") if r["error"]]
     assert figures["failed"] == 0, errors
     kinds = figures["faults_injected"]
-    assert set(kinds) >= {"rate_limit", "rate_limit_no_retry_after", "server_error", "bad_gateway", "unavailable",
-                          "timeout", "drop_connection", "error_in_200", "finish_reason_error"}
+    assert set(kinds) >= {
+        "rate_limit",
+        "rate_limit_no_retry_after",
+        "server_error",
+        "bad_gateway",
+        "unavailable",
+        "timeout",
+        "drop_connection",
+        "error_in_200",
+        "finish_reason_error",
+    }
     assert sum(kinds.values()) >= 300 and figures["retries"] >= sum(kinds.values()) * 0.9
     assert figures["upstream_requests"] > 2000
 
@@ -76,8 +87,9 @@ def test_client_side_fallback_models_and_endpoints(emulator: OpenRouterEmulator,
     """Not OpenRouter: the unknown primary model fails with 400 and the next model serves, then a dead primary
     endpoint hands over to a fallback endpoint."""
     rows = write_rows(tmp_path / "rows.jsonl", 2)
-    with emulated_cluster(emulator, model="openai/no-such-model", fallback_models=[FALLBACK], openrouter=False,
-                          retry=FAST_RETRY) as config:
+    with emulated_cluster(
+        emulator, model="openai/no-such-model", fallback_models=[FALLBACK], openrouter=False, retry=FAST_RETRY
+    ) as config:
         collect_rows(config, rows, tmp_path / "a.jsonl")
     records = records_of(tmp_path / "a.jsonl")
     assert all(r["error"] is None and r["models"] == [FALLBACK] for r in records)
@@ -86,14 +98,21 @@ def test_client_side_fallback_models_and_endpoints(emulator: OpenRouterEmulator,
     with serve_in_thread(emulator.app()) as url:
         dead = f"http://127.0.0.1:{free_port()}/api/v1"
         fallback = {"base_url": url + "/api/v1", "api_key": EMULATOR_KEY, "model": FALLBACK}
-        with emulated_cluster(emulator, preflight=False, fallbacks=[fallback],
-                              retry={**FAST_RETRY, "max_attempts": 2}) as config:
+        with emulated_cluster(
+            emulator, preflight=False, fallbacks=[fallback], retry={**FAST_RETRY, "max_attempts": 2}
+        ) as config:
             config.data["policy_model"]["responses_api_models"]["openai_model"]["base_url"] = dead
         # The block above only proves the config validates; run with the dead primary for real:
         from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 
-        block = openai_model_block(dead, api_key=EMULATOR_KEY, model=PRIMARY, preflight=False, fallbacks=[fallback],
-                                   retry={**FAST_RETRY, "max_attempts": 2})
+        block = openai_model_block(
+            dead,
+            api_key=EMULATOR_KEY,
+            model=PRIMARY,
+            preflight=False,
+            fallbacks=[fallback],
+            retry={**FAST_RETRY, "max_attempts": 2},
+        )
         with serve_config({"policy_model": block, **simple_weather_blocks()}) as (cfg, _):
             agent = cfg.instances["simple_weather_simple_agent"].url()
             row = json.loads(rows.read_text().splitlines()[0])
@@ -106,8 +125,7 @@ def test_spent_credits_stop_the_run_and_keep_every_finished_row(tmp_path: Path) 
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], credits_usd=0.0004, seed=1))
     rows = write_rows(tmp_path / "rows.jsonl", 200)
     output = tmp_path / "out.jsonl"
-    with emulated_cluster(emulator, retry=FAST_RETRY, preflight=False) as config, \
-            pytest.raises(RunStopped) as stopped:
+    with emulated_cluster(emulator, retry=FAST_RETRY, preflight=False) as config, pytest.raises(RunStopped) as stopped:
         collect_rows(config, rows, output, num_samples_in_parallel=4)
 
     message = str(stopped.value)
@@ -129,8 +147,7 @@ def test_persistent_429_is_recorded_with_what_to_do(emulator: OpenRouterEmulator
     assert "gave up after 3 attempts" in record["error"]
 
 
-def test_a_model_without_tool_support_is_a_404_naming_the_cause(emulator: OpenRouterEmulator,
-                                                                tmp_path: Path) -> None:
+def test_a_model_without_tool_support_is_a_404_naming_the_cause(emulator: OpenRouterEmulator, tmp_path: Path) -> None:
     rows = write_rows(tmp_path / "rows.jsonl", 1)
     with emulated_cluster(emulator, model="mistralai/mixtral-8x7b-instruct", retry=FAST_RETRY) as config:
         collect_rows(config, rows, tmp_path / "out.jsonl")
@@ -149,16 +166,22 @@ def emulator_url() -> Iterator[tuple[OpenRouterEmulator, str]]:
 
 
 def workdir_with_env(tmp_path: Path, base_url: str, **env: object) -> Path:
-    values = {"policy_base_url": base_url, "policy_api_key": EMULATOR_KEY, "policy_model_name": "openai/gpt-4-turbo",
-              "head_server": {"port": free_port()}, **env}
+    values = {
+        "policy_base_url": base_url,
+        "policy_api_key": EMULATOR_KEY,
+        "policy_model_name": "openai/gpt-4-turbo",
+        "head_server": {"port": free_port()},
+        **env,
+    }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(values))
     for folder in ("responses_api_models", "resources_servers", "responses_api_agents"):
         (tmp_path / folder).symlink_to(project_root() / folder)
     return tmp_path
 
 
-def test_the_seed_quickstart_runs_against_the_emulator(emulator_url: tuple[OpenRouterEmulator, str],
-                                                       tmp_path: Path) -> None:
+def test_the_seed_quickstart_runs_against_the_emulator(
+    emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
+) -> None:
     emulator, url = emulator_url
     workdir = workdir_with_env(tmp_path, url)
     ng_run = CommandProcess(["ng_run", SEED_CONFIG_PATHS], cwd=workdir)
@@ -166,10 +189,18 @@ def test_the_seed_quickstart_runs_against_the_emulator(emulator_url: tuple[OpenR
         assert ng_run.wait_for("ng_run ready", timeout_s=90), ng_run.output
         assert any(r.path.endswith("/key") for r in emulator.requests), "the preflight checks the key"
         collect = subprocess.run(
-            ["ng_collect_rollouts", "+agent_name=simple_weather_simple_agent",
-             "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
-             "+output_jsonl_fpath=results/openrouter_rollouts.jsonl", "+limit=10"],
-            cwd=workdir, capture_output=True, text=True, timeout=120)
+            [
+                "ng_collect_rollouts",
+                "+agent_name=simple_weather_simple_agent",
+                "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+                "+output_jsonl_fpath=results/openrouter_rollouts.jsonl",
+                "+limit=10",
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert collect.returncode == 0, collect.stderr[-2000:]
         records = records_of(workdir / "results/openrouter_rollouts.jsonl")
         assert len(records) == 10 and all(r["error"] is None for r in records)
@@ -180,16 +211,22 @@ def test_the_seed_quickstart_runs_against_the_emulator(emulator_url: tuple[OpenR
     assert EMULATOR_KEY not in ng_run.output
 
 
-@pytest.mark.parametrize(("env", "exit_code", "fragments"), [
-    ({"policy_api_key": "sk-proj-0123456789abcdef"}, 2, ["should start with `sk-or-`", "OpenRouter dashboard"]),
-    ({"policy_model_name": "gpt-4-turbo"}, 2, ["provider/model-name", "catalog"]),
-    ({"policy_api_key": "sk-or-v1-revoked-key-000000"}, 1, ["rejected the API key", "User not found",
-                                                           "starts with `sk-or-`"]),
-    ({"policy_model_name": "openai/gpt-4-trubo"}, 1, ["Model not available", "did you mean openai/gpt-4-turbo"]),
-])
+@pytest.mark.parametrize(
+    ("env", "exit_code", "fragments"),
+    [
+        ({"policy_api_key": "sk-proj-0123456789abcdef"}, 2, ["should start with `sk-or-`", "OpenRouter dashboard"]),
+        ({"policy_model_name": "gpt-4-turbo"}, 2, ["provider/model-name", "catalog"]),
+        (
+            {"policy_api_key": "sk-or-v1-revoked-key-000000"},
+            1,
+            ["rejected the API key", "User not found", "starts with `sk-or-`"],
+        ),
+        ({"policy_model_name": "openai/gpt-4-trubo"}, 1, ["Model not available", "did you mean openai/gpt-4-turbo"]),
+    ],
+)
 def test_troubleshooting_cases_stop_ng_run_with_the_seeds_advice(
-        emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path, env: dict, exit_code: int,
-        fragments: list[str]) -> None:
+    emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path, env: dict, exit_code: int, fragments: list[str]
+) -> None:
     _emulator, url = emulator_url
     workdir = workdir_with_env(tmp_path, url, **env)
     result = subprocess.run(["ng_run", SEED_CONFIG_PATHS], cwd=workdir, capture_output=True, text=True, timeout=90)
@@ -205,8 +242,7 @@ def test_a_key_with_no_credits_left_is_caught_before_any_rollout(tmp_path: Path)
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], credits_usd=0.0))
     with serve_in_thread(emulator.app()) as url:
         workdir = workdir_with_env(tmp_path, url + "/api/v1")
-        result = subprocess.run(["ng_run", SEED_CONFIG_PATHS], cwd=workdir, capture_output=True, text=True,
-                                timeout=90)
+        result = subprocess.run(["ng_run", SEED_CONFIG_PATHS], cwd=workdir, capture_output=True, text=True, timeout=90)
     assert result.returncode == 1
     assert "no credits left" in result.stdout + result.stderr
 
@@ -222,11 +258,15 @@ def test_a_key_revoked_mid_run_stops_the_run_with_what_to_check(emulator: OpenRo
     assert EMULATOR_KEY not in message
 
 
-def test_provider_preferences_and_attribution_headers_reach_openrouter(emulator: OpenRouterEmulator,
-                                                                       tmp_path: Path) -> None:
+def test_provider_preferences_and_attribution_headers_reach_openrouter(
+    emulator: OpenRouterEmulator, tmp_path: Path
+) -> None:
     rows = write_rows(tmp_path / "rows.jsonl", 1)
-    with emulated_cluster(emulator, extra_body={"provider": {"only": ["openai"], "allow_fallbacks": False}},
-                          headers={"HTTP-Referer": "https://example.org", "X-Title": "weather-evals"}) as config:
+    with emulated_cluster(
+        emulator,
+        extra_body={"provider": {"only": ["openai"], "allow_fallbacks": False}},
+        headers={"HTTP-Referer": "https://example.org", "X-Title": "weather-evals"},
+    ) as config:
         collect_rows(config, rows, tmp_path / "out.jsonl")
     call = next(r for r in emulator.requests if r.path.endswith("/chat/completions"))
     assert call.body["provider"] == {"only": ["openai"], "allow_fallbacks": False}

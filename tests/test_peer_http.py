@@ -9,18 +9,19 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from nemo_gym import peer_http
-from nemo_gym.client import TransportError, TransportTimeout
-from nemo_gym.peer_http import PeerPool, UpstreamPool
-from nemo_gym.processes import free_port
+from nemo_gym.http import lean_client as peer_http
+from nemo_gym.http.lean_client import PeerPool, UpstreamPool
+from nemo_gym.http.pool import TransportError, TransportTimeout
+from nemo_gym.servers.processes import free_port
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
-    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(
-        b"content-length:")), 0)
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
+    )
     return head + await reader.readexactly(length)
 
 
@@ -65,7 +66,10 @@ class RawServer:
 
 def ok(body: bytes = b'{"ok": true}', *extra: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s\r\n%s" % (
-        len(body), b"".join(extra), body)
+        len(body),
+        b"".join(extra),
+        body,
+    )
 
 
 def test_connections_are_kept_alive_and_requests_carry_body_headers_and_host() -> None:
@@ -75,8 +79,10 @@ def test_connections_are_kept_alive_and_requests_carry_body_headers_and_host() -
     async def main() -> tuple[list[bytes], RawServer]:
         server = RawServer(answer)
         async with server as url, PeerPool() as pool:
-            bodies = [(await pool.post(url + "/run?x=1", content=b'{"a": 1}', headers={"x-nemo-gym-session": "s1"}))
-                      .content for _ in range(20)]
+            bodies = [
+                (await pool.post(url + "/run?x=1", content=b'{"a": 1}', headers={"x-nemo-gym-session": "s1"})).content
+                for _ in range(20)
+            ]
         return bodies, server
 
     bodies, server = asyncio.run(main())
@@ -87,10 +93,14 @@ def test_connections_are_kept_alive_and_requests_carry_body_headers_and_host() -
     assert b"host: 127.0.0.1:" in first
 
 
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-    ok(b"hello world"),
-], ids=["chunked", "length"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        ok(b"hello world"),
+    ],
+    ids=["chunked", "length"],
+)
 def test_answers_with_a_length_or_in_chunks_are_read_whole_on_one_connection(reply: bytes) -> None:
     async def answer(_: bytes, __: int) -> bytes:
         return reply
@@ -134,11 +144,15 @@ def test_a_refused_connection_is_a_transport_error_naming_the_address() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",  # cut off mid-body
-    None,  # closed without a word
-    b"NOT HTTP AT ALL\r\n\r\n",  # malformed
-], ids=["cut-off", "closed", "malformed"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly ten b",  # cut off mid-body
+        None,  # closed without a word
+        b"NOT HTTP AT ALL\r\n\r\n",  # malformed
+    ],
+    ids=["cut-off", "closed", "malformed"],
+)
 def test_an_answer_that_never_completes_is_a_transport_error_and_the_next_call_works(reply: bytes | None) -> None:
     async def main() -> tuple[int, bytes]:
         server = await asyncio.start_server(_broken_once(reply), "127.0.0.1", 0)

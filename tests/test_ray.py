@@ -21,12 +21,13 @@ import psutil
 import pytest
 import yaml
 
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.config.paths import project_root
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess, collect_rollouts
+from nemo_gym.testing.processes import collect_rollouts
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 if os.environ.get("CI") != "true":  # CI installs the [ray] extra; there a missing Ray is a failure, not a skip
@@ -36,11 +37,15 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABL
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 AGENT = "simple_weather_simple_agent"
 SECRET = "sk-or-v1-ray-test-0123456789abcdef"
-SEED_NG_RUN = ('ng_run "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, '
-               'resources_servers/simple_weather/configs/simple_weather.yaml]"')
-SEED_COLLECT = ("ng_collect_rollouts +agent_name=simple_weather_simple_agent "
-                "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl "
-                "+output_jsonl_fpath=results/openrouter_rollouts.jsonl +limit=10")
+SEED_NG_RUN = (
+    'ng_run "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, '
+    'resources_servers/simple_weather/configs/simple_weather.yaml]"'
+)
+SEED_COLLECT = (
+    "ng_collect_rollouts +agent_name=simple_weather_simple_agent "
+    "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl "
+    "+output_jsonl_fpath=results/openrouter_rollouts.jsonl +limit=10"
+)
 
 
 def non_loopback_listeners(pids: set[int]) -> list[str]:
@@ -65,8 +70,11 @@ def process_tree(pid: int) -> set[int]:
 
 def ray_processes() -> set[int]:
     names = ("raylet", "gcs_server", "ray::")
-    return {p.pid for p in psutil.process_iter(["name", "cmdline"])
-            if any(n in (p.info["name"] or "") or n in " ".join(p.info["cmdline"] or []) for n in names)}
+    return {
+        p.pid
+        for p in psutil.process_iter(["name", "cmdline"])
+        if any(n in (p.info["name"] or "") or n in " ".join(p.info["cmdline"] or []) for n in names)
+    }
 
 
 # ------------------------------------------------------------------------------------ the seed, with and without
@@ -82,8 +90,14 @@ def seed_rows(workdir: Path, *extra: str) -> tuple[list[dict[str, Any]], list[st
         assert not non_loopback_listeners(pids), non_loopback_listeners(pids)
         output = workdir / "results" / "openrouter_rollouts.jsonl"
         output.unlink(missing_ok=True)
-        collect = subprocess.run(["bash", "-c", SEED_COLLECT], cwd=workdir, capture_output=True, text=True,
-                                 timeout=180, stdin=subprocess.DEVNULL)
+        collect = subprocess.run(
+            ["bash", "-c", SEED_COLLECT],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            stdin=subprocess.DEVNULL,
+        )
         assert collect.returncode == 0, collect.stdout + collect.stderr
         ng_run.send(signal.SIGINT)
         assert ng_run.wait(60) == 0, ng_run.output
@@ -95,8 +109,12 @@ def seed_rows(workdir: Path, *extra: str) -> tuple[list[dict[str, Any]], list[st
 def test_the_seed_quickstart_gives_the_same_rows_on_a_local_ray_cluster(tmp_path: Path) -> None:
     upstream = StubUpstream(api_key=SECRET)
     with serve_in_thread(upstream.app()) as url:
-        env = {"policy_base_url": url + "/v1", "policy_api_key": SECRET,
-               "policy_model_name": "meta-llama/llama-3.1-8b-instruct:free", "head_server": {"port": free_port()}}
+        env = {
+            "policy_base_url": url + "/v1",
+            "policy_api_key": SECRET,
+            "policy_model_name": "meta-llama/llama-3.1-8b-instruct:free",
+            "head_server": {"port": free_port()},
+        }
         (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
         for folder in ("responses_api_models", "resources_servers", "responses_api_agents"):
             (tmp_path / folder).symlink_to(project_root() / folder)
@@ -106,10 +124,17 @@ def test_the_seed_quickstart_gives_the_same_rows_on_a_local_ray_cluster(tmp_path
 
     def essence(record: dict[str, Any]) -> tuple[Any, ...]:
         """What a rollout did, without the ids that differ on every run (item ids, call ids)."""
-        output = [{k: v for k, v in item.items() if k not in ("id", "call_id")}
-                  for item in record["response"]["output"]]
-        return (record["row_index"], record["reward"], record["error"], record["usage"]["input_tokens"],
-                record["usage"]["output_tokens"], json.dumps(output, sort_keys=True))
+        output = [
+            {k: v for k, v in item.items() if k not in ("id", "call_id")} for item in record["response"]["output"]
+        ]
+        return (
+            record["row_index"],
+            record["reward"],
+            record["error"],
+            record["usage"]["input_tokens"],
+            record["usage"]["output_tokens"],
+            json.dumps(output, sort_keys=True),
+        )
 
     assert len(plain) == len(on_ray) == 10
     assert sorted(map(essence, plain)) == sorted(map(essence, on_ray))
@@ -124,8 +149,15 @@ def test_the_seed_quickstart_gives_the_same_rows_on_a_local_ray_cluster(tmp_path
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "killed"])
 def test_the_local_cluster_stops_with_ng_run_however_it_ends(tmp_path: Path, how: signal.Signals) -> None:
     before = ray_processes()
-    run = CommandProcess(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {model_block(tmp_path)}]", "+ray_address=local",
-                          f"+head_server.port={free_port()}"], cwd=tmp_path)
+    run = CommandProcess(
+        [
+            "ng_run",
+            f"+config_paths=[{SIMPLE_WEATHER}, {model_block(tmp_path)}]",
+            "+ray_address=local",
+            f"+head_server.port={free_port()}",
+        ],
+        cwd=tmp_path,
+    )
     try:
         assert run.wait_for("ng_run ready", 120), run.output
         started = ray_processes() - before
@@ -142,15 +174,32 @@ def test_the_local_cluster_stops_with_ng_run_however_it_ends(tmp_path: Path, how
 
 def model_block(directory: Path) -> Path:
     path = directory / "model.yaml"
-    path.write_text(yaml.safe_dump({"policy_model": {"responses_api_models": {"openai_model": {
-        "entrypoint": "app.py", "base_url": "http://127.0.0.1:9/v1", "api_key": SECRET, "model": "m",
-        "openrouter": False, "preflight": False}}}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "policy_model": {
+                    "responses_api_models": {
+                        "openai_model": {
+                            "entrypoint": "app.py",
+                            "base_url": "http://127.0.0.1:9/v1",
+                            "api_key": SECRET,
+                            "model": "m",
+                            "openrouter": False,
+                            "preflight": False,
+                        }
+                    }
+                }
+            }
+        )
+    )
     return path
 
 
 def test_without_ray_address_nothing_imports_ray() -> None:
-    code = ("import sys, nemo_gym.cli.run, nemo_gym.cli.collect_rollouts, nemo_gym.cli.serve, nemo_gym.ray_collect; "
-            "from nemo_gym.loader import load_server_class; sys.exit('ray' in sys.modules)")
+    code = (
+        "import sys, nemo_gym.cli.run, nemo_gym.cli.collect_rollouts, nemo_gym.cli.serve, nemo_gym.ray_collect; "
+        "from nemo_gym.servers.loading import load_server_class; sys.exit('ray' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -165,8 +214,9 @@ def cluster() -> Iterator[tuple[str, str]]:
     os.environ.update(LOOPBACK_ENV)
     from ray.cluster_utils import Cluster
 
-    ray_cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 4, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
+    ray_cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 4, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
+    )
     try:
         second = ray_cluster.add_node(num_cpus=4, resources={"second_node": 4}, node_ip_address="127.0.0.1")
         ray_cluster.wait_for_nodes()
@@ -187,22 +237,49 @@ def upstream() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def placed(cluster: tuple[str, str], upstream: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
-        tuple[CommandProcess, str, Path]]:
+def placed(
+    cluster: tuple[str, str], upstream: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[CommandProcess, str, Path]]:
     """ng_run on the two-node cluster: 2 model, 2 agent and 2 resources replicas, the latter on the second node."""
     workdir = tmp_path_factory.mktemp("ray")
     config = workdir / "replicas.yaml"
-    config.write_text(yaml.safe_dump({
-        "policy_model": {"responses_api_models": {"openai_model": {
-            "entrypoint": "app.py", "base_url": upstream + "/v1", "api_key": SECRET, "model": "stub/weather-model",
-            "openrouter": False, "preflight": False, "num_replicas": 2, "ray": {"num_cpus": 0.5}}}},
-        AGENT: {"responses_api_agents": {"simple_agent": {"num_replicas": 2, "ray": {"num_cpus": 0.5}}}},
-        "simple_weather": {"resources_servers": {"simple_weather": {
-            "num_replicas": 2, "ray": {"num_cpus": 0.5, "resources": {"second_node": 1}}}}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "policy_model": {
+                    "responses_api_models": {
+                        "openai_model": {
+                            "entrypoint": "app.py",
+                            "base_url": upstream + "/v1",
+                            "api_key": SECRET,
+                            "model": "stub/weather-model",
+                            "openrouter": False,
+                            "preflight": False,
+                            "num_replicas": 2,
+                            "ray": {"num_cpus": 0.5},
+                        }
+                    }
+                },
+                AGENT: {"responses_api_agents": {"simple_agent": {"num_replicas": 2, "ray": {"num_cpus": 0.5}}}},
+                "simple_weather": {
+                    "resources_servers": {
+                        "simple_weather": {"num_replicas": 2, "ray": {"num_cpus": 0.5, "resources": {"second_node": 1}}}
+                    }
+                },
+            }
+        )
+    )
     head = f"http://127.0.0.1:{free_port()}"
-    run = CommandProcess(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", f"+ray_address={cluster[0]}",
-                          f"+head_server.port={head.rsplit(':', 1)[1]}"], cwd=workdir, env=LOOPBACK_ENV)
+    run = CommandProcess(
+        [
+            "ng_run",
+            f"+config_paths=[{SIMPLE_WEATHER}, {config}]",
+            f"+ray_address={cluster[0]}",
+            f"+head_server.port={head.rsplit(':', 1)[1]}",
+        ],
+        cwd=workdir,
+        env=LOOPBACK_ENV,
+    )
     try:
         assert run.wait_for("ng_run ready", 120), run.output
         yield run, head, workdir
@@ -218,8 +295,16 @@ def listing(head: str) -> dict[str, Any]:
 
 def collect(workdir: Path, head: str, rows: int, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     path = write_rows(workdir / f"rows-{rows}.jsonl", rows)
-    return collect_rollouts(AGENT, path, output, head_port=int(head.rsplit(":", 1)[1]), cwd=workdir, extra=extra,
-                            env=LOOPBACK_ENV, timeout_s=600)
+    return collect_rollouts(
+        AGENT,
+        path,
+        output,
+        head_port=int(head.rsplit(":", 1)[1]),
+        cwd=workdir,
+        extra=extra,
+        env=LOOPBACK_ENV,
+        timeout_s=600,
+    )
 
 
 def records_of(output: Path) -> list[dict[str, Any]]:
@@ -227,12 +312,16 @@ def records_of(output: Path) -> list[dict[str, Any]]:
 
 
 def test_replicas_are_placed_by_their_resources_and_listed_by_the_head_server(
-        placed: tuple[CommandProcess, str, Path], cluster: tuple[str, str]) -> None:
+    placed: tuple[CommandProcess, str, Path], cluster: tuple[str, str]
+) -> None:
     run, head, _ = placed
     instances = listing(head)["instances"]
     assert listing(head)["ray"]["address"] == cluster[0]
     assert {name: len(entry["replicas"]) for name, entry in instances.items()} == {
-        "policy_model": 2, AGENT: 2, "simple_weather": 2}
+        "policy_model": 2,
+        AGENT: 2,
+        "simple_weather": 2,
+    }
     assert {r["node"] for r in instances["simple_weather"]["replicas"]} == {cluster[1]}  # where `second_node` is
     urls = [r["url"] for entry in instances.values() for r in entry["replicas"]]
     assert len(set(urls)) == 6 and all(u.startswith("http://127.0.0.1:") for u in urls)
@@ -245,7 +334,8 @@ def test_replicas_are_placed_by_their_resources_and_listed_by_the_head_server(
 
 
 def test_calls_spread_over_replicas_and_each_rollout_stays_on_its_sessions_replica(
-        placed: tuple[CommandProcess, str, Path]) -> None:
+    placed: tuple[CommandProcess, str, Path],
+) -> None:
     _, head, workdir = placed
     weather = [r["url"] for r in listing(head)["instances"]["simple_weather"]["replicas"]]
     opened_before = [httpx.get(u + "/health", timeout=5).json()["sessions_opened"] for u in weather]
@@ -255,8 +345,10 @@ def test_calls_spread_over_replicas_and_each_rollout_stays_on_its_sessions_repli
     records = records_of(output)
     assert len(records) == 80 and all(r["error"] is None for r in records)
     assert not any("nknown or expired session" in json.dumps(r["response"]) for r in records)
-    opened = [httpx.get(u + "/health", timeout=5).json()["sessions_opened"] - before
-              for u, before in zip(weather, opened_before, strict=True)]
+    opened = [
+        httpx.get(u + "/health", timeout=5).json()["sessions_opened"] - before
+        for u, before in zip(weather, opened_before, strict=True)
+    ]
     assert sum(opened) == 80 and min(opened) >= 20, opened
 
 
@@ -266,9 +358,20 @@ def test_a_killed_replica_is_replaced_mid_run_and_no_rollout_is_lost(placed: tup
     victims = {AGENT: before[AGENT]["replicas"][0], "simple_weather": before["simple_weather"]["replicas"][0]}
     rows, output = write_rows(workdir / "kill-rows.jsonl", 500), workdir / "killed.jsonl"
     collector = subprocess.Popen(
-        ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}", f"+output_jsonl_fpath={output}",
-         "+num_samples_in_parallel=32", f"+head_server.port={head.rsplit(':', 1)[1]}"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        [
+            "ng_collect_rollouts",
+            f"+agent_name={AGENT}",
+            f"+input_jsonl_fpath={rows}",
+            f"+output_jsonl_fpath={output}",
+            "+num_samples_in_parallel=32",
+            f"+head_server.port={head.rsplit(':', 1)[1]}",
+        ],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while (not output.exists() or len(output.read_text().splitlines()) < 100) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -284,8 +387,10 @@ def test_a_killed_replica_is_replaced_mid_run_and_no_rollout_is_lost(placed: tup
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         now = listing(head)["instances"]
-        replaced = {name: next((r for r in now[name]["replicas"] if r["replica"] == victim["replica"]), None)
-                    for name, victim in victims.items()}
+        replaced = {
+            name: next((r for r in now[name]["replicas"] if r["replica"] == victim["replica"]), None)
+            for name, victim in victims.items()
+        }
         if all(r is not None and r["pid"] != victims[name]["pid"] for name, r in replaced.items()):
             break
         time.sleep(0.2)
@@ -295,18 +400,38 @@ def test_a_killed_replica_is_replaced_mid_run_and_no_rollout_is_lost(placed: tup
 
 
 def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and_resumes(
-        placed: tuple[CommandProcess, str, Path]) -> None:
+    placed: tuple[CommandProcess, str, Path],
+) -> None:
     _, head, workdir = placed
     output = workdir / "sharded.jsonl"
-    first = collect(workdir, head, 150, output, "+ray_address=local", "+num_collectors=3", "+num_repeats=2",
-                    "+num_samples_in_parallel=48", "+limit=100", "+collector_num_cpus=0.5")
+    first = collect(
+        workdir,
+        head,
+        150,
+        output,
+        "+ray_address=local",
+        "+num_collectors=3",
+        "+num_repeats=2",
+        "+num_samples_in_parallel=48",
+        "+limit=100",
+        "+collector_num_cpus=0.5",
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     records = records_of(output)
     assert len(records) == 200 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 200
     assert all(r["error"] is None for r in records), [r["error"] for r in records if r["error"]][:3]
 
-    again = collect(workdir, head, 150, output, "+ray_address=local", "+num_collectors=3", "+num_repeats=2",
-                    "+num_samples_in_parallel=48", "+collector_num_cpus=0.5")
+    again = collect(
+        workdir,
+        head,
+        150,
+        output,
+        "+ray_address=local",
+        "+num_collectors=3",
+        "+num_repeats=2",
+        "+num_samples_in_parallel=48",
+        "+collector_num_cpus=0.5",
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert "200 rollouts already done" in again.stdout + again.stderr
     records = records_of(output)
@@ -317,20 +442,39 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
 
 def test_num_workers_on_ray_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:
     config = model_block(tmp_path)
-    result = subprocess.run(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {config}]", "+ray_address=local",
-                             "+policy_model.responses_api_models.openai_model.num_workers=2"],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [
+            "ng_run",
+            f"+config_paths=[{SIMPLE_WEATHER}, {config}]",
+            "+ray_address=local",
+            "+policy_model.responses_api_models.openai_model.num_workers=2",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 2
     assert "num_workers" in result.stderr and "num_replicas" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_ctrl_c_stops_a_sharded_collection_and_the_same_command_resumes_it(
-        placed: tuple[CommandProcess, str, Path]) -> None:
+    placed: tuple[CommandProcess, str, Path],
+) -> None:
     _, head, workdir = placed
     rows, output = write_rows(workdir / "interrupt-rows.jsonl", 600), workdir / "interrupted.jsonl"
-    argv = ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
-            f"+output_jsonl_fpath={output}", "+ray_address=local", "+num_collectors=2", "+collector_num_cpus=0.5",
-            "+num_samples_in_parallel=16", f"+head_server.port={head.rsplit(':', 1)[1]}"]
+    argv = [
+        "ng_collect_rollouts",
+        f"+agent_name={AGENT}",
+        f"+input_jsonl_fpath={rows}",
+        f"+output_jsonl_fpath={output}",
+        "+ray_address=local",
+        "+num_collectors=2",
+        "+collector_num_cpus=0.5",
+        "+num_samples_in_parallel=16",
+        f"+head_server.port={head.rsplit(':', 1)[1]}",
+    ]
     run = CommandProcess(argv, cwd=workdir, env=LOOPBACK_ENV)
     try:
         deadline = time.monotonic() + 120
@@ -344,8 +488,15 @@ def test_ctrl_c_stops_a_sharded_collection_and_the_same_command_resumes_it(
     first = records_of(output)
     assert 60 <= len(first) < 600 and len({(r["row_hash"], r["repeat_index"]) for r in first}) == len(first)
 
-    resumed = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=300,
-                             stdin=subprocess.DEVNULL, env={**os.environ, **LOOPBACK_ENV})
+    resumed = subprocess.run(
+        argv,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **LOOPBACK_ENV},
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     records = records_of(output)
     assert len(records) == 600 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 600

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nemo_gym.redaction import (
+from nemo_gym.config.secrets import (
     REDACTED,
     RedactingFilter,
     Redactor,
@@ -127,8 +127,10 @@ def test_numeric_secrets_are_collected_as_the_text_they_show_up_as() -> None:
 
 
 def test_every_value_in_a_list_under_a_plural_secret_key_is_collected() -> None:
-    config = {"openrouter": {"api_keys": ["sk-or-v1-first-key", "second-key-value", 87654321]},
-              "tokens": ["not-secret", "also-not"]}
+    config = {
+        "openrouter": {"api_keys": ["sk-or-v1-first-key", "second-key-value", 87654321]},
+        "tokens": ["not-secret", "also-not"],
+    }
 
     assert collect_secrets(config) == {"sk-or-v1-first-key", "second-key-value", "87654321"}
 
@@ -215,7 +217,10 @@ def test_a_numeric_secret_is_redacted_in_text_and_as_a_number_in_data() -> None:
 
     assert redactor.text("login with 12345678 failed") == f"login with {REDACTED} failed"
     assert redactor.data({"hint": 12345678, "total_tokens": 1234, "ok": True}) == {
-        "hint": REDACTED, "total_tokens": 1234, "ok": True}
+        "hint": REDACTED,
+        "total_tokens": 1234,
+        "ok": True,
+    }
 
 
 def test_config_redaction_replaces_whole_values_under_secret_keys_and_keeps_the_rest() -> None:
@@ -302,8 +307,13 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 
 def test_secret_values_on_a_command_line_are_known_even_when_the_override_does_not_parse() -> None:
-    args = ["+config_paths=[a.yaml]", "+wandb_api_key=[unterminated-secret", "+policy.token='quoted-token-1'",
-            "+limit=10", "~api_key"]
+    args = [
+        "+config_paths=[a.yaml]",
+        "+wandb_api_key=[unterminated-secret",
+        "+policy.token='quoted-token-1'",
+        "+limit=10",
+        "~api_key",
+    ]
 
     assert command_line_secrets(args) == {"[unterminated-secret", "'quoted-token-1'", "quoted-token-1"}
 
@@ -420,14 +430,17 @@ def test_install_log_redaction_covers_records_propagated_to_root_handlers(root_h
 # --------------------------------------------------------------------------- one JSON line per record
 
 
-@pytest.mark.parametrize("value", [
-    {"output": [{"text": f"the key is {OPENROUTER_KEY}"}]},  # a secret inside nested text
-    {"note": 'pass"word-with-quote-1234 leaked'},  # a secret that JSON writes escaped
-    {"pin": 987654321, "nested": [{"pin": 987654321}]},  # a numeric secret
-    {"error": "HTTP 401: key sk-or-v1-abcdef12 was cut off here"},  # a truncated secret
-    {"headers": {"authorization": "Bearer some-other-token-value"}},  # the safety nets
-    {"text": "fetched https://user:hunter2-password@example.com/x"},
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"output": [{"text": f"the key is {OPENROUTER_KEY}"}]},  # a secret inside nested text
+        {"note": 'pass"word-with-quote-1234 leaked'},  # a secret that JSON writes escaped
+        {"pin": 987654321, "nested": [{"pin": 987654321}]},  # a numeric secret
+        {"error": "HTTP 401: key sk-or-v1-abcdef12 was cut off here"},  # a truncated secret
+        {"headers": {"authorization": "Bearer some-other-token-value"}},  # the safety nets
+        {"text": "fetched https://user:hunter2-password@example.com/x"},
+    ],
+)
 def test_a_json_line_is_redacted_exactly_as_the_value_by_value_walk(value: dict[str, object]) -> None:
     redactor = Redactor([OPENROUTER_KEY, 'pass"word-with-quote-1234', "987654321"])
     line = redactor.json_line(value)
@@ -438,7 +451,10 @@ def test_a_json_line_is_redacted_exactly_as_the_value_by_value_walk(value: dict[
 
 def test_a_record_with_nothing_secret_is_serialized_once_and_unchanged() -> None:
     redactor = Redactor([OPENROUTER_KEY])
-    record = {"reward": 1.0, "output": [{"type": "message", "content": "It is sunny in Paris, 21 °C."}],
-              "usage": {"input_tokens": 120, "max_output_tokens": 256}}
+    record = {
+        "reward": 1.0,
+        "output": [{"type": "message", "content": "It is sunny in Paris, 21 °C."}],
+        "usage": {"input_tokens": 120, "max_output_tokens": 256},
+    }
     line = redactor.json_line(record)
     assert line == json.dumps(record, ensure_ascii=False, separators=(",", ":"))

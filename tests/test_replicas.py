@@ -19,13 +19,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from nemo_gym.client import SESSION_HEADER, HttpPool, InstanceAddress, ServerCallError, ServerClient
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
+from nemo_gym.config.paths import project_root
+from nemo_gym.http.pool import HttpPool
+from nemo_gym.http.server_client import SESSION_HEADER, InstanceAddress, ServerCallError, ServerClient
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import write_rows
 from nemo_gym.testing.fast_upstream import FastUpstream
-from nemo_gym.testing.processes import CommandProcess, collected_records
+from nemo_gym.testing.processes import collected_records
 
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 AGENT = "simple_weather_simple_agent"
@@ -46,8 +48,13 @@ def replica_app(label: str, served: Counter[str], *, delay_s: float = 0.0) -> St
         await asyncio.sleep(delay_s)
         return JSONResponse({"replica": label, "session": request.headers.get(SESSION_HEADER)})
 
-    return Starlette(routes=[Route("/seed_session", seed, methods=["POST"]), Route("/call", call, methods=["POST"]),
-                             Route("/verify", call, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/seed_session", seed, methods=["POST"]),
+            Route("/call", call, methods=["POST"]),
+            Route("/verify", call, methods=["POST"]),
+        ]
+    )
 
 
 @pytest.fixture
@@ -58,8 +65,7 @@ def two_replicas() -> Iterator[tuple[list[str], Counter[str]]]:
 
 
 def client_for(urls: list[str], pool: HttpPool, **kwargs: Any) -> ServerClient:
-    return ServerClient({"env": InstanceAddress("env", "resources_servers", "x", urls[0], tuple(urls))}, pool,
-                        **kwargs)
+    return ServerClient({"env": InstanceAddress("env", "resources_servers", "x", urls[0], tuple(urls))}, pool, **kwargs)
 
 
 def test_calls_spread_evenly_over_idle_replicas(two_replicas: tuple[list[str], Counter[str]]) -> None:
@@ -77,8 +83,11 @@ def test_calls_spread_evenly_over_idle_replicas(two_replicas: tuple[list[str], C
 
 def test_a_slow_replica_gets_fewer_calls_than_a_fast_one() -> None:
     served: Counter[str] = Counter()
-    with serve_in_thread(replica_app("slow", served, delay_s=0.2)) as slow, \
-            serve_in_thread(replica_app("fast", served, delay_s=0.01)) as fast:
+    with (
+        serve_in_thread(replica_app("slow", served, delay_s=0.2)) as slow,
+        serve_in_thread(replica_app("fast", served, delay_s=0.01)) as fast,
+    ):
+
         async def main() -> None:
             async with HttpPool() as pool:
                 servers = client_for([slow, fast], pool)
@@ -95,7 +104,8 @@ def test_a_slow_replica_gets_fewer_calls_than_a_fast_one() -> None:
 
 
 def test_every_call_of_a_session_goes_to_the_replica_that_opened_it(
-        two_replicas: tuple[list[str], Counter[str]]) -> None:
+    two_replicas: tuple[list[str], Counter[str]],
+) -> None:
     urls, _ = two_replicas
 
     async def rollout(servers: ServerClient) -> list[str]:
@@ -119,7 +129,8 @@ def test_every_call_of_a_session_goes_to_the_replica_that_opened_it(
 
 
 def test_an_unreachable_replica_is_skipped_and_a_session_on_it_is_reported_unavailable(
-        two_replicas: tuple[list[str], Counter[str]]) -> None:
+    two_replicas: tuple[list[str], Counter[str]],
+) -> None:
     (live, _), served = two_replicas
     dead = f"http://127.0.0.1:{free_port()}"
 
@@ -152,7 +163,8 @@ def test_when_no_replica_answers_the_error_names_every_address_tried() -> None:
 
 
 def test_the_replica_list_comes_from_the_head_server_and_follows_its_changes(
-        two_replicas: tuple[list[str], Counter[str]]) -> None:
+    two_replicas: tuple[list[str], Counter[str]],
+) -> None:
     (a, b), served = two_replicas
     listed = {"replicas": [{"url": a}]}
 
@@ -160,6 +172,7 @@ def test_the_replica_list_comes_from_the_head_server_and_follows_its_changes(
         return JSONResponse({"instances": {"env": {"server_type": "resources_servers", "impl": "x", **listed}}})
 
     with serve_in_thread(Starlette(routes=[Route("/instances", instances)])) as head:
+
         async def main() -> None:
             async with HttpPool() as pool:
                 servers = ServerClient({}, pool, head_url=head, refresh_interval_s=0.0)
@@ -184,15 +197,22 @@ def replicas_config(tmp_path: Path, upstream: str) -> Path:
         f"      base_url: {upstream}/v1\n      api_key: sk-replicas-test-0001\n      model: stub/weather-model\n"
         "      openrouter: false\n      preflight: false\n      num_replicas: 2\n"
         f"{AGENT}:\n  responses_api_agents:\n    simple_agent:\n      num_replicas: 2\n"
-        "simple_weather:\n  resources_servers:\n    simple_weather:\n      num_replicas: 3\n")
+        "simple_weather:\n  resources_servers:\n    simple_weather:\n      num_replicas: 3\n"
+    )
     return path
 
 
 def test_ng_run_serves_replicas_and_a_collection_through_them_stays_on_each_sessions_replica(tmp_path: Path) -> None:
     head_port = free_port()
     with serve_in_thread(FastUpstream()) as upstream:
-        run = CommandProcess(["ng_run", f"+config_paths=[{SIMPLE_WEATHER}, {replicas_config(tmp_path, upstream)}]",
-                              f"+head_server.port={head_port}"], cwd=tmp_path)
+        run = CommandProcess(
+            [
+                "ng_run",
+                f"+config_paths=[{SIMPLE_WEATHER}, {replicas_config(tmp_path, upstream)}]",
+                f"+head_server.port={head_port}",
+            ],
+            cwd=tmp_path,
+        )
         try:
             assert run.wait_for("ng_run ready", 90), run.output
             assert {f"simple_weather[{k}]" for k in (1, 2, 3)} <= {line.split()[0] for line in run.lines if line}
@@ -209,7 +229,8 @@ def test_ng_run_serves_replicas_and_a_collection_through_them_stays_on_each_sess
             by_example: dict[str, set[float]] = {}
             for record in records:
                 by_example.setdefault(json.dumps(record["input"]["responses_create_params"]), set()).add(
-                    record["reward"])
+                    record["reward"]
+                )
             assert all(len(rewards) == 1 for rewards in by_example.values()), by_example
             assert sum(r["reward"] == 1.0 for r in records) >= 50
             health = [httpx.get(url + "/health", timeout=5).json() for url in weather]

@@ -13,8 +13,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from nemo_gym.comparison import Comparison, recommend, summarize
-from nemo_gym.report import RECOMMENDED_COLOR, write_report
+from nemo_gym.compare.report import RECOMMENDED_COLOR, write_report
+from nemo_gym.compare.statistics import Comparison, recommend, summarize
 from nemo_gym.testing.browser import headless_chromium, require_browser, serve_directory
 
 
@@ -27,8 +27,16 @@ def chromium() -> Iterator[Any]:
 
 
 def _records(rewards: list[float], cost: float | None) -> list[dict[str, Any]]:
-    return [{"reward": reward, "error": None, "cost_usd": cost, "latency_s": 1.0 + index % 3,
-             "usage": {"input_tokens": 900, "output_tokens": 150}} for index, reward in enumerate(rewards)]
+    return [
+        {
+            "reward": reward,
+            "error": None,
+            "cost_usd": cost,
+            "latency_s": 1.0 + index % 3,
+            "usage": {"input_tokens": 900, "output_tokens": 150},
+        }
+        for index, reward in enumerate(rewards)
+    ]
 
 
 def build_comparison() -> Comparison:
@@ -37,15 +45,25 @@ def build_comparison() -> Comparison:
     good = [1.0] * 17 + [0.0] * 3
     models = [
         summarize("openai/gpt-4o", "openai/gpt-4o", _records(good, 0.01)),
-        summarize("google/gemini-2.0-flash-001", "google/gemini-2.0-flash-001",
-                  _records([1.0] * 16 + [0.0] * 4, 0.0004)),
-        summarize("meta-llama/llama-3.1-8b-instruct:free", "meta-llama/llama-3.1-8b-instruct:free",
-                  _records([1.0, 0.0] * 10, 0.0)),
+        summarize(
+            "google/gemini-2.0-flash-001", "google/gemini-2.0-flash-001", _records([1.0] * 16 + [0.0] * 4, 0.0004)
+        ),
+        summarize(
+            "meta-llama/llama-3.1-8b-instruct:free",
+            "meta-llama/llama-3.1-8b-instruct:free",
+            _records([1.0, 0.0] * 10, 0.0),
+        ),
         summarize("<b>local</b>", "local-model", _records([1.0, 1.0, 0.0, 1.0] * 5, None)),
     ]
-    return Comparison(title="simple_weather: model comparison", dataset="data/example.jsonl", rows=5,
-                      num_repeats=4, created_at=datetime(2025, 3, 4, 12, 30, tzinfo=UTC), models=models,
-                      recommendation=recommend(models))
+    return Comparison(
+        title="simple_weather: model comparison",
+        dataset="data/example.jsonl",
+        rows=5,
+        num_repeats=4,
+        created_at=datetime(2025, 3, 4, 12, 30, tzinfo=UTC),
+        models=models,
+        recommendation=recommend(models),
+    )
 
 
 def test_report_renders_in_headless_chromium(chromium: Any, tmp_path: Path) -> None:
@@ -91,7 +109,8 @@ def test_report_renders_in_headless_chromium(chromium: Any, tmp_path: Path) -> N
             rows = page.locator("#comparison-table tbody tr")
             assert rows.count() == len(comparison.models)
             assert [rows.nth(i).get_attribute("data-model") for i in range(rows.count())] == [
-                m.label for m in comparison.models]
+                m.label for m in comparison.models
+            ]
             backgrounds = rows.evaluate_all("rows => rows.map(r => getComputedStyle(r).backgroundColor)")
             highlighted = [m.label == recommended for m in comparison.models]
             chosen = {bg for bg, hit in zip(backgrounds, highlighted, strict=True) if hit}
@@ -113,10 +132,10 @@ def test_report_renders_in_headless_chromium(chromium: Any, tmp_path: Path) -> N
     assert requests and all(urlsplit(url).hostname == "127.0.0.1" for url in requests), requests
     pixels = matplotlib.image.imread(screenshot)[..., :3]
     top, left = int(box["y"] + scroll_y), int(box["x"])
-    chart = pixels[top:top + int(box["height"]), left:left + int(box["width"])]
+    chart = pixels[top : top + int(box["height"]), left : left + int(box["width"])]
     assert chart.shape[0] > 150 and chart.shape[1] > 300
     assert chart.std() > 0.05, "the chart region of the screenshot is blank"
     dark = (chart.mean(axis=2) < 0.5).mean()
     assert 0.002 < dark < 0.5, f"{dark:.3%} of the chart is dark: no text and axes, or no background"
-    star = np.array([int(RECOMMENDED_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)])
+    star = np.array([int(RECOMMENDED_COLOR[i : i + 2], 16) / 255 for i in (1, 3, 5)])
     assert (np.abs(chart - star).max(axis=2) < 0.08).sum() > 30, "the recommended model's marker is not drawn"

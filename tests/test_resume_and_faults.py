@@ -15,12 +15,12 @@ import httpx
 import pytest
 import yaml
 
+from nemo_gym.collection.resume import SettingsChanged
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.processes import free_port
-from nemo_gym.resume import SettingsChanged
-from nemo_gym.server import serve_in_thread
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, emulated_cluster, write_rows
-from nemo_gym.testing.processes import CommandProcess
 
 AGENT = "simple_weather_simple_agent"
 
@@ -39,8 +39,15 @@ def slow_cluster() -> Iterator[tuple[OpenRouterEmulator, int]]:
 
 
 def collector_argv(rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
-    return ["ng_collect_rollouts", f"+agent_name={AGENT}", f"+input_jsonl_fpath={rows}",
-            f"+output_jsonl_fpath={output}", "+num_samples_in_parallel=4", f"+head_server.port={head_port}", *extra]
+    return [
+        "ng_collect_rollouts",
+        f"+agent_name={AGENT}",
+        f"+input_jsonl_fpath={rows}",
+        f"+output_jsonl_fpath={output}",
+        "+num_samples_in_parallel=4",
+        f"+head_server.port={head_port}",
+        *extra,
+    ]
 
 
 def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
@@ -52,8 +59,7 @@ def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
     raise AssertionError(f"{path} did not reach {count} lines")
 
 
-def collector_under_way(slow_cluster: tuple, tmp_path: Path, *, lines: int
-                        ) -> tuple[int, Path, Path, CommandProcess]:
+def collector_under_way(slow_cluster: tuple, tmp_path: Path, *, lines: int) -> tuple[int, Path, Path, CommandProcess]:
     """ng_collect_rollouts over 60 rows as a subprocess, returned once `lines` records are written."""
     _emulator, head_port = slow_cluster
     rows, output = write_rows(tmp_path / "rows.jsonl", 60), tmp_path / "out.jsonl"
@@ -68,8 +74,9 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tup
     first.wait(10)
     assert 10 <= len(keys_of(output)) < 60
 
-    rerun = subprocess.run(collector_argv(rows, output, head_port), cwd=tmp_path, capture_output=True, text=True,
-                           timeout=180)
+    rerun = subprocess.run(
+        collector_argv(rows, output, head_port), cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "Resuming" in rerun.stdout
     keys = keys_of(output)
@@ -117,13 +124,16 @@ def test_changed_settings_are_reported_not_mixed(tmp_path: Path) -> None:
         collect_rows(config, rows, output, responses_create_params={"temperature": 0.2})
         before = output.read_text()
         with pytest.raises(SettingsChanged, match=r"responses_create_params\.temperature: 0\.2 -> 0\.9"):
-            collect_rows(config, write_rows(tmp_path / "more.jsonl", 5), output,
-                         responses_create_params={"temperature": 0.9})
+            collect_rows(
+                config, write_rows(tmp_path / "more.jsonl", 5), output, responses_create_params={"temperature": 0.9}
+            )
         assert output.read_text() == before, "a refused run must not touch the output"
         summary = collect_rows(config, rows, output, responses_create_params={"temperature": 0.9}, overwrite=True)
     assert summary["rollouts"] == 3
-    with emulated_cluster(emulator, model="openai/gpt-4-turbo") as config, \
-            pytest.raises(SettingsChanged, match=r"model_server\.model: 'openai/gpt-4o-mini' -> 'openai/gpt-4-turbo'"):
+    with (
+        emulated_cluster(emulator, model="openai/gpt-4-turbo") as config,
+        pytest.raises(SettingsChanged, match=r"model_server\.model: 'openai/gpt-4o-mini' -> 'openai/gpt-4-turbo'"),
+    ):
         collect_rows(config, rows, output, responses_create_params={"temperature": 0.9})
 
 
@@ -131,11 +141,24 @@ def test_a_resources_server_killed_mid_run_is_reported_by_ng_run(tmp_path: Path)
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=50))
     with serve_in_thread(emulator.app()) as url:
         head_port = free_port()
-        (tmp_path / "env.yaml").write_text(yaml.safe_dump({
-            "policy_base_url": url + "/api/v1", "policy_api_key": EMULATOR_KEY,
-            "policy_model_name": "openai/gpt-4o-mini", "head_server": {"port": head_port}}))
-        ng_run = CommandProcess(["ng_run", "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
-                                 " resources_servers/simple_weather/configs/simple_weather.yaml]"], cwd=tmp_path)
+        (tmp_path / "env.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "policy_base_url": url + "/api/v1",
+                    "policy_api_key": EMULATOR_KEY,
+                    "policy_model_name": "openai/gpt-4o-mini",
+                    "head_server": {"port": head_port},
+                }
+            )
+        )
+        ng_run = CommandProcess(
+            [
+                "ng_run",
+                "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
+                " resources_servers/simple_weather/configs/simple_weather.yaml]",
+            ],
+            cwd=tmp_path,
+        )
         try:
             assert ng_run.wait_for("ng_run ready", 90), ng_run.output
             instances = httpx.get(f"http://127.0.0.1:{head_port}/instances", timeout=5).json()["instances"]
@@ -168,13 +191,25 @@ def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path)
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=300, latency_jitter_ms=200))
     with serve_in_thread(emulator.app()) as url:
         head_port = free_port()
-        (tmp_path / "env.yaml").write_text(yaml.safe_dump({
-            "policy_base_url": url + "/api/v1", "policy_api_key": EMULATOR_KEY,
-            "policy_model_name": "openai/gpt-4o-mini", "head_server": {"port": head_port}}))
-        ng_run = CommandProcess(["ng_run", "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
-                                 " resources_servers/simple_weather/configs/simple_weather.yaml]",
-                                 "+policy_model.responses_api_models.openai_model.max_concurrent_requests=512"],
-                                cwd=tmp_path)
+        (tmp_path / "env.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "policy_base_url": url + "/api/v1",
+                    "policy_api_key": EMULATOR_KEY,
+                    "policy_model_name": "openai/gpt-4o-mini",
+                    "head_server": {"port": head_port},
+                }
+            )
+        )
+        ng_run = CommandProcess(
+            [
+                "ng_run",
+                "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml,"
+                " resources_servers/simple_weather/configs/simple_weather.yaml]",
+                "+policy_model.responses_api_models.openai_model.max_concurrent_requests=512",
+            ],
+            cwd=tmp_path,
+        )
         try:
             assert ng_run.wait_for("ng_run ready", 90), ng_run.output
             instances = httpx.get(f"http://127.0.0.1:{head_port}/instances", timeout=5).json()["instances"]

@@ -10,12 +10,14 @@ from typing import Any
 
 import pytest
 
-from nemo_gym.cli.collect_rollouts import collect, metrics_path, settings_from
-from nemo_gym.config import ConfigError, GlobalConfig, project_root
-from nemo_gym.head import build_head_app
-from nemo_gym.processes import free_port
-from nemo_gym.rollouts import InputError, read_rows
-from nemo_gym.server import serve_in_thread
+from nemo_gym.collection.inputs import InputError, read_rows
+from nemo_gym.collection.run import collect, metrics_path, settings_from
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.paths import project_root
+from nemo_gym.config.types import GlobalConfig
+from nemo_gym.servers.head import build_head_app
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 from nemo_gym.testing.stub_upstream import StubUpstream
 
@@ -40,8 +42,7 @@ def running(stub: StubUpstream) -> Iterator[GlobalConfig]:
 
 
 def run_collection(config: GlobalConfig, **settings: Any) -> dict[str, Any]:
-    data = {**config.data, "agent_name": "simple_weather_simple_agent", "input_jsonl_fpath": str(EXAMPLES),
-            **settings}
+    data = {**config.data, "agent_name": "simple_weather_simple_agent", "input_jsonl_fpath": str(EXAMPLES), **settings}
     cfg = GlobalConfig(data=data, origins={})
     return asyncio.run(collect(cfg, settings_from(cfg)))
 
@@ -94,10 +95,15 @@ def test_rerun_resumes_without_duplicates_and_overwrite_starts_over(running: Glo
     assert summary["skipped_already_done"] == 0 and len(read_records(output)) == 6
 
 
-def test_responses_create_params_overrides_reach_the_model(running: GlobalConfig, stub: StubUpstream,
-                                                           tmp_path: Path) -> None:
-    run_collection(running, output_jsonl_fpath=str(tmp_path / "o.jsonl"), limit=2,
-                   responses_create_params={"temperature": 0.25, "max_output_tokens": 64})
+def test_responses_create_params_overrides_reach_the_model(
+    running: GlobalConfig, stub: StubUpstream, tmp_path: Path
+) -> None:
+    run_collection(
+        running,
+        output_jsonl_fpath=str(tmp_path / "o.jsonl"),
+        limit=2,
+        responses_create_params={"temperature": 0.25, "max_output_tokens": 64},
+    )
     bodies = [body for path, _headers, body in stub.requests if path == "/v1/chat/completions"]
     assert bodies and all(b["temperature"] == 0.25 and b["max_tokens"] == 64 for b in bodies)
 
@@ -109,9 +115,12 @@ def test_an_unknown_agent_is_an_error_listing_the_agents(running: GlobalConfig, 
 
 def test_failed_rollouts_are_recorded_not_dropped(tmp_path: Path) -> None:
     dead_upstream = f"http://127.0.0.1:{free_port()}/v1"
-    data = {"policy_model": openai_model_block(dead_upstream, api_key=API_KEY,
-                                               retry={"max_attempts": 2, "initial_backoff_s": 0.01}),
-            **simple_weather_blocks()}
+    data = {
+        "policy_model": openai_model_block(
+            dead_upstream, api_key=API_KEY, retry={"max_attempts": 2, "initial_backoff_s": 0.01}
+        ),
+        **simple_weather_blocks(),
+    }
     with serve_config(data) as (config, _servers):
         head_port = free_port()
         with serve_in_thread(build_head_app(config), port=head_port):
@@ -134,7 +143,7 @@ def test_the_head_server_must_be_running(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ('{"responses_create_params": {"input": "hi"}}\n{not json}\n', r"in\.jsonl:2: not valid JSON"),
-        ('[1, 2]\n', r"in\.jsonl:1: a row must be a JSON object"),
+        ("[1, 2]\n", r"in\.jsonl:1: a row must be a JSON object"),
         ('{"question": "weather?"}\n', r"in\.jsonl:1: the row has no `responses_create_params`"),
         ("\n\n", r"has no rows"),
     ],
@@ -152,7 +161,9 @@ def test_missing_input_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_settings_are_validated_with_the_flag_names() -> None:
-    config = GlobalConfig(data={"agent_name": "a", "input_jsonl_fpath": "x.jsonl", "output_jsonl_fpath": "y.jsonl",
-                                "limit": 0}, origins={})
+    config = GlobalConfig(
+        data={"agent_name": "a", "input_jsonl_fpath": "x.jsonl", "output_jsonl_fpath": "y.jsonl", "limit": 0},
+        origins={},
+    )
     with pytest.raises(ConfigError, match=r"\+limit"):
         settings_from(config)

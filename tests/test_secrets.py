@@ -20,12 +20,12 @@ import yaml
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from nemo_gym.config import project_root
+from nemo_gym.config.paths import project_root
+from nemo_gym.config.secrets import REDACTED
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
-from nemo_gym.processes import free_port
-from nemo_gym.redaction import REDACTED
-from nemo_gym.server import serve_in_thread
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
 
 CANARY = "LEAKCANARY"
 """Every string secret below contains it, so a truncated or re-encoded fragment of one is found too."""
@@ -38,10 +38,18 @@ WANDB_API_KEY = f"{CANARY}-wandb-{HEX}"
 SERVICE_KEYS = [f"{CANARY}-list-a-{HEX}", f"{CANARY}-list-b-{HEX}"]
 DB_PASSWORD = random.randint(910_000_000_000, 989_999_999_999)  # YAML reads it back as an int
 MODEL = "openai/gpt-4-turbo"
-NOT_SECRETS = {"max_output_tokens": 4096, "total_tokens": 1234, "tokens": 77, "tokenizer": "cl100k_base",
-               "author": "nemo gym", "model": MODEL}
-CONFIG_PATHS = ("+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
-                "resources_servers/simple_weather/configs/simple_weather.yaml]")
+NOT_SECRETS = {
+    "max_output_tokens": 4096,
+    "total_tokens": 1234,
+    "tokens": 77,
+    "tokenizer": "cl100k_base",
+    "author": "nemo gym",
+    "model": MODEL,
+}
+CONFIG_PATHS = (
+    "+config_paths=[responses_api_models/openai_model/configs/openai_model.yaml, "
+    "resources_servers/simple_weather/configs/simple_weather.yaml]"
+)
 FORBIDDEN = (CANARY, str(DB_PASSWORD), "Bearer sk-", HEX)
 
 
@@ -52,10 +60,9 @@ def echoing_upstream() -> FastAPI:
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> JSONResponse:
-        sent = (f"Authorization: {request.headers.get('authorization')}, "
-                f"X-Api-Key: {request.headers.get('x-api-key')}")
+        sent = f"Authorization: {request.headers.get('authorization')}, X-Api-Key: {request.headers.get('x-api-key')}"
         key = str(request.headers.get("authorization")).removeprefix("Bearer ")
-        raw = f"{'diagnostics ' * 30}"[:300 - len(key) // 2 - 5] + f" key={key} was refused"
+        raw = f"{'diagnostics ' * 30}"[: 300 - len(key) // 2 - 5] + f" key={key} was refused"
         return JSONResponse({"error": {"message": f"Overloaded; you sent {sent}", "metadata": {"raw": raw}}}, 503)
 
     return app
@@ -73,17 +80,30 @@ def upstreams() -> Iterator[tuple[OpenRouterEmulator, str, str]]:
 def workdir(tmp_path: Path, upstreams: tuple[OpenRouterEmulator, str, str]) -> Path:
     _emulator, base_url, echo_url = upstreams
     env: dict[str, Any] = {
-        "policy_base_url": base_url, "policy_api_key": PRIMARY_KEY, "policy_model_name": MODEL,
+        "policy_base_url": base_url,
+        "policy_api_key": PRIMARY_KEY,
+        "policy_model_name": MODEL,
         "head_server": {"port": free_port()},
-        "hf_token": HF_TOKEN, "wandb_api_key": WANDB_API_KEY, "db_password": DB_PASSWORD,
+        "hf_token": HF_TOKEN,
+        "wandb_api_key": WANDB_API_KEY,
+        "db_password": DB_PASSWORD,
         "service": {"api_keys": SERVICE_KEYS, "url": "https://example.org"},
         "notes": {**NOT_SECRETS, "password_hint": "${db_password}", "mentions": "key is ${hf_token}"},
-        "policy_model": {"responses_api_models": {"openai_model": {
-            "headers": {"X-Api-Key": HEADER_KEY, "X-Title": "leak-test"},
-            "retry": {"max_attempts": 2, "max_elapsed_s": 30, "initial_backoff_s": 0.01, "max_backoff_s": 0.05,
-                      "retry_after_cap_s": 0.05},
-            "fallbacks": [{"base_url": echo_url, "api_key": FALLBACK_KEY, "model": "echo/broken-model"}],
-        }}},
+        "policy_model": {
+            "responses_api_models": {
+                "openai_model": {
+                    "headers": {"X-Api-Key": HEADER_KEY, "X-Title": "leak-test"},
+                    "retry": {
+                        "max_attempts": 2,
+                        "max_elapsed_s": 30,
+                        "initial_backoff_s": 0.01,
+                        "max_backoff_s": 0.05,
+                        "retry_after_cap_s": 0.05,
+                    },
+                    "fallbacks": [{"base_url": echo_url, "api_key": FALLBACK_KEY, "model": "echo/broken-model"}],
+                }
+            }
+        },
     }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
     for folder in ("responses_api_models", "resources_servers", "responses_api_agents"):
@@ -91,18 +111,29 @@ def workdir(tmp_path: Path, upstreams: tuple[OpenRouterEmulator, str, str]) -> P
     return tmp_path
 
 
-def run(argv: list[str], cwd: Path, outputs: dict[str, str], label: str, timeout_s: float = 180
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: list[str], cwd: Path, outputs: dict[str, str], label: str, timeout_s: float = 180
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
     outputs[f"{label} stdout"], outputs[f"{label} stderr"] = result.stdout, result.stderr
     return result
 
 
 def collect(workdir: Path, outputs: dict[str, str], label: str, limit: int) -> subprocess.CompletedProcess[str]:
-    return run(["ng_collect_rollouts", "+agent_name=simple_weather_simple_agent",
-                "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
-                "+output_jsonl_fpath=results/rollouts.jsonl", f"+limit={limit}", "+num_samples_in_parallel=1",
-                "+responses_create_params.max_output_tokens=512"], workdir, outputs, label)
+    return run(
+        [
+            "ng_collect_rollouts",
+            "+agent_name=simple_weather_simple_agent",
+            "+input_jsonl_fpath=resources_servers/simple_weather/data/example.jsonl",
+            "+output_jsonl_fpath=results/rollouts.jsonl",
+            f"+limit={limit}",
+            "+num_samples_in_parallel=1",
+            "+responses_create_params.max_output_tokens=512",
+        ],
+        workdir,
+        outputs,
+        label,
+    )
 
 
 def written_files(root: Path) -> dict[str, str]:
@@ -117,18 +148,24 @@ def written_files(root: Path) -> dict[str, str]:
 
 
 def leaks(texts: dict[str, str]) -> list[str]:
-    return [f"{where}: {secret!r} at ...{text[max(0, text.find(secret) - 120):text.find(secret) + 60]!r}"
-            for where, text in texts.items() for secret in FORBIDDEN if secret in text]
+    return [
+        f"{where}: {secret!r} at ...{text[max(0, text.find(secret) - 120) : text.find(secret) + 60]!r}"
+        for where, text in texts.items()
+        for secret in FORBIDDEN
+        if secret in text
+    ]
 
 
-def test_a_whole_collection_leaks_no_secret_anywhere(workdir: Path,
-                                                     upstreams: tuple[OpenRouterEmulator, str, str]) -> None:
+def test_a_whole_collection_leaks_no_secret_anywhere(
+    workdir: Path, upstreams: tuple[OpenRouterEmulator, str, str]
+) -> None:
     emulator, base_url, _echo_url = upstreams
     outputs: dict[str, str] = {}
 
     # The canary is live: this emulator does put the key into its error bodies.
-    echoed = httpx.post(base_url + "/chat/completions", json={},
-                        headers={"Authorization": f"Bearer {PRIMARY_KEY}"}, timeout=5)
+    echoed = httpx.post(
+        base_url + "/chat/completions", json={}, headers={"Authorization": f"Bearer {PRIMARY_KEY}"}, timeout=5
+    )
     assert PRIMARY_KEY in echoed.text
 
     dumped = run(["ng_dump_config", CONFIG_PATHS], workdir, outputs, "ng_dump_config")
@@ -179,8 +216,10 @@ def test_a_whole_collection_leaks_no_secret_anywhere(workdir: Path,
     assert len(records) == 6 and len(failed) == 1
     assert REDACTED in failed[0]["error"] and "HTTP 503" in failed[0]["error"]
     assert all(r["models"] == [MODEL] and r["usage"]["total_tokens"] > 0 for r in records if not r["error"])
-    assert any(r.path.endswith("/chat/completions") and r.headers["authorization"] == f"Bearer {PRIMARY_KEY}"
-               for r in emulator.requests), "the primary key was really used"
+    assert any(
+        r.path.endswith("/chat/completions") and r.headers["authorization"] == f"Bearer {PRIMARY_KEY}"
+        for r in emulator.requests
+    ), "the primary key was really used"
     assert emulator.faults_injected["server_error"] == 1 and emulator.faults_injected["bad_gateway"] == 1
     assert "retrying" in outputs["ng_run"], "the servers' own log lines are part of what is searched"
 
@@ -203,11 +242,14 @@ def test_a_rejected_key_echoed_back_at_start_up_is_not_shown(workdir: Path) -> N
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("override", [
-    "+policy_model.responses_api_models.openai_model.max_concurrent_requests=${wandb_api_key}",
-    "+policy_model.responses_api_models.openai_model.fallbacks=[{base_url: x, model: y, api_key: ${db_password}}]",
-    f"+policy_model.responses_api_models.openai_model.timeout_s={HF_TOKEN}",
-])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+policy_model.responses_api_models.openai_model.max_concurrent_requests=${wandb_api_key}",
+        "+policy_model.responses_api_models.openai_model.fallbacks=[{base_url: x, model: y, api_key: ${db_password}}]",
+        f"+policy_model.responses_api_models.openai_model.timeout_s={HF_TOKEN}",
+    ],
+)
 def test_configuration_errors_never_quote_a_secret(workdir: Path, override: str) -> None:
     outputs: dict[str, str] = {}
 
@@ -219,11 +261,14 @@ def test_configuration_errors_never_quote_a_secret(workdir: Path, override: str)
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("command", [
-    "ng_dump_config",
-    "ng_run",
-    "ng_collect_rollouts",
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "ng_dump_config",
+        "ng_run",
+        "ng_collect_rollouts",
+    ],
+)
 def test_a_malformed_override_holding_a_secret_is_not_echoed(workdir: Path, command: str) -> None:
     outputs: dict[str, str] = {}
 

@@ -13,10 +13,11 @@ import httpx
 import pytest
 import yaml
 
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.server import serve_in_thread
-from nemo_gym.testing.processes import CommandProcess, pid_alive
+from nemo_gym.config.paths import project_root
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import serve_in_thread
+from nemo_gym.testing.processes import pid_alive
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 SECRET = "sk-or-v1-seed-e2e-0123456789abcdef"
@@ -43,9 +44,12 @@ def stub() -> Iterator[tuple[StubUpstream, str]]:
 @pytest.fixture
 def workdir(tmp_path: Path, stub: tuple[StubUpstream, str]) -> Path:
     """A working directory whose env.yaml points the seed's policy_* keys at the stub (head on a free port)."""
-    env = {"policy_base_url": stub[1] + "/v1", "policy_api_key": SECRET,
-           "policy_model_name": "meta-llama/llama-3.1-8b-instruct:free",
-           "head_server": {"port": free_port()}}
+    env = {
+        "policy_base_url": stub[1] + "/v1",
+        "policy_api_key": SECRET,
+        "policy_model_name": "meta-llama/llama-3.1-8b-instruct:free",
+        "head_server": {"port": free_port()},
+    }
     (tmp_path / "env.yaml").write_text(yaml.safe_dump(env))
     # The seed's relative paths name files of the repository; make them resolvable from this directory.
     for folder in ("responses_api_models", "resources_servers", "responses_api_agents"):
@@ -63,8 +67,7 @@ def test_seed_quickstart_runs_verbatim(workdir: Path, stub: tuple[StubUpstream, 
         assert set(instances) == {"policy_model", "simple_weather", "simple_weather_simple_agent"}
         assert all(entry["url"].startswith("http://127.0.0.1:") for entry in instances.values())
 
-        collect = subprocess.run(["bash", "-c", SEED_COLLECT], cwd=workdir, capture_output=True, text=True,
-                                 timeout=180)
+        collect = subprocess.run(["bash", "-c", SEED_COLLECT], cwd=workdir, capture_output=True, text=True, timeout=180)
         assert collect.returncode == 0, collect.stdout + collect.stderr
         output = workdir / "results" / "openrouter_rollouts.jsonl"
         records = [json.loads(line) for line in output.read_text().splitlines()]
@@ -93,8 +96,13 @@ def test_seed_quickstart_runs_verbatim(workdir: Path, stub: tuple[StubUpstream, 
 
 
 def test_seed_ng_test_runs_the_model_servers_tests() -> None:
-    result = subprocess.run(["ng_test", "+entrypoint=responses_api_models/openai_model"], cwd=project_root(),
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["ng_test", "+entrypoint=responses_api_models/openai_model"],
+        cwd=project_root(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert " passed" in result.stdout
 

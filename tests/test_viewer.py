@@ -25,11 +25,11 @@ import httpx
 import pytest
 
 from nemo_gym.cli.viewer import main
-from nemo_gym.rollouts import RECORD_KEYS
-from nemo_gym.server import serve_in_thread
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.protocol.types import RECORD_KEYS
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.serving import serve_in_thread
+from nemo_gym.testing.viewer_sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 from nemo_gym.viewer import Query, RolloutIndex, build_app, write_html
-from nemo_gym.viewer.sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 
 DATA_BLOCK = re.compile(r'<script type="application/json" id="viewer-data">(.*?)</script>', re.DOTALL)
 
@@ -46,8 +46,10 @@ def records(sample: Path) -> list[dict[str, Any]]:
 
 @contextmanager
 def serve(path: Path) -> Iterator[httpx.Client]:
-    with serve_in_thread(build_app(RolloutIndex.load(path))) as url, \
-            httpx.Client(base_url=url, timeout=10, trust_env=False) as client:
+    with (
+        serve_in_thread(build_app(RolloutIndex.load(path))) as url,
+        httpx.Client(base_url=url, timeout=10, trust_env=False) as client,
+    ):
         yield client
 
 
@@ -73,8 +75,9 @@ def texts(record: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the API
 
 
-def test_summaries_list_every_record_in_file_order_with_its_figures(api: httpx.Client,
-                                                                    records: list[dict[str, Any]]) -> None:
+def test_summaries_list_every_record_in_file_order_with_its_figures(
+    api: httpx.Client, records: list[dict[str, Any]]
+) -> None:
     body = rows(api)
     assert body["total"] == body["matched"] == len(records) == 2 * 12 + 2
     for position, (row, record) in enumerate(zip(body["rows"], records, strict=True)):
@@ -92,7 +95,8 @@ def test_summaries_list_every_record_in_file_order_with_its_figures(api: httpx.C
 
 
 def test_reward_bounds_keep_rewards_within_them_and_leave_out_failed_rollouts(
-        api: httpx.Client, records: list[dict[str, Any]]) -> None:
+    api: httpx.Client, records: list[dict[str, Any]]
+) -> None:
     body = rows(api, reward_min=0.3, reward_max=0.9)
     expected = [i for i, r in enumerate(records) if r["reward"] is not None and 0.3 <= r["reward"] <= 0.9]
     assert 0 < len(expected) < len(records)
@@ -122,7 +126,8 @@ def test_error_filter_splits_failed_from_succeeded(api: httpx.Client, records: l
 
 @pytest.mark.parametrize("search", ["TOKYO", "snow", "get_weather", "Oslo", "<script>", "zzz-nothing-like-this"])
 def test_search_is_a_case_insensitive_substring_of_the_prompt_or_trajectory(
-        api: httpx.Client, records: list[dict[str, Any]], search: str) -> None:
+    api: httpx.Client, records: list[dict[str, Any]], search: str
+) -> None:
     expected = [i for i, r in enumerate(records) if search.lower() in texts(r)]
     assert [r["index"] for r in rows(api, search=search)["rows"]] == expected
     if search in ("TOKYO", "get_weather"):
@@ -131,8 +136,11 @@ def test_search_is_a_case_insensitive_substring_of_the_prompt_or_trajectory(
 
 def test_filters_combine(api: httpx.Client, records: list[dict[str, Any]]) -> None:
     body = rows(api, model=MODELS[1], error="succeeded", reward_min=1, search="weather")
-    expected = [i for i, r in enumerate(records) if MODELS[1] in r["models"] and r["error"] is None
-                and r["reward"] >= 1 and "weather" in texts(r)]
+    expected = [
+        i
+        for i, r in enumerate(records)
+        if MODELS[1] in r["models"] and r["error"] is None and r["reward"] >= 1 and "weather" in texts(r)
+    ]
     assert expected and [r["index"] for r in body["rows"]] == expected
 
 
@@ -199,7 +207,8 @@ def test_rollouts_appended_while_serving_show_up_and_a_rewrite_is_reindexed(samp
             handle.write(lines[6][:40])  # a rollout being written right now
         assert rows(api)["total"] == 6
         assert api.get("/api/meta").json()["warnings"] == [
-            {"line": 7, "message": "the last line is incomplete (no newline and not valid JSON): still being written?"}]
+            {"line": 7, "message": "the last line is incomplete (no newline and not valid JSON): still being written?"}
+        ]
         with path.open("a") as handle:
             handle.write(lines[6][40:])
         body = rows(api)
@@ -218,7 +227,8 @@ def _sha256(text: str) -> str:
 
 
 def test_written_page_is_self_contained_and_embeds_the_records_safely(
-        sample: Path, records: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample: Path, records: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     output = tmp_path / "out" / "rollouts.html"
     main([f"+jsonl_fpath={sample}", f"+output_html={output}"])
     assert f"Wrote {output}" in capsys.readouterr().out
@@ -246,7 +256,8 @@ def test_written_page_is_self_contained_and_embeds_the_records_safely(
 
 
 def test_written_page_is_refused_above_the_row_cap_unless_max_rows_allows(
-        sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     output = tmp_path / "page.html"
     with pytest.raises(SystemExit) as exit_info:
         main([f"+jsonl_fpath={sample}", f"+output_html={output}", "+max_rows=10"])
@@ -279,15 +290,23 @@ def run_failing(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[in
     return int(exit_info.value.code or 0), capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "Rollouts file not found: {path}. Pass the output of ng_collect_rollouts"),
-    ("", "{path} is empty: it has no rollout records"),
-    ("\n  \n\n", "{path} is empty: it has no rollout records"),
-    ("not json\n[1]\n", "{path} has no rollout records: none of its 2 non-blank line(s) is a JSON object (first: "
-                        "{path}:1: not valid JSON"),
-], ids=["missing", "empty", "blank", "no-records"])
-def test_unusable_files_fail_with_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    content: str | None, message: str) -> None:
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "Rollouts file not found: {path}. Pass the output of ng_collect_rollouts"),
+        ("", "{path} is empty: it has no rollout records"),
+        ("\n  \n\n", "{path} is empty: it has no rollout records"),
+        (
+            "not json\n[1]\n",
+            "{path} has no rollout records: none of its 2 non-blank line(s) is a JSON object (first: "
+            "{path}:1: not valid JSON",
+        ),
+    ],
+    ids=["missing", "empty", "blank", "no-records"],
+)
+def test_unusable_files_fail_with_one_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | None, message: str
+) -> None:
     path = tmp_path / "rollouts.jsonl"
     if content is not None:
         path.write_text(content)
@@ -303,7 +322,8 @@ def test_a_directory_is_refused_with_the_files_it_holds(tmp_path: Path, capsys: 
 
 
 def test_lines_that_are_not_records_are_skipped_with_their_line_numbers(
-        sample: Path, records: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample: Path, records: list[dict[str, Any]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     lines = sample.read_text().splitlines()
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join([lines[0], '{"reward": 1.0, "err', "", "[1, 2]", lines[1]]) + "\n")
@@ -335,15 +355,23 @@ def test_a_record_missing_fields_is_still_shown(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- settings
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["+jsonl_fpth=x.jsonl"], "Unknown setting +jsonl_fpth (did you mean +jsonl_fpath?). ng_viewer settings: "
-                              "+host, +jsonl_fpath, +max_rows, +output_html, +port."),
-    ([], "+jsonl_fpath is required: pass the rollouts file, e.g. +jsonl_fpath=results/rollouts.jsonl."),
-    (["+jsonl_fpath=x.jsonl", "+port=70000"], "+port=70000 is not valid: pass a port number from 1 to 65535."),
-    (["+jsonl_fpath=x.jsonl", "+max_rows=5"], "+max_rows caps a written page; it needs +output_html=<page.html>"),
-], ids=["typo", "no-file", "bad-port", "max-rows-alone"])
-def test_settings_are_checked_before_anything_is_read(args: list[str], message: str,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["+jsonl_fpth=x.jsonl"],
+            "Unknown setting +jsonl_fpth (did you mean +jsonl_fpath?). ng_viewer settings: "
+            "+host, +jsonl_fpath, +max_rows, +output_html, +port.",
+        ),
+        ([], "+jsonl_fpath is required: pass the rollouts file, e.g. +jsonl_fpath=results/rollouts.jsonl."),
+        (["+jsonl_fpath=x.jsonl", "+port=70000"], "+port=70000 is not valid: pass a port number from 1 to 65535."),
+        (["+jsonl_fpath=x.jsonl", "+max_rows=5"], "+max_rows caps a written page; it needs +output_html=<page.html>"),
+    ],
+    ids=["typo", "no-file", "bad-port", "max-rows-alone"],
+)
+def test_settings_are_checked_before_anything_is_read(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = run_failing(args, capsys)
     assert code == 2 and message in err
 

@@ -14,14 +14,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nemo_gym.report import usd
-from nemo_gym.server import serve_in_thread
+from nemo_gym.compare.report import usd
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.browser import headless_chromium, require_browser, serve_directory
+from nemo_gym.testing.viewer_sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 from nemo_gym.viewer import Query, RolloutIndex, build_app, write_html
-from nemo_gym.viewer.sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 
 TIMEOUT_MS = 15_000
-
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +89,9 @@ def browsing(browser: Any) -> Iterator[Browsing]:
 def expect_count(page: Any, text: str) -> None:
     """Wait until the count reads exactly `text` (an equal-looking earlier count must not satisfy the wait)."""
     with contextlib.suppress(Exception):  # a timeout: the assertion below shows the difference
-        page.wait_for_function("text => document.querySelector('#count')?.innerText === text", arg=text,
-                               timeout=TIMEOUT_MS)
+        page.wait_for_function(
+            "text => document.querySelector('#count')?.innerText === text", arg=text, timeout=TIMEOUT_MS
+        )
     assert page.locator("#count").inner_text() == text
 
 
@@ -103,16 +103,18 @@ def open_rollout(page: Any, index: int) -> Any:
 
 
 def shown_indexes(page: Any) -> list[int]:
-    return [int(i) for i in page.locator("#rollouts tbody tr").evaluate_all(
-        "rows => rows.map(r => r.dataset.index)")]
+    return [int(i) for i in page.locator("#rollouts tbody tr").evaluate_all("rows => rows.map(r => r.dataset.index)")]
 
 
 def expect_rows(page: Any, indexes: list[int]) -> None:
     """The table shows exactly these rollouts, in this order (waiting for the page to catch up)."""
     with contextlib.suppress(Exception):  # a timeout: the assertion below shows the difference
-        page.wait_for_function("ids => JSON.stringify([...document.querySelectorAll('#rollouts tbody tr')]"
-                               ".map(r => Number(r.dataset.index))) === JSON.stringify(ids)", arg=indexes,
-                               timeout=5_000)
+        page.wait_for_function(
+            "ids => JSON.stringify([...document.querySelectorAll('#rollouts tbody tr')]"
+            ".map(r => Number(r.dataset.index))) === JSON.stringify(ids)",
+            arg=indexes,
+            timeout=5_000,
+        )
     assert shown_indexes(page) == indexes
 
 
@@ -126,7 +128,8 @@ def tool_rollout(records: list[dict[str, Any]]) -> int:
 
 
 def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
-        chromium: Any, sample: Path, records: list[dict[str, Any]], tmp_path: Path) -> None:
+    chromium: Any, sample: Path, records: list[dict[str, Any]], tmp_path: Path
+) -> None:
     total = len(records)
     index = RolloutIndex.load(sample)
     with serve_in_thread(build_app(index)) as url, browsing(chromium) as session:
@@ -162,7 +165,12 @@ def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
         detail = open_rollout(page, chosen)
         turns = detail.locator("#conversation li.turn")
         assert turns.evaluate_all("items => items.map(i => i.dataset.kind + ':' + (i.dataset.role || ''))") == [
-            "message:developer", "message:user", "function_call:", "function_call_output:", "message:assistant"]
+            "message:developer",
+            "message:user",
+            "function_call:",
+            "function_call_output:",
+            "message:assistant",
+        ]
         messages = record["input"]["responses_create_params"]["input"]
         question = next(m["content"] for m in messages if m["role"] == "user")
         call, result, answer = record["response"]["output"]
@@ -171,7 +179,8 @@ def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
         arguments = json.loads(call["arguments"])
         assert json.loads(detail.locator(".kind-function_call .fn-args").inner_text()) == arguments
         assert json.loads(detail.locator(".kind-function_call_output .fn-output").inner_text()) == json.loads(
-            result["output"])
+            result["output"]
+        )
         assert json.loads(result["output"])["weather"] in detail.locator(".kind-function_call_output").inner_text()
         assert detail.locator('[data-role="assistant"] .turn-body').inner_text() == answer["content"][0]["text"]
         assert detail.locator("#detail-reward").inner_text() == "reward 1"
@@ -181,7 +190,8 @@ def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
         usage = record["usage"]
         assert detail.locator('#facts [data-key="tokens"]').inner_text() == (
             f"input {usage['input_tokens']} (cached 0) · output {usage['output_tokens']} (reasoning 0) · "
-            f"total {usage['total_tokens']} · {usage['calls']} model calls")
+            f"total {usage['total_tokens']} · {usage['calls']} model calls"
+        )
         assert detail.locator('#facts [data-key="cost"]').inner_text() == f"${usd(record['cost_usd'])}"
         assert detail.locator('#facts [data-key="models"]').inner_text() == record["models"][0]
         screenshot = tmp_path / "viewer.png"
@@ -208,9 +218,14 @@ def test_served_viewer_filters_and_shows_a_rollout_with_its_tool_calls(
 
 def check_markup_stays_text(page: Any, index: int) -> None:
     detail = open_rollout(page, index)
-    for selector in ('[data-role="user"] .turn-body', ".kind-reasoning .turn-body", ".kind-function_call .fn-args",
-                     ".kind-function_call_output .fn-output", '[data-role="assistant"] .turn-body',
-                     '#verifier [data-key="reasons"]'):
+    for selector in (
+        '[data-role="user"] .turn-body',
+        ".kind-reasoning .turn-body",
+        ".kind-function_call .fn-args",
+        ".kind-function_call_output .fn-output",
+        '[data-role="assistant"] .turn-body',
+        '#verifier [data-key="reasons"]',
+    ):
         assert "<script>window.__viewerInjected = true</script>" in detail.locator(selector).inner_text(), selector
     assert MARKUP in detail.locator('[data-role="assistant"] .turn-body').inner_text()
     assert page.locator("#detail script, #detail img, #detail b, #model b").count() == 0
@@ -218,16 +233,28 @@ def check_markup_stays_text(page: Any, index: int) -> None:
     assert MARKUP_MODEL in detail.locator('#facts [data-key="models"]').inner_text()
     assert f"{MARKUP_MODEL} (1)" in page.locator("#model").inner_text()
     assert "(estimated from catalog prices)" in detail.locator('#facts [data-key="cost"]').inner_text()
-    assert detail.locator('#facts [data-key="tokens"]').inner_text().startswith("input 210 (cached 64) · output 48 "
-                                                                                "(reasoning 12)")
+    assert (
+        detail.locator('#facts [data-key="tokens"]')
+        .inner_text()
+        .startswith("input 210 (cached 64) · output 48 (reasoning 12)")
+    )
 
 
-@pytest.mark.parametrize("filters", [
-    {"search": "snow"}, {"search": "TOKYO", "sort": "-reward"}, {"reward_min": 0.3, "reward_max": 0.9},
-    {"model": MODELS[0], "error": "succeeded", "sort": "cost_usd"}, {"error": "failed"}, {"sort": "-latency_s"},
-], ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()))
-def test_written_page_filters_and_sorts_like_the_server(chromium: Any, sample: Path, tmp_path: Path,
-                                                        filters: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"search": "snow"},
+        {"search": "TOKYO", "sort": "-reward"},
+        {"reward_min": 0.3, "reward_max": 0.9},
+        {"model": MODELS[0], "error": "succeeded", "sort": "cost_usd"},
+        {"error": "failed"},
+        {"sort": "-latency_s"},
+    ],
+    ids=lambda f: ",".join(f"{k}={v}" for k, v in f.items()),
+)
+def test_written_page_filters_and_sorts_like_the_server(
+    chromium: Any, sample: Path, tmp_path: Path, filters: dict[str, Any]
+) -> None:
     index = RolloutIndex.load(sample)
     html_path = write_html(index, tmp_path / "rollouts.html")
     expected = index.select(Query(**filters, limit=1000))

@@ -15,10 +15,10 @@ import sys
 import time
 from collections.abc import Sequence
 
-from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
-from nemo_gym.config import project_root
-from nemo_gym.processes import free_port
-from nemo_gym.testing.processes import CommandProcess
+from nemo_gym.config.paths import project_root
+from nemo_gym.console import fail, overrides_or_fail, print_flushed
+from nemo_gym.servers.commands import CommandProcess
+from nemo_gym.servers.processes import free_port
 
 LOCAL_MODEL_CONFIG = "responses_api_models/local_model/configs/local_model.yaml"
 DEFAULT_ENVIRONMENT = "simple_weather"
@@ -31,20 +31,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     environment = str(overrides.pop("environment", DEFAULT_ENVIRONMENT))
     folder = project_root() / "resources_servers" / environment
     if not (folder / "configs" / f"{environment}.yaml").is_file():
-        known = sorted(p.parent.parent.name for p in (project_root() / "resources_servers").glob("*/configs/*.yaml")
-                       if p.stem == p.parent.parent.name)
-        fail(f"+environment={environment}: no resources_servers/{environment}/configs/{environment}.yaml. "
-             f"Environments: {', '.join(known)}.")
+        known = sorted(
+            p.parent.parent.name
+            for p in (project_root() / "resources_servers").glob("*/configs/*.yaml")
+            if p.stem == p.parent.parent.name
+        )
+        fail(
+            f"+environment={environment}: no resources_servers/{environment}/configs/{environment}.yaml. "
+            f"Environments: {', '.join(known)}."
+        )
     head_port = free_port()
     config_paths = f"{LOCAL_MODEL_CONFIG}, resources_servers/{environment}/configs/{environment}.yaml"
     run_cmd = ["ng_run", f"+config_paths=[{config_paths}]", f"+head_server.port={head_port}"]
-    output = ("results/demo_rollouts.jsonl" if environment == DEFAULT_ENVIRONMENT
-              else f"results/demo_{environment}_rollouts.jsonl")
+    output = (
+        "results/demo_rollouts.jsonl"
+        if environment == DEFAULT_ENVIRONMENT
+        else f"results/demo_{environment}_rollouts.jsonl"
+    )
     collect_settings = {**DEFAULTS, "output_jsonl_fpath": output, **overrides}
-    collect_cmd = ["ng_collect_rollouts", f"+agent_name={environment}_simple_agent",
-                   f"+input_jsonl_fpath=resources_servers/{environment}/data/example.jsonl",
-                   f"+head_server.port={head_port}", "+overwrite=true",
-                   *(f"+{key}={value}" for key, value in collect_settings.items())]
+    collect_cmd = [
+        "ng_collect_rollouts",
+        f"+agent_name={environment}_simple_agent",
+        f"+input_jsonl_fpath=resources_servers/{environment}/data/example.jsonl",
+        f"+head_server.port={head_port}",
+        "+overwrite=true",
+        *(f"+{key}={value}" for key, value in collect_settings.items()),
+    ]
 
     print_flushed(f"$ {shlex.join(run_cmd)}")
     started = time.perf_counter()

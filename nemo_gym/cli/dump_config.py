@@ -8,9 +8,10 @@ from collections.abc import Sequence
 
 import yaml
 
-from nemo_gym.cli.common import fail
-from nemo_gym.config import ConfigError, load_global_config
-from nemo_gym.redaction import Redactor, collect_secrets, command_redactor
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.loading import load_global_config
+from nemo_gym.config.secrets import Redactor, collect_secrets, command_redactor
+from nemo_gym.console import fail
 
 
 def main(argv: Sequence[str] | None = None) -> None:

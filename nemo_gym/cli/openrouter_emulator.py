@@ -15,14 +15,17 @@ from typing import Any
 import uvicorn
 from pydantic import ValidationError
 
-from nemo_gym.binding import exposure_warning, is_loopback
-from nemo_gym.cli.common import fail, print_flushed
-from nemo_gym.config import ConfigError, load_yaml_file, parse_overrides, resolve_input_path
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.overrides import parse_overrides
+from nemo_gym.config.paths import resolve_input_path
+from nemo_gym.config.secrets import command_redactor
+from nemo_gym.config.yaml_files import load_yaml_file
+from nemo_gym.console import fail, print_flushed
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.app import API_PREFIX
-from nemo_gym.processes import free_port
-from nemo_gym.redaction import command_redactor
-from nemo_gym.server import ReadyReportingServer
+from nemo_gym.servers.binding import exposure_warning, is_loopback
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import ReadyReportingServer
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -65,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not is_loopback(host):
         print_flushed(f"ng_openrouter_emulator: {exposure_warning('the emulator', host)}", err=True)
     app = OpenRouterEmulator(config).app()
-    server = ReadyReportingServer(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
-                                  ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}")
+    server = ReadyReportingServer(
+        uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
+        ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}",
+    )
     if not server.run_until_signalled():
         fail(f"cannot serve on {host}:{port} (is the port in use?)", code=1)
     print_flushed("ng_openrouter_emulator stopped.")

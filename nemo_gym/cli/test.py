@@ -1,7 +1,7 @@
 """`ng_test +entrypoint=resources_servers/simple_weather`: check one server folder and run its own tests.
 
 For a resources server (a folder under `resources_servers/`) the example data is checked first
-(`nemo_gym.datacheck`: rows parse, name only the server's tools and carry its `row_fields`), because a bad row
+(`nemo_gym.servers.datacheck`: rows parse, name only the server's tools and carry its `row_fields`), because a bad row
 otherwise only fails mid-collection. Then pytest runs the folder's `tests/`. Both always run, so one command shows
 every problem; the exit status is pytest's if it failed, else 1 if the data check failed, else 0.
 """
@@ -14,14 +14,22 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
-from nemo_gym.config import SERVER_TYPES, available_impls, resolve_input_path
-from nemo_gym.datacheck import check_resources_server
+from nemo_gym.config.paths import SERVER_TYPES, available_impls, resolve_input_path
+from nemo_gym.console import fail, overrides_or_fail, print_flushed
+from nemo_gym.extras import folder_requirements_problem
+from nemo_gym.servers.datacheck import check_resources_server
 
 
 def is_resources_server(folder: Path) -> bool:
     """Folders under a `resources_servers/` directory are resources servers; model and agent folders are not."""
     return folder.resolve().parent.name == "resources_servers"
+
+
+def display_folder(folder: Path) -> str:
+    try:
+        return str(folder.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -35,20 +43,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not folder.is_dir():
         known = [f"{t}/{impl}" for t in SERVER_TYPES for impl in available_impls(t)]
         near = difflib.get_close_matches(str(entrypoint).strip("/"), known, n=1)
-        fail(f"+entrypoint={entrypoint}: no such folder ({folder}). "
-             + (f"Did you mean +entrypoint={near[0]}? " if near else "")
-             + f"Server folders: {', '.join(known) or 'none'}.")
+        fail(
+            f"+entrypoint={entrypoint}: no such folder ({folder}). "
+            + (f"Did you mean +entrypoint={near[0]}? " if near else "")
+            + f"Server folders: {', '.join(known) or 'none'}."
+        )
     tests = folder / "tests"
     if not tests.is_dir():
-        fail(f"{folder} has no tests/ folder (expected {tests}). Is +entrypoint a server folder such as "
-             "responses_api_models/openai_model?")
+        fail(
+            f"{folder} has no tests/ folder (expected {tests}). Is +entrypoint a server folder such as "
+            "responses_api_models/openai_model?"
+        )
+    missing = folder_requirements_problem(folder, display_folder(folder))
+    if missing is not None:
+        fail(missing)
     data_ok = True
     if is_resources_server(folder):
         check = check_resources_server(folder)
         print_flushed(check.report(), err=not check.ok)
         data_ok = check.ok
-    extra = [str(a) for a in overrides.get("pytest_args", [])] if isinstance(overrides.get("pytest_args"), list) \
+    extra = (
+        [str(a) for a in overrides.get("pytest_args", [])]
+        if isinstance(overrides.get("pytest_args"), list)
         else str(overrides.get("pytest_args", "")).split()
+    )
     command = [sys.executable, "-m", "pytest", str(tests), *extra]
     print_flushed(f"ng_test: {' '.join(command)}")
     code = subprocess.call(command, cwd=folder.parent.parent)

@@ -16,11 +16,13 @@ from typing import Any
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from nemo_gym.binding import exposure_warning, is_loopback
-from nemo_gym.cli.common import check_setting_names, fail, overrides_or_fail, print_flushed
-from nemo_gym.config import ConfigError, resolve_input_path
-from nemo_gym.processes import free_port
-from nemo_gym.server import ReadyReportingServer, cannot_listen
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.paths import resolve_input_path
+from nemo_gym.config.settings import check_setting_names
+from nemo_gym.console import fail, overrides_or_fail, print_flushed
+from nemo_gym.servers.binding import exposure_warning, is_loopback
+from nemo_gym.servers.processes import free_port
+from nemo_gym.servers.serving import ReadyReportingServer, cannot_listen
 from nemo_gym.viewer import DEFAULT_MAX_HTML_ROWS, RolloutIndex, ViewerInputError, build_app, write_html
 from nemo_gym.viewer.records import file_size_label
 
@@ -35,13 +37,17 @@ class ViewerSettings(BaseModel):
     host: str = Field("127.0.0.1", description="Address to serve on; anything but loopback exposes the rollouts")
     port: int | None = Field(None, ge=1, le=65535, description="Default: a free port")
     output_html: Path | None = Field(None, description="Write one self-contained page here instead of serving")
-    max_rows: int | None = Field(None, ge=1, description=f"Rollouts a written page may hold (default "
-                                                         f"{DEFAULT_MAX_HTML_ROWS})")
+    max_rows: int | None = Field(
+        None, ge=1, description=f"Rollouts a written page may hold (default {DEFAULT_MAX_HTML_ROWS})"
+    )
 
 
 SETTING_KEYS = sorted(ViewerSettings.model_fields)
-HINTS = {"port": "a port number from 1 to 65535", "max_rows": "a whole number >= 1",
-         "jsonl_fpath": "the rollouts file, e.g. +jsonl_fpath=results/rollouts.jsonl"}
+HINTS = {
+    "port": "a port number from 1 to 65535",
+    "max_rows": "a whole number >= 1",
+    "jsonl_fpath": "the rollouts file, e.g. +jsonl_fpath=results/rollouts.jsonl",
+}
 
 
 def settings_from(overrides: dict[str, Any]) -> ViewerSettings:
@@ -58,8 +64,10 @@ def settings_from(overrides: dict[str, Any]) -> ViewerSettings:
                 problems.append(f"+{key}={error.get('input')!r} is not valid: pass {HINTS.get(key, error['msg'])}")
         raise ConfigError("; ".join(problems) + ".") from None
     if settings.max_rows is not None and settings.output_html is None:
-        raise ConfigError("+max_rows caps a written page; it needs +output_html=<page.html> (a served viewer pages "
-                          "through files of any size).")
+        raise ConfigError(
+            "+max_rows caps a written page; it needs +output_html=<page.html> (a served viewer pages "
+            "through files of any size)."
+        )
     settings.jsonl_fpath = resolve_input_path(settings.jsonl_fpath)
     return settings
 
@@ -78,15 +86,25 @@ def serve(index: RolloutIndex, host: str, port: int | None) -> None:
     problem = cannot_listen(host, port, "ng_viewer")
     if problem is not None:  # its advice is for ng_run's instances; the viewer's own is simpler
         reason = problem.split(". ", 1)[0].rstrip(".")
-        hint = ("Pass another +port=N, or leave +port out to get a free one." if "in use" in reason else
-                "Pass +host=127.0.0.1 or another address of this machine.")
+        hint = (
+            "Pass another +port=N, or leave +port out to get a free one."
+            if "in use" in reason
+            else "Pass +host=127.0.0.1 or another address of this machine."
+        )
         fail(f"cannot serve on {host}:{port}: {reason}. {hint}", code=1)
     if not is_loopback(host):
         print_flushed(f"ng_viewer: {exposure_warning('the viewer', host)}", err=True)
-    config = uvicorn.Config(build_app(index, host=host), host=host, port=port, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        build_app(index, host=host),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+    )
     server = ReadyReportingServer(
-        config, ready_line=f"ng_viewer ready at http://{'[' + host + ']' if ':' in host else host}:{port}")
+        config, ready_line=f"ng_viewer ready at http://{'[' + host + ']' if ':' in host else host}:{port}"
+    )
     if not server.run_until_signalled():
         fail(f"cannot serve on {host}:{port} (is the port in use?)", code=1)
     print_flushed("ng_viewer stopped.")

@@ -23,8 +23,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nemo_gym.config import resolve_input_path
-from nemo_gym.conversion import chat_to_responses_response, responses_to_chat_request
+from nemo_gym.config.paths import resolve_input_path
 from nemo_gym.emulator import billing, routing
 from nemo_gym.emulator.catalog import key_status, model_entry
 from nemo_gym.emulator.config import ROUTING_FAULTS, EmulatedModel, EmulatorConfig, FaultKind
@@ -32,13 +31,16 @@ from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, USER_ID, 
 from nemo_gym.emulator.faults import FaultSchedule, in_band_error, routing_fault_error
 from nemo_gym.emulator.policy import ScriptedPolicy, Turn, load_answer_keys
 from nemo_gym.emulator.transport import RawResponse, chat_stream, dropped_json, padded_json, sleep_unless_disconnected
-from nemo_gym.server import JSONResponse
+from nemo_gym.protocol.conversion import chat_to_responses_response, responses_to_chat_request
+from nemo_gym.servers.base import JSONResponse
 
 logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-_NATIVE_FINISH = {"Anthropic": {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"},
-                  "Google AI Studio": {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS"}}
+_NATIVE_FINISH = {
+    "Anthropic": {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"},
+    "Google AI Studio": {"stop": "STOP", "tool_calls": "STOP", "length": "MAX_TOKENS"},
+}
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -66,8 +68,11 @@ class Generation:
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"X-Generation-Id": self.completion["id"], "X-Provider-Name": self.model.provider_name,
-                "Access-Control-Expose-Headers": "X-Generation-Id,X-Provider-Name"}
+        return {
+            "X-Generation-Id": self.completion["id"],
+            "X-Provider-Name": self.model.provider_name,
+            "Access-Control-Expose-Headers": "X-Generation-Id,X-Provider-Name",
+        }
 
 
 class ClientGone(Exception):
@@ -80,8 +85,9 @@ class OpenRouterEmulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config if config is not None else EmulatorConfig()
         self.catalog: dict[str, EmulatedModel] = {m.id: m for m in self.config.models}
-        self.answers = load_answer_keys([resolve_input_path(p) for p in self.config.answer_keys],
-                                        self.config.answer_field)
+        self.answers = load_answer_keys(
+            [resolve_input_path(p) for p in self.config.answer_keys], self.config.answer_field
+        )
         self.requests: list[RecordedRequest] = []
         self.served: Counter[str] = Counter()
         self.spent_usd: float = 0.0
@@ -134,8 +140,12 @@ class OpenRouterEmulator:
             if stream:
                 choice = generation.completion["choices"][0]
                 error = choice.get("error") or in_band_error(generation.model)
-                chunks = chat_stream(generation.completion, fault=generation.fault, error=error,
-                                     usage_chunk=self.config.stream_usage_chunk)
+                chunks = chat_stream(
+                    generation.completion,
+                    fault=generation.fault,
+                    error=error,
+                    usage_chunk=self.config.stream_usage_chunk,
+                )
                 return RawResponse(chunks, media_type="text/event-stream", headers=generation.headers)
             return self._render(generation, generation.completion)
 
@@ -143,11 +153,15 @@ class OpenRouterEmulator:
         async def responses(request: Request) -> Response:
             _, body = await self._admit(request)
             if body.get("store") is True or body.get("previous_response_id") is not None:
-                raise EmulatorError(400, "Only stateless requests are supported: send 'store': false and no "
-                                         "'previous_response_id', with the whole conversation in 'input'.")
+                raise EmulatorError(
+                    400,
+                    "Only stateless requests are supported: send 'store': false and no "
+                    "'previous_response_id', with the whole conversation in 'input'.",
+                )
             if body.get("stream"):
-                raise EmulatorError(400, "The emulator's /responses does not stream; send 'stream': false "
-                                         "(/chat/completions streams).")
+                raise EmulatorError(
+                    400, "The emulator's /responses does not stream; send 'stream': false (/chat/completions streams)."
+                )
             if body.get("input") is None:
                 raise EmulatorError(400, "'input' is required.")
             try:
@@ -249,8 +263,9 @@ class OpenRouterEmulator:
         if delay_s > 0 and not await sleep_unless_disconnected(request, delay_s):
             raise ClientGone()
 
-    def _answer(self, model: EmulatedModel, body: Mapping[str, Any], fault: FaultKind | None, *, streamed: bool,
-                started: float) -> Generation:
+    def _answer(
+        self, model: EmulatedModel, body: Mapping[str, Any], fault: FaultKind | None, *, streamed: bool, started: float
+    ) -> Generation:
         """The serving model's chat completion, billed and recorded unless a fault spoils it."""
         turn = ScriptedPolicy(model.id, model.quality, self.config.seed, self.answers).answer(body)
         finish = turn.finish_reason
@@ -269,17 +284,33 @@ class OpenRouterEmulator:
         message: dict[str, Any] = {"role": "assistant", "content": turn.content, "refusal": None, "reasoning": None}
         if turn.tool_calls:
             message["tool_calls"] = [
-                {"index": i, "id": self._new_id("call_", 24), "type": "function",
-                 "function": {"name": call.name, "arguments": call.arguments}}
-                for i, call in enumerate(turn.tool_calls)]
-        choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish,
-                                  "native_finish_reason": native, "message": message}
+                {
+                    "index": i,
+                    "id": self._new_id("call_", 24),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for i, call in enumerate(turn.tool_calls)
+            ]
+        choice: dict[str, Any] = {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": finish,
+            "native_finish_reason": native,
+            "message": message,
+        }
         if failed:
             choice["error"] = in_band_error(model)
         created = int(time.time())
-        completion_body = {"id": f"gen-{created}-{self._new_id('', 20)}", "provider": model.provider_name,
-                           "model": model.id, "object": "chat.completion", "created": created,
-                           "choices": [choice], "usage": usage}
+        completion_body = {
+            "id": f"gen-{created}-{self._new_id('', 20)}",
+            "provider": model.provider_name,
+            "model": model.id,
+            "object": "chat.completion",
+            "created": created,
+            "choices": [choice],
+            "usage": usage,
+        }
         if fault not in ("drop_connection", "error_in_200"):
             self._record(model, completion_body, body, streamed=streamed, started=started)
         if fault is None or fault == "hang":
@@ -297,24 +328,52 @@ class OpenRouterEmulator:
             return dropped_json(payload, generation.headers)
         return JSONResponse(payload, headers=generation.headers)
 
-    def _record(self, model: EmulatedModel, completion: Mapping[str, Any], body: Mapping[str, Any], *,
-                streamed: bool, started: float) -> None:
+    def _record(
+        self,
+        model: EmulatedModel,
+        completion: Mapping[str, Any],
+        body: Mapping[str, Any],
+        *,
+        streamed: bool,
+        started: float,
+    ) -> None:
         """What GET /generation?id= returns for this answer."""
         usage = completion["usage"]
         choice = completion["choices"][0]
         latency_ms = int((time.monotonic() - started) * 1000)
         self.generations[completion["id"]] = {
-            "id": completion["id"], "upstream_id": None, "total_cost": usage["cost"], "cache_discount": None,
-            "upstream_inference_cost": None, "created_at": datetime.now(UTC).isoformat(), "model": model.id,
-            "app_id": None, "streamed": streamed, "cancelled": False, "provider_name": model.provider_name,
-            "latency": latency_ms, "moderation_latency": None, "generation_time": latency_ms,
-            "finish_reason": choice["finish_reason"], "native_finish_reason": choice["native_finish_reason"],
-            "tokens_prompt": usage["prompt_tokens"], "tokens_completion": usage["completion_tokens"],
-            "native_tokens_prompt": usage["prompt_tokens"], "native_tokens_completion": usage["completion_tokens"],
-            "native_tokens_completion_images": 0, "native_tokens_reasoning": 0, "native_tokens_cached": 0,
-            "num_media_prompt": None, "num_input_audio_prompt": None, "num_media_completion": 0,
-            "num_search_results": None, "origin": "", "usage": usage["cost"], "is_byok": False,
-            "external_user": body.get("user"), "api_type": "completions",
+            "id": completion["id"],
+            "upstream_id": None,
+            "total_cost": usage["cost"],
+            "cache_discount": None,
+            "upstream_inference_cost": None,
+            "created_at": datetime.now(UTC).isoformat(),
+            "model": model.id,
+            "app_id": None,
+            "streamed": streamed,
+            "cancelled": False,
+            "provider_name": model.provider_name,
+            "latency": latency_ms,
+            "moderation_latency": None,
+            "generation_time": latency_ms,
+            "finish_reason": choice["finish_reason"],
+            "native_finish_reason": choice["native_finish_reason"],
+            "tokens_prompt": usage["prompt_tokens"],
+            "tokens_completion": usage["completion_tokens"],
+            "native_tokens_prompt": usage["prompt_tokens"],
+            "native_tokens_completion": usage["completion_tokens"],
+            "native_tokens_completion_images": 0,
+            "native_tokens_reasoning": 0,
+            "native_tokens_cached": 0,
+            "num_media_prompt": None,
+            "num_input_audio_prompt": None,
+            "num_media_completion": 0,
+            "num_search_results": None,
+            "origin": "",
+            "usage": usage["cost"],
+            "is_byok": False,
+            "external_user": body.get("user"),
+            "api_type": "completions",
         }
 
     def _new_id(self, prefix: str, length: int) -> str:

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from nemo_gym.conversion import content_text
 from nemo_gym.emulator.config import EmulatedModel, exact
 from nemo_gym.emulator.policy import Turn
+from nemo_gym.protocol.conversion import content_text
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
@@ -57,7 +57,10 @@ def usage(model: EmulatedModel, prompt: int, completion: int, *, billed: bool = 
         "cost": cost_usd(model, prompt, completion) if billed else 0.0,
         "is_byok": False,
         "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0, "audio_tokens": 0},
-        "cost_details": {"upstream_inference_cost": None, "upstream_inference_prompt_cost": prompt_cost,
-                         "upstream_inference_completions_cost": completion_cost},
+        "cost_details": {
+            "upstream_inference_cost": None,
+            "upstream_inference_prompt_cost": prompt_cost,
+            "upstream_inference_completions_cost": completion_cost,
+        },
         "completion_tokens_details": {"reasoning_tokens": 0, "image_tokens": 0},
     }

@@ -6,11 +6,24 @@ from typing import Any
 
 from nemo_gym.emulator.config import EmulatedModel, price_string
 
-_BASE_PARAMETERS = ["max_tokens", "temperature", "top_p", "stop", "frequency_penalty", "presence_penalty", "seed",
-                    "response_format"]
+_BASE_PARAMETERS = [
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "response_format",
+]
 _TOOL_PARAMETERS = ["tools", "tool_choice", "parallel_tool_calls"]
-_TOKENIZERS = {"openai": "GPT", "anthropic": "Claude", "google": "Gemini", "meta-llama": "Llama3",
-               "mistralai": "Mistral"}
+_TOKENIZERS = {
+    "openai": "GPT",
+    "anthropic": "Claude",
+    "google": "Gemini",
+    "meta-llama": "Llama3",
+    "mistralai": "Mistral",
+}
 
 
 def model_entry(model: EmulatedModel) -> dict[str, Any]:
@@ -24,12 +37,26 @@ def model_entry(model: EmulatedModel) -> dict[str, Any]:
         "created": model.created,
         "description": model.description or f"{model.name}, emulated offline (no real model behind it).",
         "context_length": model.context_length,
-        "architecture": {"modality": "text->text", "input_modalities": ["text"], "output_modalities": ["text"],
-                         "tokenizer": _TOKENIZERS.get(author, "Other"), "instruct_type": None},
-        "pricing": {"prompt": price_string(model.prompt_price), "completion": price_string(model.completion_price),
-                    "request": "0", "image": "0", "web_search": "0", "internal_reasoning": "0"},
-        "top_provider": {"context_length": model.context_length,
-                         "max_completion_tokens": model.max_completion_tokens, "is_moderated": author == "openai"},
+        "architecture": {
+            "modality": "text->text",
+            "input_modalities": ["text"],
+            "output_modalities": ["text"],
+            "tokenizer": _TOKENIZERS.get(author, "Other"),
+            "instruct_type": None,
+        },
+        "pricing": {
+            "prompt": price_string(model.prompt_price),
+            "completion": price_string(model.completion_price),
+            "request": "0",
+            "image": "0",
+            "web_search": "0",
+            "internal_reasoning": "0",
+        },
+        "top_provider": {
+            "context_length": model.context_length,
+            "max_completion_tokens": model.max_completion_tokens,
+            "is_moderated": author == "openai",
+        },
         "per_request_limits": None,
         "supported_parameters": _BASE_PARAMETERS + (_TOOL_PARAMETERS if model.supports_tools else []),
         "default_parameters": None,
@@ -39,7 +66,7 @@ def model_entry(model: EmulatedModel) -> dict[str, Any]:
 def mask_key(key: str) -> str:
     """`sk-or-v1-0123...cdef` style label: never the whole key, enough to tell keys apart."""
     prefix = "sk-or-v1-" if key.startswith("sk-or-v1-") else key[:6]
-    secret = key[len(prefix):]
+    secret = key[len(prefix) :]
     if len(secret) <= 6:
         return prefix + "..."
     return f"{prefix}{secret[:3]}...{secret[-3:]}"

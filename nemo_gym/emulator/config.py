@@ -13,17 +13,29 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 FaultKind = Literal[
-    "rate_limit", "rate_limit_no_retry_after", "server_error", "bad_gateway", "unavailable", "timeout",
-    "hang", "drop_connection", "error_in_200", "finish_reason_error",
+    "rate_limit",
+    "rate_limit_no_retry_after",
+    "server_error",
+    "bad_gateway",
+    "unavailable",
+    "timeout",
+    "hang",
+    "drop_connection",
+    "error_in_200",
+    "finish_reason_error",
 ]
 
 # Faults OpenRouter sees before the first byte: it answers them with an HTTP error, or falls through to the next
 # model of `models`. The others happen while (or after) a model answers, so they reach the client as they are.
 ROUTING_FAULTS: tuple[FaultKind, ...] = (
-    "rate_limit", "rate_limit_no_retry_after", "server_error", "bad_gateway", "unavailable", "timeout",
+    "rate_limit",
+    "rate_limit_no_retry_after",
+    "server_error",
+    "bad_gateway",
+    "unavailable",
+    "timeout",
 )
-FAULT_KINDS: tuple[FaultKind, ...] = (*ROUTING_FAULTS, "hang", "drop_connection", "error_in_200",
-                                      "finish_reason_error")
+FAULT_KINDS: tuple[FaultKind, ...] = (*ROUTING_FAULTS, "hang", "drop_connection", "error_in_200", "finish_reason_error")
 
 
 def _price(value: object) -> float:
@@ -76,8 +88,10 @@ class FaultRates(BaseModel):
     def _at_most_one(self) -> FaultRates:
         total = sum(getattr(self, kind) for kind in FAULT_KINDS)
         if total > 1.0 + 1e-9:
-            raise ValueError(f"fault probabilities add up to {total:g}; at most one fault happens per request, "
-                             "so their sum must be <= 1")
+            raise ValueError(
+                f"fault probabilities add up to {total:g}; at most one fault happens per request, "
+                "so their sum must be <= 1"
+            )
         return self
 
 
@@ -108,27 +122,77 @@ class EmulatedModel(BaseModel):
 def default_models() -> list[EmulatedModel]:
     """A small realistic catalog (prices in USD per token, as OpenRouter lists them)."""
     return [
-        EmulatedModel(id="openai/gpt-4o-mini", name="OpenAI: GPT-4o-mini", provider_name="OpenAI",
-                      context_length=128_000, prompt_price="0.00000015", completion_price="0.0000006",
-                      created=1721260800),
-        EmulatedModel(id="openai/gpt-4-turbo", name="OpenAI: GPT-4 Turbo", provider_name="OpenAI",
-                      context_length=128_000, max_completion_tokens=4096, prompt_price="0.00001",
-                      completion_price="0.00003", created=1712620800),
-        EmulatedModel(id="anthropic/claude-3.5-sonnet", name="Anthropic: Claude 3.5 Sonnet",
-                      provider_name="Anthropic", context_length=200_000, max_completion_tokens=8192,
-                      prompt_price="0.000003", completion_price="0.000015", created=1729555200),
-        EmulatedModel(id="meta-llama/llama-3.1-8b-instruct", name="Meta: Llama 3.1 8B Instruct",
-                      provider_name="DeepInfra", context_length=131_072, prompt_price="0.00000002",
-                      completion_price="0.00000005", quality=0.85, created=1721692800),
-        EmulatedModel(id="meta-llama/llama-3.1-8b-instruct:free", name="Meta: Llama 3.1 8B Instruct (free)",
-                      provider_name="Meta", context_length=131_072, max_completion_tokens=4096,
-                      prompt_price="0", completion_price="0", quality=0.8, created=1721692800),
-        EmulatedModel(id="mistralai/mixtral-8x7b-instruct", name="Mistral: Mixtral 8x7B Instruct",
-                      provider_name="Mistral", context_length=32_768, prompt_price="0.00000054",
-                      completion_price="0.00000054", supports_tools=False, created=1702166400),
-        EmulatedModel(id="google/gemini-pro", name="Google: Gemini Pro 1.0", provider_name="Google AI Studio",
-                      context_length=32_760, max_completion_tokens=8192, prompt_price="0.000000125",
-                      completion_price="0.000000375", quality=0.9, created=1702425600),
+        EmulatedModel(
+            id="openai/gpt-4o-mini",
+            name="OpenAI: GPT-4o-mini",
+            provider_name="OpenAI",
+            context_length=128_000,
+            prompt_price="0.00000015",
+            completion_price="0.0000006",
+            created=1721260800,
+        ),
+        EmulatedModel(
+            id="openai/gpt-4-turbo",
+            name="OpenAI: GPT-4 Turbo",
+            provider_name="OpenAI",
+            context_length=128_000,
+            max_completion_tokens=4096,
+            prompt_price="0.00001",
+            completion_price="0.00003",
+            created=1712620800,
+        ),
+        EmulatedModel(
+            id="anthropic/claude-3.5-sonnet",
+            name="Anthropic: Claude 3.5 Sonnet",
+            provider_name="Anthropic",
+            context_length=200_000,
+            max_completion_tokens=8192,
+            prompt_price="0.000003",
+            completion_price="0.000015",
+            created=1729555200,
+        ),
+        EmulatedModel(
+            id="meta-llama/llama-3.1-8b-instruct",
+            name="Meta: Llama 3.1 8B Instruct",
+            provider_name="DeepInfra",
+            context_length=131_072,
+            prompt_price="0.00000002",
+            completion_price="0.00000005",
+            quality=0.85,
+            created=1721692800,
+        ),
+        EmulatedModel(
+            id="meta-llama/llama-3.1-8b-instruct:free",
+            name="Meta: Llama 3.1 8B Instruct (free)",
+            provider_name="Meta",
+            context_length=131_072,
+            max_completion_tokens=4096,
+            prompt_price="0",
+            completion_price="0",
+            quality=0.8,
+            created=1721692800,
+        ),
+        EmulatedModel(
+            id="mistralai/mixtral-8x7b-instruct",
+            name="Mistral: Mixtral 8x7B Instruct",
+            provider_name="Mistral",
+            context_length=32_768,
+            prompt_price="0.00000054",
+            completion_price="0.00000054",
+            supports_tools=False,
+            created=1702166400,
+        ),
+        EmulatedModel(
+            id="google/gemini-pro",
+            name="Google: Gemini Pro 1.0",
+            provider_name="Google AI Studio",
+            context_length=32_760,
+            max_completion_tokens=8192,
+            prompt_price="0.000000125",
+            completion_price="0.000000375",
+            quality=0.9,
+            created=1702425600,
+        ),
     ]
 
 

@@ -11,8 +11,10 @@ NO_AUTH = "No auth credentials found"
 UNKNOWN_KEY = "User not found."
 NO_CREDITS = "Insufficient credits. Add more using https://openrouter.ai/credits"
 TOO_MANY_MODELS = "'models' array must have 3 items or fewer."
-NO_TOOL_ENDPOINTS = ("No endpoints found that support tool use. To learn more about provider routing, visit: "
-                     "https://openrouter.ai/docs/provider-routing")
+NO_TOOL_ENDPOINTS = (
+    "No endpoints found that support tool use. To learn more about provider routing, visit: "
+    "https://openrouter.ai/docs/provider-routing"
+)
 PROVIDER_ERROR = "Provider returned error"
 
 

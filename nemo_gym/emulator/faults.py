@@ -75,21 +75,29 @@ def routing_fault_error(kind: FaultKind, model: EmulatedModel, rates: FaultRates
     provider = {"provider_name": model.provider_name}
     if kind == "rate_limit":
         reset_ms = str(int((time.time() + rates.retry_after_s) * 1000))
-        limits = {"X-RateLimit-Limit": str(RATE_LIMIT_RPM), "X-RateLimit-Remaining": "0",
-                  "X-RateLimit-Reset": reset_ms}
-        message = (f"Rate limit exceeded: limit_rpm/{model.id}/{uuid.uuid4()}. High demand for {model.id} on "
-                   f"OpenRouter - limited to {RATE_LIMIT_RPM} requests per minute. Please retry shortly.")
-        return EmulatorError(429, message, {"headers": limits, "provider_name": None},
-                             {"Retry-After": _retry_after_value(rates.retry_after_s), **limits})
+        limits = {"X-RateLimit-Limit": str(RATE_LIMIT_RPM), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset_ms}
+        message = (
+            f"Rate limit exceeded: limit_rpm/{model.id}/{uuid.uuid4()}. High demand for {model.id} on "
+            f"OpenRouter - limited to {RATE_LIMIT_RPM} requests per minute. Please retry shortly."
+        )
+        return EmulatorError(
+            429,
+            message,
+            {"headers": limits, "provider_name": None},
+            {"Retry-After": _retry_after_value(rates.retry_after_s), **limits},
+        )
     if kind == "rate_limit_no_retry_after":
-        raw = (f"{model.id} is temporarily rate-limited upstream. Please retry shortly, or add your own key to "
-               "accumulate your rate limits: https://openrouter.ai/settings/integrations")
+        raw = (
+            f"{model.id} is temporarily rate-limited upstream. Please retry shortly, or add your own key to "
+            "accumulate your rate limits: https://openrouter.ai/settings/integrations"
+        )
         return EmulatorError(429, PROVIDER_ERROR, {**provider, "raw": raw})
     if kind == "server_error":
         return EmulatorError(500, "Internal Server Error")
     if kind == "bad_gateway":
-        raw = json.dumps({"error": {"message": "upstream connect error or disconnect/reset before headers",
-                                    "type": "server_error"}})
+        raw = json.dumps(
+            {"error": {"message": "upstream connect error or disconnect/reset before headers", "type": "server_error"}}
+        )
         return EmulatorError(502, PROVIDER_ERROR, {**provider, "raw": raw})
     if kind == "unavailable":
         return EmulatorError(503, "Service temporarily unavailable")
@@ -100,5 +108,8 @@ def routing_fault_error(kind: FaultKind, model: EmulatedModel, rates: FaultRates
 
 def in_band_error(model: EmulatedModel) -> dict[str, Any]:
     """The `error` object of a failure that arrives inside an HTTP 200 (padded body or choice error)."""
-    return {"code": 502, "message": PROVIDER_ERROR,
-            "metadata": {"provider_name": model.provider_name, "raw": "upstream stream closed unexpectedly"}}
+    return {
+        "code": 502,
+        "message": PROVIDER_ERROR,
+        "metadata": {"provider_name": model.provider_name, "raw": "upstream stream closed unexpectedly"},
+    }

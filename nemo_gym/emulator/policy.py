@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nemo_gym.conversion import content_text
+from nemo_gym.protocol.conversion import content_text
 
 MAX_CALLS_PER_TURN = 4
 
@@ -53,7 +53,7 @@ def proper_nouns(text: str) -> list[str]:
         run.clear()
 
     for match in _WORD.finditer(text):
-        gap = text[previous_end:match.start()]
+        gap = text[previous_end : match.start()]
         if _SENTENCE_END.search(gap):
             sentence_start = True
         if gap.strip():  # punctuation between two words ends a multi-word name
@@ -115,11 +115,12 @@ class ScriptedPolicy:
         messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         user_text = content_text(messages[last_user].get("content")) if last_user >= 0 else ""
-        since_user = messages[last_user + 1:]
+        since_user = messages[last_user + 1 :]
         results = _tool_results(since_user)
         done = {(c.name, c.arguments) for c in _calls_made(since_user)}
-        tools = [t for t in body.get("tools") or []
-                 if isinstance(t.get("function"), Mapping) and t["function"].get("name")]
+        tools = [
+            t for t in body.get("tools") or [] if isinstance(t.get("function"), Mapping) and t["function"].get("name")
+        ]
         choice = body.get("tool_choice", "auto")
         nouns = proper_nouns(user_text)
 

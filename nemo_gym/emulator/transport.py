@@ -25,8 +25,15 @@ class RawResponse(Response):
     """Sends `chunks` as they come. A `DROP` chunk ends the exchange without completing the body, so the server
     closes the connection (uvicorn logs "ASGI callable returned without completing response")."""
 
-    def __init__(self, chunks: AsyncIterator[bytes], *, status_code: int = 200, media_type: str = "application/json",
-                 headers: Mapping[str, str] | None = None, content_length: int | None = None) -> None:
+    def __init__(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        status_code: int = 200,
+        media_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+        content_length: int | None = None,
+    ) -> None:
         super().__init__(status_code=status_code, media_type=media_type, headers=dict(headers or {}))
         self.chunks = chunks
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
@@ -76,8 +83,9 @@ def _sse(payload: Mapping[str, Any] | str) -> bytes:
     return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
 
 
-async def chat_stream(completion: Mapping[str, Any], *, fault: str | None, usage_chunk: str,
-                      error: Mapping[str, Any] | None = None) -> AsyncIterator[bytes]:
+async def chat_stream(
+    completion: Mapping[str, Any], *, fault: str | None, usage_chunk: str, error: Mapping[str, Any] | None = None
+) -> AsyncIterator[bytes]:
     """A chat completion as OpenRouter streams it: a processing comment, content and tool-call deltas (role on
     every delta), the finish chunk, a separate usage chunk, `[DONE]`. Faults end the stream early, with no
     `[DONE]`: `error_in_200` sends an error chunk with empty choices first thing, `finish_reason_error` one with
@@ -87,8 +95,20 @@ async def chat_stream(completion: Mapping[str, Any], *, fault: str | None, usage
     message = choice["message"]
 
     def chunk(delta: dict[str, Any], finish: str | None = None, native: str | None = None) -> bytes:
-        return _sse({**head, "choices": [{"index": 0, "delta": {"role": "assistant", **delta}, "finish_reason": finish,
-                                          "native_finish_reason": native, "logprobs": None}]})
+        return _sse(
+            {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", **delta},
+                        "finish_reason": finish,
+                        "native_finish_reason": native,
+                        "logprobs": None,
+                    }
+                ],
+            }
+        )
 
     yield b": OPENROUTER PROCESSING\n\n"
     if fault == "error_in_200":
@@ -96,29 +116,46 @@ async def chat_stream(completion: Mapping[str, Any], *, fault: str | None, usage
         return
     content = message.get("content") or ""
     third = max(1, len(content) // 3)
-    pieces = [content[i:i + third] for i in range(0, len(content), third)]
+    pieces = [content[i : i + third] for i in range(0, len(content), third)]
     for index, piece in enumerate(pieces):
         yield chunk({"content": piece})
         if fault == "drop_connection" and index == len(pieces) // 2:
             yield DROP
             return
     for index, call in enumerate(message.get("tool_calls") or []):
-        opening = {"index": index, "id": call["id"], "type": "function",
-                   "function": {"name": call["function"]["name"], "arguments": ""}}
+        opening = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
         yield chunk({"content": "", "tool_calls": [opening]})
-        yield chunk({"content": "", "tool_calls": [{"index": index,
-                                                    "function": {"arguments": call["function"]["arguments"]}}]})
+        yield chunk(
+            {"content": "", "tool_calls": [{"index": index, "function": {"arguments": call["function"]["arguments"]}}]}
+        )
     if fault == "drop_connection":
         yield DROP
         return
     if choice.get("error"):
-        yield _sse({**head, "error": choice["error"],
-                    "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}]})
+        yield _sse(
+            {
+                **head,
+                "error": choice["error"],
+                "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+            }
+        )
         return
     yield chunk({"content": ""}, choice["finish_reason"], choice.get("native_finish_reason"))
     usage_choices: list[dict[str, Any]] = []
     if usage_chunk == "dummy_choice":
-        usage_choices = [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                          "native_finish_reason": None, "logprobs": None}]
+        usage_choices = [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "finish_reason": None,
+                "native_finish_reason": None,
+                "logprobs": None,
+            }
+        ]
     yield _sse({**head, "choices": usage_choices, "usage": completion["usage"]})
     yield _sse("[DONE]")

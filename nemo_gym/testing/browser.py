@@ -18,8 +18,16 @@ from typing import Any
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 """Without the background-networking flags Chromium keeps trying to reach Google's hosts."""
 
 
@@ -37,8 +45,10 @@ def require_browser(purpose: str) -> None:
     if not CHROMIUM.is_file():
         missing.append(f"{CHROMIUM} (apt-get install -y chromium)")
     if missing:
-        message = (f"The {purpose} needs " + " and ".join(missing) + ". Install the browser with "
-                   "`apt-get install -y chromium`; do not run `playwright install`.")
+        message = (
+            f"The {purpose} needs " + " and ".join(missing) + ". Install the browser with "
+            "`apt-get install -y chromium`; do not run `playwright install`."
+        )
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)

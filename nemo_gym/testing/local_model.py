@@ -18,7 +18,12 @@ NEEDS_LOCAL_MODEL = [pytest.mark.local_model, pytest.mark.skipif(not HAS_LOCAL_E
 
 def run_demo(output: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], list[dict[str, Any]]]:
     """`ng_demo <args> +output_jsonl_fpath=<output>`, asserted to succeed; its output and the records it wrote."""
-    result = subprocess.run(["ng_demo", *args, f"+output_jsonl_fpath={output}"], capture_output=True, text=True,
-                            timeout=900, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        ["ng_demo", *args, f"+output_jsonl_fpath={output}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result, [json.loads(line) for line in output.read_text().splitlines()]

@@ -18,11 +18,29 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from nemo_gym.conversion import content_text
+from nemo_gym.protocol.conversion import content_text
 
 KNOWN_CITIES = (
-    "Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Sydney", "Cairo", "Toronto", "Mumbai",
-    "Lagos", "Lima", "Oslo", "Seoul", "Nairobi", "Chicago", "Vienna", "Dublin", "Bangkok", "Lisbon",
+    "Paris",
+    "London",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Sydney",
+    "Cairo",
+    "Toronto",
+    "Mumbai",
+    "Lagos",
+    "Lima",
+    "Oslo",
+    "Seoul",
+    "Nairobi",
+    "Chicago",
+    "Vienna",
+    "Dublin",
+    "Bangkok",
+    "Lisbon",
 )
 PROMPT_TOKENS_PER_CALL = 50
 COMPLETION_TOKENS_PER_CALL = 12
@@ -51,8 +69,11 @@ class StubUpstream:
             if refusal is not None:
                 return refusal
             for message in body.get("messages", []):
-                if message.get("role") == "assistant" and message.get("tool_calls") and message.get(
-                        "content", "") is None:
+                if (
+                    message.get("role") == "assistant"
+                    and message.get("tool_calls")
+                    and message.get("content", "") is None
+                ):
                     return _error(400, "messages: assistant content must be a string, got null")
             return JSONResponse(self._chat_answer(body))
 
@@ -85,26 +106,36 @@ class StubUpstream:
         return [], "I am not sure which city you mean."
 
     def _usage_chat(self) -> dict[str, Any]:
-        return {"prompt_tokens": PROMPT_TOKENS_PER_CALL, "completion_tokens": COMPLETION_TOKENS_PER_CALL,
-                "total_tokens": PROMPT_TOKENS_PER_CALL + COMPLETION_TOKENS_PER_CALL, "cost": COST_PER_CALL_USD}
+        return {
+            "prompt_tokens": PROMPT_TOKENS_PER_CALL,
+            "completion_tokens": COMPLETION_TOKENS_PER_CALL,
+            "total_tokens": PROMPT_TOKENS_PER_CALL + COMPLETION_TOKENS_PER_CALL,
+            "cost": COST_PER_CALL_USD,
+        }
 
     def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
         messages = body.get("messages", [])
         user_text = next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-        outputs = [content_text(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "tool"]
+        outputs = [content_text(m.get("content")) for m in messages[last_user + 1 :] if m.get("role") == "tool"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
         message: dict[str, Any] = {"role": "assistant", "content": text or None}
         if cities:
             message["tool_calls"] = [
-                {"id": f"call_{n}_{i}", "type": "function",
-                 "function": {"name": "get_weather", "arguments": json.dumps({"city": c})}}
+                {
+                    "id": f"call_{n}_{i}",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": json.dumps({"city": c})},
+                }
                 for i, c in enumerate(cities)
             ]
         return {
-            "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model_label, "provider": "StubProvider",
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_label,
+            "provider": "StubProvider",
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls" if cities else "stop"}],
             "usage": self._usage_chat(),
         }
@@ -115,25 +146,47 @@ class StubUpstream:
             items = [{"role": "user", "content": items}]
         user_text = next((content_text(i.get("content")) for i in reversed(items) if i.get("role") == "user"), "")
         last_user = max((k for k, i in enumerate(items) if i.get("role") == "user"), default=-1)
-        outputs = [str(i.get("output")) for i in items[last_user + 1:] if i.get("type") == "function_call_output"]
+        outputs = [str(i.get("output")) for i in items[last_user + 1 :] if i.get("type") == "function_call_output"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
         output: list[dict[str, Any]] = [
-            {"type": "function_call", "id": f"fc_{n}_{i}", "call_id": f"call_{n}_{i}", "name": "get_weather",
-             "arguments": json.dumps({"city": c}), "status": "completed"}
+            {
+                "type": "function_call",
+                "id": f"fc_{n}_{i}",
+                "call_id": f"call_{n}_{i}",
+                "name": "get_weather",
+                "arguments": json.dumps({"city": c}),
+                "status": "completed",
+            }
             for i, c in enumerate(cities)
         ]
         if text:
-            output.append({"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
-                           "content": [{"type": "output_text", "text": text, "annotations": []}]})
+            output.append(
+                {
+                    "type": "message",
+                    "id": f"msg_{n}",
+                    "role": "assistant",
+                    "status": "completed",
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
+                }
+            )
         return {
-            "id": f"resp_{n}", "object": "response", "created_at": time.time(), "model": self.model_label,
-            "status": "completed", "output": output, "parallel_tool_calls": True, "tool_choice": "auto",
+            "id": f"resp_{n}",
+            "object": "response",
+            "created_at": time.time(),
+            "model": self.model_label,
+            "status": "completed",
+            "output": output,
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
             "tools": body.get("tools", []),
-            "usage": {"input_tokens": PROMPT_TOKENS_PER_CALL, "output_tokens": COMPLETION_TOKENS_PER_CALL,
-                      "total_tokens": PROMPT_TOKENS_PER_CALL + COMPLETION_TOKENS_PER_CALL,
-                      "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                      "output_tokens_details": {"reasoning_tokens": 0}},
+            "usage": {
+                "input_tokens": PROMPT_TOKENS_PER_CALL,
+                "output_tokens": COMPLETION_TOKENS_PER_CALL,
+                "total_tokens": PROMPT_TOKENS_PER_CALL + COMPLETION_TOKENS_PER_CALL,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens_details": {"reasoning_tokens": 0},
+            },
         }
 
 

@@ -4,5 +4,12 @@ from nemo_gym.viewer.app import build_app
 from nemo_gym.viewer.page import DEFAULT_MAX_HTML_ROWS, render_page, write_html
 from nemo_gym.viewer.records import Query, RolloutIndex, ViewerInputError
 
-__all__ = ["DEFAULT_MAX_HTML_ROWS", "Query", "RolloutIndex", "ViewerInputError", "build_app", "render_page",
-           "write_html"]
+__all__ = [
+    "DEFAULT_MAX_HTML_ROWS",
+    "Query",
+    "RolloutIndex",
+    "ViewerInputError",
+    "build_app",
+    "render_page",
+    "write_html",
+]

@@ -50,10 +50,17 @@ def embed_json(data: Any) -> str:
 def render_page(*, title: str, data: Any = None) -> Page:
     """The page; `data` None means served mode (the script calls the API next to the page)."""
     css, js = _asset("viewer.css"), _asset("viewer.js")
-    csp = (f"default-src 'none'; script-src {_sha256(js)}; style-src {_sha256(css)}; connect-src 'self'; "
-           "img-src data:; base-uri 'none'; form-action 'none'")
-    values = {"TITLE": html.escape(title), "CSP": html.escape(csp, quote=True), "CSS": css, "JS": js,
-              "DATA": embed_json(data)}
+    csp = (
+        f"default-src 'none'; script-src {_sha256(js)}; style-src {_sha256(css)}; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'"
+    )
+    values = {
+        "TITLE": html.escape(title),
+        "CSP": html.escape(csp, quote=True),
+        "CSS": css,
+        "JS": js,
+        "DATA": embed_json(data),
+    }
     # One pass: text substituted in (the data above all) is never scanned for placeholders again.
     return Page(html=_PLACEHOLDER.sub(lambda m: values[m[1]], _asset("viewer.html")), csp=csp)
 
@@ -65,8 +72,12 @@ DEFAULT_MAX_HTML_ROWS = 2000
 def standalone_data(index: RolloutIndex) -> dict[str, Any]:
     """Everything the page needs without a server: summaries, search text and whole records, in file order."""
     with index.lock:
-        return {"meta": index.meta(max_warnings=1000), "summaries": [e.summary() for e in index.entries],
-                "search": index.search_texts(), "records": index.all_records()}
+        return {
+            "meta": index.meta(max_warnings=1000),
+            "summaries": [e.summary() for e in index.entries],
+            "search": index.search_texts(),
+            "records": index.all_records(),
+        }
 
 
 def write_html(index: RolloutIndex, output: Path, *, max_rows: int | None = None) -> Path:
@@ -77,10 +88,13 @@ def write_html(index: RolloutIndex, output: Path, *, max_rows: int | None = None
         raise ViewerInputError(
             f"{index.path} has {total:,} rollouts; a written page holds at most {limit:,} (the browser loads them "
             f"all at once). Serve it instead (ng_viewer +jsonl_fpath={index.path}), which pages through any size, or "
-            f"raise the cap with +max_rows={total}.")
+            f"raise the cap with +max_rows={total}."
+        )
     if output.resolve() == index.path.resolve():
-        raise ViewerInputError(f"+output_html={output} is the rollouts file itself; name another file, e.g. "
-                               f"{index.path.with_suffix('.html')}.")
+        raise ViewerInputError(
+            f"+output_html={output} is the rollouts file itself; name another file, e.g. "
+            f"{index.path.with_suffix('.html')}."
+        )
     page = render_page(title=f"Rollouts: {index.path.name}", data=standalone_data(index))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(page.html, encoding="utf-8")

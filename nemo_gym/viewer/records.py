@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from nemo_gym.rollouts import RECORD_KEYS
+from nemo_gym.protocol.types import RECORD_KEYS
 
 ErrorFilter = Literal["all", "failed", "succeeded"]
 SORT_KEYS = ("index", "row_index", "reward", "cost_usd", "input_tokens", "output_tokens", "latency_s")
@@ -65,11 +65,22 @@ class Entry:
     search: tuple[str, ...]
 
     def summary(self) -> dict[str, Any]:
-        return {"index": self.index, "line": self.line, "row_index": self.row_index,
-                "repeat_index": self.repeat_index, "reward": self.reward, "models": list(self.models),
-                "error": self.error, "failed": self.failed, "cost_usd": self.cost_usd,
-                "cost_estimated": self.cost_estimated, "input_tokens": self.input_tokens,
-                "output_tokens": self.output_tokens, "latency_s": self.latency_s, "question": self.question}
+        return {
+            "index": self.index,
+            "line": self.line,
+            "row_index": self.row_index,
+            "repeat_index": self.repeat_index,
+            "reward": self.reward,
+            "models": list(self.models),
+            "error": self.error,
+            "failed": self.failed,
+            "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "latency_s": self.latency_s,
+            "question": self.question,
+        }
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ def _count(value: Any) -> int | None:
 
 def _short(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def content_texts(content: Any) -> Iterator[str]:
@@ -167,14 +178,21 @@ def entry_of(record: Mapping[str, Any], *, index: int, line: int, offset: int, l
     models = record.get("models")
     pieces = (piece for item in [*messages, *output_items(record)] for piece in item_texts(item))
     return Entry(
-        index=index, line=line, offset=offset, length=length,
-        row_index=_count(record.get("row_index")), repeat_index=_count(record.get("repeat_index")),
+        index=index,
+        line=line,
+        offset=offset,
+        length=length,
+        row_index=_count(record.get("row_index")),
+        repeat_index=_count(record.get("repeat_index")),
         reward=_number(record.get("reward")),
         models=tuple(str(m) for m in models) if isinstance(models, list) else (),
         error=None if error is None else _short(first_line, SHORT_ERROR_CHARS),
-        failed=error is not None, cost_usd=_number(record.get("cost_usd")),
-        cost_estimated=bool(record.get("cost_estimated")), input_tokens=_count(usage.get("input_tokens")),
-        output_tokens=_count(usage.get("output_tokens")), latency_s=_number(record.get("latency_s")),
+        failed=error is not None,
+        cost_usd=_number(record.get("cost_usd")),
+        cost_estimated=bool(record.get("cost_estimated")),
+        input_tokens=_count(usage.get("input_tokens")),
+        output_tokens=_count(usage.get("output_tokens")),
+        latency_s=_number(record.get("latency_s")),
         question=question(messages),
         # Interned: system prompts and tool results repeat across rows, so 100k records share a few copies.
         search=tuple(sys.intern(piece.lower()) for piece in pieces if piece),
@@ -247,13 +265,17 @@ class RolloutIndex:
     def load(cls, path: Path) -> RolloutIndex:
         """Index the file, or say clearly why it cannot be shown (missing, a directory, empty, nothing but junk)."""
         if not path.exists():
-            raise ViewerInputError(f"Rollouts file not found: {path}. Pass the output of ng_collect_rollouts, e.g. "
-                                   "+jsonl_fpath=results/rollouts.jsonl.")
+            raise ViewerInputError(
+                f"Rollouts file not found: {path}. Pass the output of ng_collect_rollouts, e.g. "
+                "+jsonl_fpath=results/rollouts.jsonl."
+            )
         if path.is_dir():
             found = sorted(p.name for p in path.glob("*.jsonl"))[:5]
             hint = f" (it holds {', '.join(found)})" if found else ""
-            raise ViewerInputError(f"{path} is a directory{hint}; +jsonl_fpath must name a rollouts JSONL file, e.g. "
-                                   f"{path / (found[0] if found else 'rollouts.jsonl')}.")
+            raise ViewerInputError(
+                f"{path} is a directory{hint}; +jsonl_fpath must name a rollouts JSONL file, e.g. "
+                f"{path / (found[0] if found else 'rollouts.jsonl')}."
+            )
         index = cls(path)
         try:
             index.refresh()
@@ -263,10 +285,14 @@ class RolloutIndex:
             problems = [*index.warnings, *([index.pending] if index.pending else [])]
             if problems:
                 first = problems[0].text(path)
-                raise ViewerInputError(f"{path} has no rollout records: none of its {len(problems)} non-blank line(s) "
-                                       f"is a JSON object (first: {first}).")
-            raise ViewerInputError(f"{path} is empty: it has no rollout records. ng_collect_rollouts writes one JSON "
-                                   "object per line as each rollout finishes.")
+                raise ViewerInputError(
+                    f"{path} has no rollout records: none of its {len(problems)} non-blank line(s) "
+                    f"is a JSON object (first: {first})."
+                )
+            raise ViewerInputError(
+                f"{path} is empty: it has no rollout records. ng_collect_rollouts writes one JSON "
+                "object per line as each rollout finishes."
+            )
         return index
 
     def refresh(self) -> None:
@@ -309,8 +335,10 @@ class RolloutIndex:
                         record = orjson.loads(body)
                     except orjson.JSONDecodeError as exc:
                         if not complete:  # maybe half-written: look at it again next time
-                            self.pending = LineWarning(number, "the last line is incomplete (no newline and not "
-                                                       "valid JSON): still being written?")
+                            self.pending = LineWarning(
+                                number,
+                                "the last line is incomplete (no newline and not valid JSON): still being written?",
+                            )
                             break
                         self.warnings.append(LineWarning(number, _describe_json_error(body, exc)))
                     else:
@@ -318,8 +346,12 @@ class RolloutIndex:
                             self._add(record, number, offset, len(body))
                             last_body = body
                         else:
-                            self.warnings.append(LineWarning(number, f"a rollout record must be a JSON object, got "
-                                                             f"{type(record).__name__}; skipped."))
+                            self.warnings.append(
+                                LineWarning(
+                                    number,
+                                    f"a rollout record must be a JSON object, got {type(record).__name__}; skipped.",
+                                )
+                            )
                 offset += len(raw)
                 self._lines = number
                 self._indexed_bytes = offset
@@ -339,12 +371,16 @@ class RolloutIndex:
             warnings = [*self.warnings, *([self.pending] if self.pending else [])]
             rewards = [e.reward for e in self.entries if e.reward is not None]
             return {
-                "path": str(self.path), "name": self.path.name, "total": len(self.entries),
+                "path": str(self.path),
+                "name": self.path.name,
+                "total": len(self.entries),
                 "failed": sum(e.failed for e in self.entries),
                 "models": [{"model": m, "rollouts": n} for m, n in sorted(self.models.items())],
-                "reward_min": min(rewards) if rewards else None, "reward_max": max(rewards) if rewards else None,
+                "reward_min": min(rewards) if rewards else None,
+                "reward_max": max(rewards) if rewards else None,
                 "warnings": [{"line": w.line, "message": w.message} for w in warnings[:max_warnings]],
-                "warnings_total": len(warnings), "record_keys": list(RECORD_KEYS),
+                "warnings_total": len(warnings),
+                "record_keys": list(RECORD_KEYS),
             }
 
     def select(self, query: Query) -> dict[str, Any]:
@@ -354,16 +390,23 @@ class RolloutIndex:
         needle = query.search.strip().lower()
         chosen = [e for e in entries if matches(e, query, needle)]
         ordered = sort_entries(chosen, query.sort)
-        page = ordered[query.offset:query.offset + query.limit]
-        return {"total": len(entries), "matched": len(chosen), "offset": query.offset, "limit": query.limit,
-                "sort": query.sort, "rows": [e.summary() for e in page]}
+        page = ordered[query.offset : query.offset + query.limit]
+        return {
+            "total": len(entries),
+            "matched": len(chosen),
+            "offset": query.offset,
+            "limit": query.limit,
+            "sort": query.sort,
+            "rows": [e.summary() for e in page],
+        }
 
     def record(self, index: int) -> dict[str, Any]:
         """The whole record at `index`, read back from the file."""
         with self.lock:
             if not 0 <= index < len(self.entries):
-                raise IndexError(f"There is no rollout {index}: the file has {len(self.entries)} (0 to "
-                                 f"{len(self.entries) - 1}).")
+                raise IndexError(
+                    f"There is no rollout {index}: the file has {len(self.entries)} (0 to {len(self.entries) - 1})."
+                )
             entry = self.entries[index]
             try:
                 with self.path.open("rb") as handle:
@@ -376,8 +419,10 @@ class RolloutIndex:
         except orjson.JSONDecodeError:
             record = None
         if not isinstance(record, dict):
-            raise LookupError(f"{self.path} changed since it was indexed: line {entry.line} is no longer that "
-                              "rollout. Reload the page.")
+            raise LookupError(
+                f"{self.path} changed since it was indexed: line {entry.line} is no longer that "
+                "rollout. Reload the page."
+            )
         return {"index": index, "line": entry.line, "record": record}
 
     def search_texts(self) -> list[str]:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nemo_gym import resources
+from nemo_gym.servers import resources
 
 MAX_ANSWER_CHARS = 200
 """Longer "final answers" are not answers; refusing them also bounds the work the checker can be asked to do."""
@@ -28,9 +28,9 @@ _ANSWER_PHRASE = re.compile(r"\banswer\b\s*(?:is\b\s*:?|:|=)\s*(?P<answer>[^\n]*
 _SENTENCE_END = re.compile(r"\.(?:\s|$)")
 _LIST_SEPARATOR = re.compile(
     r"\\text\s*\{\s*(?:or|and)\s*\}"  # 3 \text{ or } 4
-    r"|\\q?quad\b|\\\\"               # 3 \quad 4, 3 \\ 4
-    r"|\b(?:or|and)\b"                # 3 or 4
-    r"|;|,(?=\s)"                     # 3; 4 and 3, 4 (but not the thousands separator of 1,200)
+    r"|\\q?quad\b|\\\\"  # 3 \quad 4, 3 \\ 4
+    r"|\b(?:or|and)\b"  # 3 or 4
+    r"|;|,(?=\s)"  # 3; 4 and 3, 4 (but not the thousands separator of 1,200)
 )
 _NUMBER = r"[-+−]?\d+(?:\.\d+)?"
 _SPACED_NUMBERS = re.compile(rf"{_NUMBER}(?:\s+{_NUMBER})+")
@@ -76,7 +76,7 @@ def answer_phrase(text: str) -> str | None:
         return None
     answer = matches[-1].group("answer")
     end = _SENTENCE_END.search(answer)
-    answer = answer[:end.start()] if end else answer
+    answer = answer[: end.start()] if end else answer
     return answer.strip().strip("*").strip() or None
 
 
@@ -116,12 +116,15 @@ def extract_candidates(text: str) -> Extraction:
         return Extraction("none", problem="no final answer found: put it in \\boxed{...}")
     too_long = [a for a in answers if len(a) > MAX_ANSWER_CHARS]
     if too_long:
-        return Extraction(source, problem=f"a final answer is {len(too_long[0])} characters long; at most "
-                                          f"{MAX_ANSWER_CHARS} are checked")
+        return Extraction(
+            source,
+            problem=f"a final answer is {len(too_long[0])} characters long; at most {MAX_ANSWER_CHARS} are checked",
+        )
     candidates = list(dict.fromkeys(piece for a in answers for piece in split_values(a)))
     if not candidates:
         return Extraction(source, problem="the final answer is empty")
     if len(candidates) > MAX_CANDIDATES:
-        return Extraction(source, candidates,
-                          problem=f"{len(candidates)} different candidate answers; give exactly one final answer")
+        return Extraction(
+            source, candidates, problem=f"{len(candidates)} different candidate answers; give exactly one final answer"
+        )
     return Extraction(source, candidates)

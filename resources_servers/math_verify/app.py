@@ -13,7 +13,8 @@ from typing import Any
 
 from pydantic import Field
 
-from nemo_gym.resources import (
+from nemo_gym.servers.base import StartupError
+from nemo_gym.servers.resources import (
     BaseResourcesServer,
     ResourcesServerConfig,
     Session,
@@ -21,15 +22,18 @@ from nemo_gym.resources import (
     VerifyRequest,
     VerifyResponse,
 )
-from nemo_gym.server import StartupError
 from resources_servers.math_verify.answers import extract_candidates, final_assistant_text
 from resources_servers.math_verify.checker import CheckerPool
 
 
 class MathVerifyConfig(ResourcesServerConfig):
     checker_workers: int = Field(default=2, ge=1, le=64, description="Worker processes that run math_verify")
-    check_timeout_s: float = Field(default=10.0, gt=0, description="Longest one answer check may take; a check "
-                                   "that runs longer scores 0 and its worker process is replaced")
+    check_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest one answer check may take; a check "
+        "that runs longer scores 0 and its worker process is replaced",
+    )
 
 
 class MathVerifyServer(BaseResourcesServer):
@@ -61,20 +65,27 @@ class MathVerifyServer(BaseResourcesServer):
     async def verify(self, session: Session, request: VerifyRequest) -> VerifyResponse:
         gold = _gold_of(session.row or request.row)
         extraction = extract_candidates(final_assistant_text(request.response.get("output") or []))
-        verdict: dict[str, Any] = {"extracted_answer": None, "extracted_value": None, "gold": gold,
-                                   "answer_source": extraction.source, "candidates": extraction.candidates}
+        verdict: dict[str, Any] = {
+            "extracted_answer": None,
+            "extracted_value": None,
+            "gold": gold,
+            "answer_source": extraction.source,
+            "candidates": extraction.candidates,
+        }
         if extraction.problem:
             return VerifyResponse(reward=0.0, **verdict, reasons=[extraction.problem])
         assert self.checker is not None, "the checker pool starts with the server"
         judgement = await self.checker.judge(gold, extraction.candidates)
         verdict["candidates"] = judgement.distinct
         if judgement.failure:
-            return VerifyResponse(reward=0.0, **verdict,
-                                  reasons=[f"the answer could not be checked: {judgement.failure}"])
+            return VerifyResponse(
+                reward=0.0, **verdict, reasons=[f"the answer could not be checked: {judgement.failure}"]
+            )
         if len(judgement.distinct) > 1:
             listed = ", ".join(judgement.distinct)
-            return VerifyResponse(reward=0.0, **verdict,
-                                  reasons=[f"several different final answers ({listed}); give exactly one"])
+            return VerifyResponse(
+                reward=0.0, **verdict, reasons=[f"several different final answers ({listed}); give exactly one"]
+            )
         answer = verdict["extracted_answer"] = judgement.distinct[0]
         verdict["extracted_value"] = judgement.values[0]
         shown = f"{answer} (read as {judgement.values[0]})" if judgement.values[0] not in ("", answer) else answer
@@ -88,8 +99,10 @@ class MathVerifyServer(BaseResourcesServer):
 def _gold_of(row: dict[str, Any]) -> str:
     gold = row.get("expected_answer")
     if isinstance(gold, bool) or not isinstance(gold, str | int | float) or not str(gold).strip():
-        raise ToolError("This row has no usable `expected_answer`; every math_verify row needs the final answer as "
-                        'a non-empty string, e.g. "expected_answer": "3/4".')
+        raise ToolError(
+            "This row has no usable `expected_answer`; every math_verify row needs the final answer as "
+            'a non-empty string, e.g. "expected_answer": "3/4".'
+        )
     return str(gold).strip()
 
 

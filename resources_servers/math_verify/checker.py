@@ -77,11 +77,13 @@ def judge(gold: str, candidates: Sequence[str], call_timeout_s: int = CALL_TIMEO
         parsed = _parse(text, timeout)
         if not any(_same(group, (text, parsed), timeout) for group in groups):
             groups.append((text, parsed))
-    judgement = Judgement(gold_value=_shown(gold_parsed), distinct=[t for t, _ in groups],
-                          values=[_shown(p) for _, p in groups])
+    judgement = Judgement(
+        gold_value=_shown(gold_parsed), distinct=[t for t, _ in groups], values=[_shown(p) for _, p in groups]
+    )
     if len(groups) == 1:
-        judgement.equivalent = bool(gold_parsed) and bool(groups[0][1]) and verify(
-            gold_parsed, groups[0][1], timeout_seconds=timeout)
+        judgement.equivalent = (
+            bool(gold_parsed) and bool(groups[0][1]) and verify(gold_parsed, groups[0][1], timeout_seconds=timeout)
+        )
     return judgement
 
 
@@ -98,8 +100,15 @@ class _Worker:
         if self.process is not None and self.process.returncode is None:
             return self.process
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            cwd=_import_root(), env={**os.environ, "PYTHONPATH": _python_path()}, start_new_session=True)
+            sys.executable,
+            "-m",
+            __name__,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=_import_root(),
+            env={**os.environ, "PYTHONPATH": _python_path()},
+            start_new_session=True,
+        )
         assert self.process.stdout is not None
         try:
             line = await asyncio.wait_for(self.process.stdout.readline(), STARTUP_TIMEOUT_S)
@@ -107,8 +116,10 @@ class _Worker:
             line = b""
         if line.decode().strip() != READY_LINE:
             self.kill()
-            raise RuntimeError(f"the math_verify checker process did not start (it said {line[:200]!r}); is "
-                               f"math-verify installed for {sys.executable}?")
+            raise RuntimeError(
+                f"the math_verify checker process did not start (it said {line[:200]!r}); is "
+                f"math-verify installed for {sys.executable}?"
+            )
         return self.process
 
     async def run(self, job: dict[str, Any], deadline_s: float) -> dict[str, Any]:
@@ -164,8 +175,9 @@ class CheckerPool:
             return Judgement(**reply)
         except TimeoutError:
             worker.kill()
-            return Judgement(gold_value="", distinct=list(candidates),
-                             failure=f"checking took longer than {self.deadline_s:g}s")
+            return Judgement(
+                gold_value="", distinct=list(candidates), failure=f"checking took longer than {self.deadline_s:g}s"
+            )
         except (ConnectionError, ValueError, TypeError) as exc:
             worker.kill()
             return Judgement(gold_value="", distinct=list(candidates), failure=f"the checker failed ({exc})")

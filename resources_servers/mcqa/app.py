@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from nemo_gym.resources import (
+from nemo_gym.servers.resources import (
     BaseResourcesServer,
     Session,
     ToolError,
@@ -40,8 +40,13 @@ class McqaServer(BaseResourcesServer):
         options, expected = _row_key(row)
         reply = final_assistant_text(request.response.get("output") or [])
         if reply is None:
-            return VerifyResponse(reward=0.0, extracted_answer=None, expected_answer=expected, extraction_rule="none",
-                                  reasons=["the trajectory does not end with an assistant message"])
+            return VerifyResponse(
+                reward=0.0,
+                extracted_answer=None,
+                expected_answer=expected,
+                extraction_rule="none",
+                reasons=["the trajectory does not end with an assistant message"],
+            )
         extraction = extract_answer(reply, options)
         correct = extraction.letter == expected
         if correct:
@@ -63,8 +68,10 @@ class McqaServer(BaseResourcesServer):
 def _row_key(row: dict[str, Any]) -> tuple[dict[str, str], str]:
     """The row's options and expected letter, or a ToolError (422 invalid_row) that says what is wrong."""
     if "options" not in row or "expected_answer" not in row:
-        raise ToolError("This row has no `options` and `expected_answer`; every mcqa row needs both, e.g. "
-                        '"options": [{"letter": "A", "text": "..."}, ...], "expected_answer": "B".')
+        raise ToolError(
+            "This row has no `options` and `expected_answer`; every mcqa row needs both, e.g. "
+            '"options": [{"letter": "A", "text": "..."}, ...], "expected_answer": "B".'
+        )
     try:
         options = parse_options(row["options"])
     except ValueError as exc:
@@ -72,8 +79,9 @@ def _row_key(row: dict[str, Any]) -> tuple[dict[str, str], str]:
     expected = row["expected_answer"]
     letter = expected.strip().upper() if isinstance(expected, str) else ""
     if letter not in options:
-        raise ToolError(f"This row's `expected_answer` {expected!r} is not one of its option letters "
-                        f"({', '.join(options)}).")
+        raise ToolError(
+            f"This row's `expected_answer` {expected!r} is not one of its option letters ({', '.join(options)})."
+        )
     return options, letter
 
 

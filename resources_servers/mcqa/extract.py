@@ -34,28 +34,33 @@ _LATEX = re.compile(r"\\(?:boxed|fbox|text|textbf|textrm|mathrm|mathbf|mbox)\s*"
 _PLAIN_DROP = re.compile(r"[*`$]")
 
 # 1. markers. Each is followed by its payload.
-_ADVERBS = (r"(?:(?:clearly|probably|likely|definitely|obviously|certainly|therefore|thus|then|indeed|most\s+likely)"
-            r"\s*,?\s*)?")
+_ADVERBS = (
+    r"(?:(?:clearly|probably|likely|definitely|obviously|certainly|therefore|thus|then|indeed|most\s+likely)"
+    r"\s*,?\s*)?"
+)
 _ANSWER_MARKER = re.compile(
     r"(?:\banswer|\b(?:correct|right|best|final|my|the\s+only)\s+(?:option|choice|letter))[\"']?\s*"
-    r"(?:\bis\b|:|=|-|–|—|\b(?:would|should|must|will|has\s+to)\s+be\b)\s*" + _ADVERBS, re.I)
+    r"(?:\bis\b|:|=|-|–|—|\b(?:would|should|must|will|has\s+to)\s+be\b)\s*" + _ADVERBS,
+    re.I,
+)
 _CHOICE_MARKER = re.compile(
     r"\bI(?:(?:\s+would|\s+will|['’]d|['’]ll|\s+am\s+going\s+to|['’]m\s+going\s+to)?\s+"
-    r"(?:choose|pick|select|go\s+with|say)|(?:\s+am|['’]m)\s+going\s+with)\b\s*" + _ADVERBS, re.I)
+    r"(?:choose|pick|select|go\s+with|say)|(?:\s+am|['’]m)\s+going\s+with)\b\s*" + _ADVERBS,
+    re.I,
+)
 _REVERSE_MARKER = re.compile(
     r"(?<!" + _WORD + r")(?:(?i:option|choice)\s+)?[(\[]?([A-Z])[)\]]?\s+(?:is|seems)\s+(?:the\s+)?"
-    r"(?i:correct|right|best)\b")
+    r"(?i:correct|right|best)\b"
+)
 _NOT_A_CLAIM = re.compile(r"\b(?:whether|if|why|not|check|checking)\s*$", re.I)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 # Reading a payload: one letter, or a run of them joined by separators (a hedge).
 _LEAD = re.compile(r"[\s:=\-–—'\"“”‘’]*")
-_TOKEN = re.compile(r"(?:(?:either|option|choice|letter)\s+)*[(\[{]?\s*([A-Za-z])\s*[)\]}]?(?!" + _WORD + ")",
-                    re.I)
+_TOKEN = re.compile(r"(?:(?:either|option|choice|letter)\s+)*[(\[{]?\s*([A-Za-z])\s*[)\]}]?(?!" + _WORD + ")", re.I)
 _EXPLICIT_SEP = r"\s*(?:,\s*(?i:or|and|nor)\b|,|/|&|\b(?i:or|and|nor|vs)\b\.?)\s*"
 _SEP = re.compile(_EXPLICIT_SEP + r"|\s+")
-_NEGATED_AFTER = re.compile(r"\s+(?:(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b|(?:isn|wasn|aren)['’]t\b)",
-                            re.I)
+_NEGATED_AFTER = re.compile(r"\s+(?:(?:is|was|are)\s+(?:not|wrong|incorrect|false)\b|(?:isn|wasn|aren)['’]t\b)", re.I)
 _ARTICLE_AFTER = re.compile(r"\s+[A-Za-z]")
 _CLAUSE_END = re.compile(r"\n|[.;!?](?=\s|$)")
 
@@ -69,18 +74,40 @@ _END_LETTER = re.compile(r"(?<!" + _WORD + r")(?<![A-Za-z]\.)[(\[{]?([A-Za-z])[)
 # word or sign ("a or b"), since "it's a C" has the article.
 _LIST_TAIL = re.compile(
     r"(?:(?<!" + _WORD + r")(?:(?i:either)\s+)?[(\[{]?(?:[B-Zb-z]|A|a(?=[)\]}]?" + _EXPLICIT_SEP + r"))[)\]}]?"
-    r"(?:" + _EXPLICIT_SEP + r"|\s+))+$")
+    r"(?:" + _EXPLICIT_SEP + r"|\s+))+$"
+)
 _TAIL_LETTER = re.compile(r"(?<!" + _WORD + r")[A-Za-z](?!" + _WORD + ")")
 _FORMATTED = re.compile(
     r"\(([A-Za-z])\)|\[([A-Za-z])\]|\*\*\s*\(?([A-Za-z])\)?\s*\*\*|(?<!" + _WORD + r")(?<![(\[])([A-Z])\)"
-    r"|^[ \t>*\-]*([A-Z])[.:][ \t]", re.M)
+    r"|^[ \t>*\-]*([A-Z])[.:][ \t]",
+    re.M,
+)
 _BARE = re.compile(r"(?<!" + _WORD + r")(?<![A-Za-z]\.)(?<![-'’])([A-Z])(?!" + _WORD + r")(?![-'’+]|\.[A-Za-z])")
 _NEGATED_BEFORE = re.compile(
     r"(?:\bnot|n['’]t|\bnever|\bexcept|\bexcluding|\bnor|\brule\s+out|\beliminate)\s+(?:(?:option|choice)\s+)?"
-    r"[(\[*]*$", re.I)
+    r"[(\[*]*$",
+    re.I,
+)
 _FOLLOWING_WORD = re.compile(r"[ \t]+([A-Za-z]{2,})")
-_VERBS_AFTER_A_LETTER = frozenset({"is", "was", "seems", "looks", "fits", "matches", "would", "should", "could",
-                                   "must", "or", "and", "because", "since", "as"})
+_VERBS_AFTER_A_LETTER = frozenset(
+    {
+        "is",
+        "was",
+        "seems",
+        "looks",
+        "fits",
+        "matches",
+        "would",
+        "should",
+        "could",
+        "must",
+        "or",
+        "and",
+        "because",
+        "since",
+        "as",
+    }
+)
 _MASK = " \u00a4 "
 _PAYLOAD_WINDOW = 300
 """How far a marker's payload (or a list before a letter) is read: keeps long replies linear."""
@@ -103,11 +130,13 @@ def parse_options(raw: Any) -> dict[str, str]:
         pairs = list(raw.items())
     elif isinstance(raw, list):
         if not all(isinstance(item, Mapping) for item in raw):
-            raise ValueError("`options` must be a list of {\"letter\": \"A\", \"text\": \"...\"} objects")
+            raise ValueError('`options` must be a list of {"letter": "A", "text": "..."} objects')
         pairs = [(item.get("letter"), item.get("text")) for item in raw]
     else:
-        raise ValueError("`options` must be a list of {\"letter\": ..., \"text\": ...} objects or a {letter: text} "
-                         f"object, not {type(raw).__name__}")
+        raise ValueError(
+            '`options` must be a list of {"letter": ..., "text": ...} objects or a {letter: text} '
+            f"object, not {type(raw).__name__}"
+        )
     options: dict[str, str] = {}
     for letter, text in pairs:
         if not isinstance(letter, str) or not re.fullmatch(r"[A-Za-z]", letter.strip()):
@@ -131,7 +160,7 @@ def normalize(text: str) -> str:
 def strip_reasoning(text: str) -> str:
     """The reply proper: closed <think> blocks are reasoning; an unclosed one never reached an answer."""
     if "</think>" in text.lower():
-        text = text[text.lower().rfind("</think>") + len("</think>"):]
+        text = text[text.lower().rfind("</think>") + len("</think>") :]
     start = text.lower().find("<think>")
     return text[:start] if start >= 0 else text
 
@@ -174,10 +203,17 @@ class _Question:
     def mentioned(self, text: str) -> list[str]:
         """Letters of the options (with a letter in their text) whose text appears in `text`, ignoring mentions
         inside a longer option's mention."""
-        spans = [(m.start(), m.end(), letter) for letter, pattern in self.patterns.items()
-                 if re.search(r"[^\W\d_]", self.options[letter]) for m in pattern.finditer(text)]
-        kept = {letter for start, end, letter in spans
-                if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)}
+        spans = [
+            (m.start(), m.end(), letter)
+            for letter, pattern in self.patterns.items()
+            if re.search(r"[^\W\d_]", self.options[letter])
+            for m in pattern.finditer(text)
+        ]
+        kept = {
+            letter
+            for start, end, letter in spans
+            if not any(s <= start and end <= e and (e - s) > (end - start) for s, e, _ in spans)
+        }
         return sorted(kept)
 
 
@@ -188,8 +224,16 @@ def extract_answer(reply: str, options: Mapping[str, str]) -> Extraction:
     if not text:
         return Extraction(None, "empty", "the reply has no text outside its reasoning")
     plain = _PLAIN_DROP.sub("", text)
-    for rule in (_by_marker, _naming_every_option, _by_only_letter, _by_option_text, _by_end_letter,
-                 _by_formatted_letter, _by_bare_letter, _by_mentioned_text):
+    for rule in (
+        _by_marker,
+        _naming_every_option,
+        _by_only_letter,
+        _by_option_text,
+        _by_end_letter,
+        _by_formatted_letter,
+        _by_bare_letter,
+        _by_mentioned_text,
+    ):
         found = rule(text, plain, question)
         if found is not None:
             return found
@@ -203,8 +247,12 @@ def _hedged(letters: list[str], where: str) -> Extraction:
 
 
 def _conflict(letter: str, said: str, question: _Question) -> Extraction:
-    return Extraction(None, "conflict", f"the reply gives the letter {letter} but the text of option {said} "
-                      f"('{question.options[said]}')", (letter, said))
+    return Extraction(
+        None,
+        "conflict",
+        f"the reply gives the letter {letter} but the text of option {said} ('{question.options[said]}')",
+        (letter, said),
+    )
 
 
 def _decided(letter: str, rule: str, why: str) -> Extraction:
@@ -224,12 +272,12 @@ def _by_marker(text: str, plain: str, question: _Question) -> Extraction | None:
     claims: list[tuple[int, list[str], str, str | None]] = []  # (where, letters, snippet, contradicting option)
     for pattern in (_ANSWER_MARKER, _CHOICE_MARKER):
         for match in pattern.finditer(plain):
-            payload = plain[match.end():match.end() + _PAYLOAD_WINDOW]
+            payload = plain[match.end() : match.end() + _PAYLOAD_WINDOW]
             letters, other = _payload_letters(payload, question, whole=False)
             if letters:
                 claims.append((match.start(), letters, _snippet(plain, match.start(), match.end() + 12), other))
     for match in _REVERSE_MARKER.finditer(plain):
-        before = plain[max(0, match.start() - _PAYLOAD_WINDOW):match.start()]
+        before = plain[max(0, match.start() - _PAYLOAD_WINDOW) : match.start()]
         if match.group(1) not in question.letters or _NOT_A_CLAIM.search(before):
             continue
         listed = _list_letters_before(before, question)
@@ -263,7 +311,7 @@ def _boxed(text: str) -> list[tuple[int, str]]:
             depth += {"{": 1, "}": -1}.get(text[position], 0)
             position += 1
         if depth == 0:
-            found.append((match.start(), text[match.end():position - 1]))
+            found.append((match.start(), text[match.end() : position - 1]))
     return found
 
 
@@ -271,7 +319,7 @@ def _payload_letters(payload: str, question: _Question, *, whole: bool) -> tuple
     """What a marker's payload names: an option's text, a letter, or several letters (a hedge); [] if neither.
     Second: the other option whose text follows a single letter (`C) Argon` when Argon is D), if any."""
     payload = _LATEX.sub("", payload)
-    body = payload[_LEAD.match(payload).end():]
+    body = payload[_LEAD.match(payload).end() :]
     clause = body if whole else _CLAUSE_END.split(body, maxsplit=1)[0]
     if (letter := question.letter_of_text(clause.strip("{}() "))) is not None:
         return [letter], None
@@ -322,8 +370,11 @@ def _list_letters_before(text: str, question: _Question) -> list[str]:
 def _by_only_letter(text: str, plain: str, question: _Question) -> Extraction | None:
     if (match := _ONLY_LETTER.fullmatch(text)) and match.group(1).upper() in question.letters:
         return _decided(match.group(1).upper(), "only_letter", f"a reply that is just '{text.strip()}'")
-    labels = [(m.group(1).upper(), m.group(2) or "", m.start()) for m in _LINE_LABEL.finditer(text)
-              if m.group(1).upper() in question.letters]
+    labels = [
+        (m.group(1).upper(), m.group(2) or "", m.start())
+        for m in _LINE_LABEL.finditer(text)
+        if m.group(1).upper() in question.letters
+    ]
     if not labels or labels[0][2] > 0 or len({label for label, _, _ in labels}) > 1:  # `text` is stripped
         return None
     letter, rest, _ = labels[0]
@@ -345,7 +396,7 @@ def _by_option_text(text: str, plain: str, question: _Question) -> Extraction | 
 
 
 def _negated(text: str, start: int) -> bool:
-    return _NEGATED_BEFORE.search(text[max(0, start - 40):start]) is not None
+    return _NEGATED_BEFORE.search(text[max(0, start - 40) : start]) is not None
 
 
 def _by_end_letter(text: str, plain: str, question: _Question) -> Extraction | None:
@@ -353,7 +404,7 @@ def _by_end_letter(text: str, plain: str, question: _Question) -> Extraction | N
     match = _END_LETTER.search(masked)
     if match is None or match.group(1).upper() not in question.letters or _negated(masked, match.start()):
         return None
-    letters = [*_list_letters_before(masked[:match.start()], question), match.group(1).upper()]
+    letters = [*_list_letters_before(masked[: match.start()], question), match.group(1).upper()]
     if len(set(letters)) > 1:
         return _hedged(letters, "at its end")
     shown = _snippet(plain, max(0, len(plain) - 40), len(plain))
@@ -362,9 +413,14 @@ def _by_end_letter(text: str, plain: str, question: _Question) -> Extraction | N
 
 def _formatted_letters(text: str, question: _Question) -> set[str]:
     masked = question.masked(text)
-    return {letter.upper() for match in _FORMATTED.finditer(masked) for letter in [next(g for g in match.groups() if g)]
-            if letter.upper() in question.letters and not _negated(masked, match.start())
-            and not _NEGATED_AFTER.match(masked, match.end())}
+    return {
+        letter.upper()
+        for match in _FORMATTED.finditer(masked)
+        for letter in [next(g for g in match.groups() if g)]
+        if letter.upper() in question.letters
+        and not _negated(masked, match.start())
+        and not _NEGATED_AFTER.match(masked, match.end())
+    }
 
 
 def _letters_anywhere(text: str, plain: str, question: _Question) -> set[str]:
@@ -392,8 +448,11 @@ def _bare_letters(plain: str, question: _Question) -> list[str]:
     letters = []
     for match in _BARE.finditer(masked):
         letter = match.group(1)
-        if letter not in question.letters or _negated(masked, match.start()) \
-                or _NEGATED_AFTER.match(masked, match.end()):
+        if (
+            letter not in question.letters
+            or _negated(masked, match.start())
+            or _NEGATED_AFTER.match(masked, match.end())
+        ):
             continue
         following = _FOLLOWING_WORD.match(masked, match.end())
         if letter == "A" and following and following.group(1).lower() not in _VERBS_AFTER_A_LETTER:
@@ -407,8 +466,11 @@ def _by_mentioned_text(text: str, plain: str, question: _Question) -> Extraction
     if len(letters) > 1:
         return _hedged(letters, "by mentioning their option texts")
     if letters:
-        return _decided(letters[0], "option_text_mentioned",
-                        f"the only option text the reply mentions ('{question.options[letters[0]]}')")
+        return _decided(
+            letters[0],
+            "option_text_mentioned",
+            f"the only option text the reply mentions ('{question.options[letters[0]]}')",
+        )
     return None
 
 

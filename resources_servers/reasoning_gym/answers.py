@@ -57,7 +57,7 @@ def clean(answer: str) -> str:
         before = answer
         for start, end in MATH_WRAPPERS:
             if len(answer) > len(start) + len(end) and answer.startswith(start) and answer.endswith(end):
-                answer = answer[len(start):-len(end)].strip()
+                answer = answer[len(start) : -len(end)].strip()
                 break
         if (match := COMMAND_WRAPPER.match(answer)) and _balanced(match.group(1)):
             answer = match.group(1).strip()
@@ -70,7 +70,7 @@ def _tagged(text: str) -> list[str]:
     if pairs:
         return pairs
     opened = text.lower().rfind(TAG_OPEN)
-    return [text[opened + len(TAG_OPEN):]] if opened >= 0 else []
+    return [text[opened + len(TAG_OPEN) :]] if opened >= 0 else []
 
 
 def _boxed(text: str) -> list[str]:

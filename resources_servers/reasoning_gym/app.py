@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import Field
 
-from nemo_gym.conversion import content_text
-from nemo_gym.resources import (
+from nemo_gym.protocol.conversion import content_text
+from nemo_gym.servers.resources import (
     BaseResourcesServer,
     ResourcesServerConfig,
     Session,
@@ -77,8 +77,9 @@ class ReasoningGymServer(BaseResourcesServer):
             try:
                 verdict, source = await asyncio.wait_for(job, self.config.score_timeout_s)
             except TimeoutError:
-                verdict = Verdict(0.0, reasons=[f"the {spec.task} scorer took longer than "
-                                                f"{self.config.score_timeout_s:g}s; scored 0"])
+                verdict = Verdict(
+                    0.0, reasons=[f"the {spec.task} scorer took longer than {self.config.score_timeout_s:g}s; scored 0"]
+                )
             except ValueError as exc:
                 raise ToolError(f"This row's reasoning_gym settings are invalid: {exc}") from None
         else:
@@ -99,8 +100,10 @@ class ReasoningGymServer(BaseResourcesServer):
 
 def _checked_row(row: dict[str, Any]) -> RowTask:
     if row.get("expected_answer") is None:
-        raise ToolError("This row has no `expected_answer`; every reasoning_gym row needs it (the task's answer as a "
-                        "string; ng_prepare_reasoning_gym writes it).")
+        raise ToolError(
+            "This row has no `expected_answer`; every reasoning_gym row needs it (the task's answer as a "
+            "string; ng_prepare_reasoning_gym writes it)."
+        )
     try:
         return row_task(row)
     except ValueError as exc:

@@ -21,8 +21,10 @@ from typing import Any
 
 from pydantic import Field, ValidationError
 
-from nemo_gym.cli.common import fail, overrides_or_fail, print_flushed
-from nemo_gym.config import ConfigError, load_yaml_file, resolve_input_path
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.paths import resolve_input_path
+from nemo_gym.config.yaml_files import load_yaml_file
+from nemo_gym.console import fail, overrides_or_fail, print_flushed
 from resources_servers.reasoning_gym.tasks import (
     TaskSelection,
     config_keys,
@@ -57,21 +59,26 @@ def build_rows(selection: TaskSelection) -> list[dict[str, Any]]:
             try:
                 entry = dataset[index]
             except Exception as exc:  # a generator failing on one index: say which, so it can be reproduced
-                raise ValueError(f"reasoning-gym could not generate {name} entry {index} (seed {selection.seed}): "
-                                 f"{type(exc).__name__}: {exc}") from exc
+                raise ValueError(
+                    f"reasoning-gym could not generate {name} entry {index} (seed {selection.seed}): "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             rows.append(row_for(name, configs[name], selection, index, entry, dataset))
     return rows
 
 
-def row_for(task: str, config: Mapping[str, Any], selection: TaskSelection, index: int, entry: Mapping[str, Any],
-            dataset: Any) -> dict[str, Any]:
+def row_for(
+    task: str, config: Mapping[str, Any], selection: TaskSelection, index: int, entry: Mapping[str, Any], dataset: Any
+) -> dict[str, Any]:
     expected, oracle = reference_answer(dataset, entry)
     return {
         "id": f"{task}-{selection.seed}-{index:05d}",
-        "responses_create_params": {"input": [
-            {"role": "developer", "content": DEVELOPER_PROMPT},
-            {"role": "user", "content": str(entry["question"])},
-        ]},
+        "responses_create_params": {
+            "input": [
+                {"role": "developer", "content": DEVELOPER_PROMPT},
+                {"role": "user", "content": str(entry["question"])},
+            ]
+        },
         "expected_answer": expected,
         "reasoning_gym": {
             "task": task,
@@ -95,22 +102,30 @@ def config_defaults(config_path: str | None, instance: str | None) -> dict[str, 
     """The task selection in a config file's reasoning_gym resources-server block (the bundled config by default)."""
     path = resolve_input_path(config_path) if config_path else DEFAULT_CONFIG
     data = load_yaml_file(path)
-    blocks = {name: value["resources_servers"]["reasoning_gym"] for name, value in data.items()
-              if isinstance(value, dict) and isinstance(value.get("resources_servers"), dict)
-              and isinstance(value["resources_servers"].get("reasoning_gym"), dict)}
+    blocks = {
+        name: value["resources_servers"]["reasoning_gym"]
+        for name, value in data.items()
+        if isinstance(value, dict)
+        and isinstance(value.get("resources_servers"), dict)
+        and isinstance(value["resources_servers"].get("reasoning_gym"), dict)
+    }
     if instance is not None:
         if instance not in blocks:
-            raise ConfigError(f"{path} has no reasoning_gym instance '{instance}' (it has: "
-                              f"{', '.join(blocks) or 'none'})")
+            raise ConfigError(
+                f"{path} has no reasoning_gym instance '{instance}' (it has: {', '.join(blocks) or 'none'})"
+            )
         block = blocks[instance]
     elif len(blocks) == 1:
         (block,) = blocks.values()
     elif not blocks:
-        raise ConfigError(f"{path} has no `<name>: {{resources_servers: {{reasoning_gym: {{...}}}}}}` block to read "
-                          "task, size and seed from; name them on the command line (+task=... +size=... +seed=...)")
+        raise ConfigError(
+            f"{path} has no `<name>: {{resources_servers: {{reasoning_gym: {{...}}}}}}` block to read "
+            "task, size and seed from; name them on the command line (+task=... +size=... +seed=...)"
+        )
     else:
-        raise ConfigError(f"{path} has several reasoning_gym instances ({', '.join(blocks)}); pick one with "
-                          "+instance=<name>")
+        raise ConfigError(
+            f"{path} has several reasoning_gym instances ({', '.join(blocks)}); pick one with +instance=<name>"
+        )
     return {key: block[key] for key in SELECTION_KEYS if block.get(key) is not None}
 
 
@@ -130,8 +145,11 @@ def merged_settings(overrides: Mapping[str, Any], defaults: Mapping[str, Any]) -
 def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in layer.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, Mapping) and isinstance(
-            merged.get(key), Mapping) else value
+        merged[key] = (
+            _deep_merge(merged[key], value)
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping)
+            else value
+        )
     return merged
 
 
@@ -144,8 +162,9 @@ def describe(exc: ValidationError) -> str:
             key = str(err["loc"][-1])
             near = difflib.get_close_matches(key, allowed, n=1)
             hint = f"did you mean +{near[0]}? " if near else ""
-            problems.append(f"unknown setting +{key} ({hint}settings: {', '.join(allowed)}, config_path, instance, "
-                            "list_tasks)")
+            problems.append(
+                f"unknown setting +{key} ({hint}settings: {', '.join(allowed)}, config_path, instance, list_tasks)"
+            )
         elif err["loc"]:
             key = ".".join(str(p) for p in err["loc"])
             problems.append(f"+{key}: {message}" + (f" (got {err['input']!r})" if err["type"] != "missing" else ""))
@@ -155,8 +174,9 @@ def describe(exc: ValidationError) -> str:
 
 
 def list_tasks() -> None:
-    print_flushed("\n".join(f"{name}  (task_config keys: {', '.join(config_keys(name)) or 'none'})"
-                             for name in task_names()))
+    print_flushed(
+        "\n".join(f"{name}  (task_config keys: {', '.join(config_keys(name)) or 'none'})" for name in task_names())
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -170,8 +190,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail(str(exc))
     settings = merged_settings(overrides, defaults)
     if "task" not in settings and "tasks" not in settings:
-        fail("name a task: +task=basic_arithmetic (or +tasks=[basic_arithmetic, leg_counting]); "
-             "`ng_prepare_reasoning_gym +list_tasks=true` lists them")
+        fail(
+            "name a task: +task=basic_arithmetic (or +tasks=[basic_arithmetic, leg_counting]); "
+            "`ng_prepare_reasoning_gym +list_tasks=true` lists them"
+        )
     try:
         prepared = PrepareSettings.model_validate(settings)
     except ValidationError as exc:

@@ -51,14 +51,18 @@ def row_task(row: Mapping[str, Any]) -> RowTask:
     """The row's `reasoning_gym` object, validated; ValueError with what is wrong and how rows look."""
     spec = row.get("reasoning_gym")
     if not isinstance(spec, dict):
-        raise ValueError("This row has no `reasoning_gym` object; every reasoning_gym row needs one, e.g. "
-                         '{"reasoning_gym": {"task": "basic_arithmetic", "seed": 0, "size": 10, "index": 3, '
-                         '"metadata": {...}}} (ng_prepare_reasoning_gym writes it)')
+        raise ValueError(
+            "This row has no `reasoning_gym` object; every reasoning_gym row needs one, e.g. "
+            '{"reasoning_gym": {"task": "basic_arithmetic", "seed": 0, "size": 10, "index": 3, '
+            '"metadata": {...}}} (ng_prepare_reasoning_gym writes it)'
+        )
     try:
         return RowTask.model_validate(spec)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(('reasoning_gym', *(str(p) for p in e['loc'])))}: "
-                             f"{str(e['msg']).removeprefix('Value error, ')}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(('reasoning_gym', *(str(p) for p in e['loc'])))}: {str(e['msg']).removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         raise ValueError(f"Invalid `reasoning_gym` object in the row: {problems}") from None
 
 
@@ -102,19 +106,26 @@ def no_answer_verdict() -> Verdict:
     return Verdict(0.0, reasons=[NO_ANSWER])
 
 
-def score_extraction(score_fn: Callable[[str, dict[str, Any]], Any], extraction: Extraction,
-                     entry: dict[str, Any], task: str) -> Verdict:
+def score_extraction(
+    score_fn: Callable[[str, dict[str, Any]], Any], extraction: Extraction, entry: dict[str, Any], task: str
+) -> Verdict:
     """reward = the lowest library score among the distinct answers given (0 when there is none)."""
     candidates = extraction.candidates
     if not candidates:
         return no_answer_verdict()
     if len(candidates) > MAX_CANDIDATES:
-        return Verdict(0.0, reasons=[f"{len(candidates)} different answers given (more than {MAX_CANDIDATES}); "
-                                     "a reply must settle on one"])
+        return Verdict(
+            0.0,
+            reasons=[
+                f"{len(candidates)} different answers given (more than {MAX_CANDIDATES}); a reply must settle on one"
+            ],
+        )
     too_long = [c for c in candidates if len(c) > MAX_ANSWER_CHARS]
     if too_long:
-        return Verdict(0.0, reasons=[f"an answer is {len(too_long[0])} characters long (the limit is "
-                                     f"{MAX_ANSWER_CHARS}); not scored"])
+        return Verdict(
+            0.0,
+            reasons=[f"an answer is {len(too_long[0])} characters long (the limit is {MAX_ANSWER_CHARS}); not scored"],
+        )
     scores: dict[str, float] = {}
     reasons: list[str] = []
     for candidate in candidates:
@@ -128,8 +139,10 @@ def score_extraction(score_fn: Callable[[str, dict[str, Any]], Any], extraction:
     reward = min(scores.values())
     where = {"answer_tag": "<answer> tags", "boxed": "\\boxed{}", "answer_line": "an 'answer is' line"}
     if len(candidates) > 1:
-        reasons.append(f"{len(candidates)} different answers in {where[extraction.format or '']}: scored each with "
-                       f"the {task} scorer and kept the lowest ({reward:g})")
+        reasons.append(
+            f"{len(candidates)} different answers in {where[extraction.format or '']}: scored each with "
+            f"the {task} scorer and kept the lowest ({reward:g})"
+        )
     else:
         reasons.append(f"answer from {where[extraction.format or '']}; the {task} scorer gave {reward:g}")
     return Verdict(reward, scores, reasons)

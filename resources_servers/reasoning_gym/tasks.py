@@ -48,8 +48,10 @@ def unknown_task_message(name: str) -> str:
         return f"task '{name}' is not supported here: {EXCLUDED_TASKS[name]}"
     near = close_task_names(name)
     hint = f"did you mean {', '.join(near)}? " if near else ""
-    return (f"unknown reasoning-gym task '{name}' ({hint}{len(task_names())} tasks exist; list them with "
-            "`ng_prepare_reasoning_gym +list_tasks=true`)")
+    return (
+        f"unknown reasoning-gym task '{name}' ({hint}{len(task_names())} tasks exist; list them with "
+        "`ng_prepare_reasoning_gym +list_tasks=true`)"
+    )
 
 
 def config_keys(task: str) -> list[str]:
@@ -133,12 +135,15 @@ class TaskSelection(BaseModel):
             return {name: dict(config) for name in names}
         strays = [k for k in config if k not in names]
         if strays:
-            raise ValueError(f"with several tasks, task_config is keyed by task name (e.g. task_config.{names[0]}."
-                             f"<key>=value); '{strays[0]}' is not one of the tasks ({', '.join(names)})")
+            raise ValueError(
+                f"with several tasks, task_config is keyed by task name (e.g. task_config.{names[0]}."
+                f"<key>=value); '{strays[0]}' is not one of the tasks ({', '.join(names)})"
+            )
         bad = [k for k, v in config.items() if not isinstance(v, dict)]
         if bad:
-            raise ValueError(f"task_config.{bad[0]} must be a mapping of that task's settings, e.g. "
-                             f"task_config.{bad[0]}.<key>=value")
+            raise ValueError(
+                f"task_config.{bad[0]} must be a mapping of that task's settings, e.g. task_config.{bad[0]}.<key>=value"
+            )
         return {name: dict(config.get(name) or {}) for name in names}
 
 

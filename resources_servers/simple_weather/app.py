@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from nemo_gym.resources import (
+from nemo_gym.servers.resources import (
     BaseResourcesServer,
     Session,
     ToolError,
@@ -26,8 +26,18 @@ from nemo_gym.resources import (
     final_assistant_text,
 )
 
-CONDITIONS = ("sunny", "partly cloudy", "overcast", "light rain", "heavy rain", "thunderstorms", "snow", "foggy",
-              "windy", "clear")
+CONDITIONS = (
+    "sunny",
+    "partly cloudy",
+    "overcast",
+    "light rain",
+    "heavy rain",
+    "thunderstorms",
+    "snow",
+    "foggy",
+    "windy",
+    "clear",
+)
 WEIGHT_COVERAGE, WEIGHT_ANSWERED, WEIGHT_MENTIONED = 0.6, 0.2, 0.2
 
 
@@ -93,8 +103,9 @@ class SimpleWeatherServer(BaseResourcesServer):
         if not answered:
             reasons.append("the trajectory does not end with an assistant answer")
         elif len(mentioned) < len(expected_norm):
-            reasons.append("the answer does not name " +
-                           ", ".join(c for c in expected_norm.values() if c not in mentioned))
+            reasons.append(
+                "the answer does not name " + ", ".join(c for c in expected_norm.values() if c not in mentioned)
+            )
         if unexpected:
             reasons.append(f"get_weather was also called for {', '.join(unexpected)}")
         return VerifyResponse(
@@ -112,11 +123,13 @@ class SimpleWeatherServer(BaseResourcesServer):
 
 def _called_cities(session: Session, output: list[dict[str, Any]]) -> dict[str, str]:
     """Cities get_weather actually ran for in this session; without a session, the trajectory's calls."""
-    calls = [c["arguments"].get("city", "") for c in session.tool_calls
-             if c["name"] == "get_weather" and "output" in c]
+    calls = [c["arguments"].get("city", "") for c in session.tool_calls if c["name"] == "get_weather" and "output" in c]
     if not session.id:
-        calls = [_city_argument(item) for item in output
-                 if item.get("type") == "function_call" and item.get("name") == "get_weather"]
+        calls = [
+            _city_argument(item)
+            for item in output
+            if item.get("type") == "function_call" and item.get("name") == "get_weather"
+        ]
     return {normalize_city(c): c.strip() for c in calls if c and normalize_city(c)}
 
 

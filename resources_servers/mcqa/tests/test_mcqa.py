@@ -4,7 +4,6 @@ example data, and whole collections on the OpenRouter emulator."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from nemo_gym.client import SESSION_HEADER
+from nemo_gym.http.server_client import SESSION_HEADER
 from nemo_gym.testing.cluster import assistant_message as message
 from nemo_gym.testing.cluster import serve_resources_server
 from nemo_gym.testing.emulated import collect_environment_on_emulator
@@ -142,35 +141,44 @@ def test_a_final_marker_says_what_it_overrides() -> None:
     assert "overrides the earlier A" in extraction.reason
 
 
-@pytest.mark.parametrize(("reply", "letter"), [
-    ("You need Vitamin C, so D.", "D"),  # the C of an option's text is not a letter
-    ("Vitamin D", "D"),
-    ("Answer: vitamin d", "D"),
-    ("Sunlight makes vitamin D in the skin.", "D"),
-    ("Vitamin C or Vitamin D", None),
-])
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("You need Vitamin C, so D.", "D"),  # the C of an option's text is not a letter
+        ("Vitamin D", "D"),
+        ("Answer: vitamin d", "D"),
+        ("Sunlight makes vitamin D in the skin.", "D"),
+        ("Vitamin C or Vitamin D", None),
+    ],
+)
 def test_letters_inside_option_texts_are_not_answers(reply: str, letter: str | None) -> None:
     assert extract_answer(reply, VITAMINS).letter == letter
 
 
-@pytest.mark.parametrize(("reply", "letter"), [
-    ("A mammal", "C"),
-    ("Answer: a mammal", "C"),
-    ("I would say a mammal.", "C"),
-    ("A bat is a mammal, so C.", "C"),
-    ("Answer: A", "A"),
-])
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("A mammal", "C"),
+        ("Answer: a mammal", "C"),
+        ("I would say a mammal.", "C"),
+        ("A bat is a mammal, so C.", "C"),
+        ("Answer: A", "A"),
+    ],
+)
 def test_option_texts_that_start_with_the_article(reply: str, letter: str) -> None:
     assert extract_answer(reply, ANIMALS).letter == letter
 
 
-@pytest.mark.parametrize(("reply", "letter"), [
-    ("Answer: 36", "C"),
-    ("\\boxed{36}", "C"),
-    ("36", "C"),
-    ("0.15 x 240 = 36, so the answer is C", "C"),
-    ("0.15 x 240 = 36", None),  # numbers in working are not option mentions
-])
+@pytest.mark.parametrize(
+    ("reply", "letter"),
+    [
+        ("Answer: 36", "C"),
+        ("\\boxed{36}", "C"),
+        ("36", "C"),
+        ("0.15 x 240 = 36, so the answer is C", "C"),
+        ("0.15 x 240 = 36", None),  # numbers in working are not option mentions
+    ],
+)
 def test_numeric_option_texts(reply: str, letter: str | None) -> None:
     assert extract_answer(reply, NUMBERS).letter == letter
 
@@ -181,12 +189,21 @@ def test_five_options_accept_e() -> None:
     assert extract_answer("Answer: E", PLANETS).letter is None
 
 
-@pytest.mark.parametrize("reply", ["Answer: " * 5000 + "C", "\\boxed{" * 5000, "A, B, " * 5000 + "C",
-                                   "(A) " * 5000, "Mercury " * 5000 + "so C", "x" * 100_000])
-def test_long_and_pathological_replies_are_read_quickly(reply: str) -> None:
-    started = time.perf_counter()
-    extract_answer(reply, PLANETS)
-    assert time.perf_counter() - started < 5.0  # each is well under a second; the margin is for a busy machine
+@pytest.mark.parametrize(
+    ("reply", "letter", "rule"),
+    [
+        ("Answer: " * 5000 + "C", "C", "marker"),
+        ("\\boxed{" * 5000, None, "none"),
+        ("A, B, " * 5000 + "C", None, "hedged"),
+        ("(A) " * 5000, "A", "only_letter"),
+        ("Mercury " * 5000 + "so C", "C", "end_letter"),
+        ("x" * 100_000, None, "none"),
+    ],
+)
+def test_long_and_pathological_replies_are_read_by_the_same_rules(reply: str, letter: str | None, rule: str) -> None:
+    # How fast they are read is bench/extraction.py's business; here, that they end and end the way short ones do.
+    extraction = extract_answer(reply, PLANETS)
+    assert (extraction.letter, extraction.rule) == (letter, rule)
 
 
 def test_options_as_a_list_or_a_dict() -> None:
@@ -195,14 +212,17 @@ def test_options_as_a_list_or_a_dict() -> None:
     assert parse_options({"A": "Venus", "B": "Earth"}) == {"A": "Venus", "B": "Earth"}
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ("A) Venus", "must be a list"),
-    ([{"letter": "A", "text": "Venus"}], "at least two options"),
-    ([{"letter": "AB", "text": "x"}, {"letter": "C", "text": "y"}], "not a single letter"),
-    ([{"letter": "A", "text": ""}, {"letter": "B", "text": "y"}], "option A has no text"),
-    ([{"letter": "A", "text": "x"}, {"letter": "a", "text": "y"}], "appears twice"),
-    (["Venus", "Earth"], "must be a list of"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("A) Venus", "must be a list"),
+        ([{"letter": "A", "text": "Venus"}], "at least two options"),
+        ([{"letter": "AB", "text": "x"}, {"letter": "C", "text": "y"}], "not a single letter"),
+        ([{"letter": "A", "text": ""}, {"letter": "B", "text": "y"}], "option A has no text"),
+        ([{"letter": "A", "text": "x"}, {"letter": "a", "text": "y"}], "appears twice"),
+        (["Venus", "Earth"], "must be a list of"),
+    ],
+)
 def test_unusable_options_are_rejected(raw: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_options(raw)
@@ -217,13 +237,16 @@ def client() -> Iterator[httpx.Client]:
 
 
 def planets_row(expected: str = "C", options: Any = None) -> dict[str, Any]:
-    return {"options": options if options is not None else [{"letter": k, "text": v} for k, v in PLANETS.items()],
-            "expected_answer": expected,
-            "responses_create_params": {"input": [{"role": "user", "content": "Which planet is closest to the Sun?"}]}}
+    return {
+        "options": options if options is not None else [{"letter": k, "text": v} for k, v in PLANETS.items()],
+        "expected_answer": expected,
+        "responses_create_params": {"input": [{"role": "user", "content": "Which planet is closest to the Sun?"}]},
+    }
 
 
-def verify(client: httpx.Client, output: list[dict[str, Any]], row: dict[str, Any] | None = None,
-           session_id: str | None = None) -> httpx.Response:
+def verify(
+    client: httpx.Client, output: list[dict[str, Any]], row: dict[str, Any] | None = None, session_id: str | None = None
+) -> httpx.Response:
     headers = {SESSION_HEADER: session_id} if session_id else {}
     body = {"row": row if row is not None else planets_row(), "response": {"output": output}}
     return client.post("/verify", json=body, headers=headers)
@@ -251,9 +274,15 @@ def test_wrong_answer_scores_zero(client: httpx.Client) -> None:
     assert verdict["reasons"][-1] == "expected C, not A"
 
 
-@pytest.mark.parametrize("reply", ["A, B, C or D", "The answer is either B or C.",
-                                   "A) Venus\nB) Earth\nC) Mercury\nD) Mars",
-                                   "\\boxed{A}\\boxed{B}\\boxed{C}\\boxed{D}"])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "A, B, C or D",
+        "The answer is either B or C.",
+        "A) Venus\nB) Earth\nC) Mercury\nD) Mars",
+        "\\boxed{A}\\boxed{B}\\boxed{C}\\boxed{D}",
+    ],
+)
 def test_hedging_over_several_letters_scores_zero_even_if_one_is_right(client: httpx.Client, reply: str) -> None:
     verdict = verdict_of(client, [message(reply)])
     assert verdict["reward"] == 0.0
@@ -263,14 +292,20 @@ def test_hedging_over_several_letters_scores_zero_even_if_one_is_right(client: h
     assert verdict["reasons"][-1] == "no single answer letter, so no credit (expected C)"
 
 
-@pytest.mark.parametrize(("output", "rule"), [
-    ([], "none"),
-    ([message("")], "empty"),
-    ([message("qwerty uiop")], "none"),
-    ([{"role": "user", "content": "Answer: C"}], "none"),
-    ([message("Answer: C"), {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"}], "none"),
-    ([{"type": "reasoning", "summary": []}], "none"),
-])
+@pytest.mark.parametrize(
+    ("output", "rule"),
+    [
+        ([], "none"),
+        ([message("")], "empty"),
+        ([message("qwerty uiop")], "none"),
+        ([{"role": "user", "content": "Answer: C"}], "none"),
+        (
+            [message("Answer: C"), {"type": "function_call", "call_id": "c1", "name": "lookup", "arguments": "{}"}],
+            "none",
+        ),
+        ([{"type": "reasoning", "summary": []}], "none"),
+    ],
+)
 def test_malformed_outputs_score_zero(client: httpx.Client, output: list[dict[str, Any]], rule: str) -> None:
     verdict = verdict_of(client, output)
     assert verdict["reward"] == 0.0
@@ -280,8 +315,11 @@ def test_malformed_outputs_score_zero(client: httpx.Client, output: list[dict[st
 
 def test_reply_forms_the_verifier_reads(client: httpx.Client) -> None:
     reasoning = {"type": "reasoning", "summary": [{"type": "summary_text", "text": "Answer: A"}]}
-    for output in ([message("\\boxed{C}"), reasoning], [{"role": "assistant", "content": "(c)"}],
-                   [message("Answer: A"), message("Sorry, Answer: C")]):
+    for output in (
+        [message("\\boxed{C}"), reasoning],
+        [{"role": "assistant", "content": "(c)"}],
+        [message("Answer: A"), message("Sorry, Answer: C")],
+    ):
         verdict = verdict_of(client, output)
         assert (verdict["reward"], verdict["extracted_answer"]) == (1.0, "C"), output
 
@@ -303,13 +341,16 @@ def test_a_seeded_session_scores_its_own_row(client: httpx.Client) -> None:
     assert again.status_code == 404 and again.json()["error"]["type"] == "unknown_session"
 
 
-@pytest.mark.parametrize(("row", "message_part"), [
-    ({}, "no `options` and `expected_answer`"),
-    ({"options": dict(PLANETS)}, "no `options` and `expected_answer`"),
-    ({"options": dict(PLANETS), "expected_answer": "F"}, "'F' is not one of its option letters (A, B, C, D)"),
-    ({"options": dict(PLANETS), "expected_answer": 3}, "3 is not one of its option letters"),
-    ({"options": "A) Venus B) Earth", "expected_answer": "A"}, "`options` are unusable"),
-])
+@pytest.mark.parametrize(
+    ("row", "message_part"),
+    [
+        ({}, "no `options` and `expected_answer`"),
+        ({"options": dict(PLANETS)}, "no `options` and `expected_answer`"),
+        ({"options": dict(PLANETS), "expected_answer": "F"}, "'F' is not one of its option letters (A, B, C, D)"),
+        ({"options": dict(PLANETS), "expected_answer": 3}, "3 is not one of its option letters"),
+        ({"options": "A) Venus B) Earth", "expected_answer": "A"}, "`options` are unusable"),
+    ],
+)
 def test_an_unusable_row_is_a_clear_422(client: httpx.Client, row: dict[str, Any], message_part: str) -> None:
     for response in (verify(client, [message("Answer: A")], row=row), client.post("/seed_session", json={"row": row})):
         assert response.status_code == 422, response.text
@@ -335,7 +376,7 @@ def test_example_data_rows_are_well_formed() -> None:
     assert len({row["id"] for row in rows}) == len(rows)
     for row in rows:
         options = parse_options(row["options"])
-        assert len(options) in (4, 5) and list(options) == list("ABCDE"[:len(options)]), row["id"]
+        assert len(options) in (4, 5) and list(options) == list("ABCDE"[: len(options)]), row["id"]
         assert row["expected_answer"] in options, row["id"]
         developer, user = row["responses_create_params"]["input"]
         assert developer["role"] == "developer" and "Answer: X" in developer["content"]
@@ -347,8 +388,16 @@ def test_example_data_rows_are_well_formed() -> None:
     assert any(len(row["options"]) == 5 for row in rows)
 
 
-@pytest.mark.parametrize("form", ["Answer: {letter}", "\\boxed{{{letter}}}", "{text}", "{letter}. {text}",
-                                  "Some thinking first.\nAnswer: ({lower})"])
+@pytest.mark.parametrize(
+    "form",
+    [
+        "Answer: {letter}",
+        "\\boxed{{{letter}}}",
+        "{text}",
+        "{letter}. {text}",
+        "Some thinking first.\nAnswer: ({lower})",
+    ],
+)
 def test_every_example_row_scores_a_right_reply_and_not_a_wrong_one(client: httpx.Client, form: str) -> None:
     for row in example_rows():
         options = parse_options(row["options"])

@@ -11,14 +11,34 @@ from typing import Any
 import httpx
 import pytest
 
-from nemo_gym.client import SESSION_HEADER
+from nemo_gym.http.server_client import SESSION_HEADER
 from nemo_gym.testing.cluster import assistant_message as message
 from nemo_gym.testing.cluster import serve_resources_server
 
 FOLDER = Path(__file__).resolve().parents[1]
 EXAMPLE_DATA = FOLDER / "data" / "example.jsonl"
-SAMPLE_CITIES = ("Paris", "London", "Tokyo", "Berlin", "Madrid", "Rome", "Sydney", "Cairo", "Toronto", "Mumbai",
-                 "Lagos", "Lima", "Oslo", "Seoul", "Nairobi", "Chicago", "Vienna", "Dublin", "Bangkok", "Lisbon")
+SAMPLE_CITIES = (
+    "Paris",
+    "London",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Rome",
+    "Sydney",
+    "Cairo",
+    "Toronto",
+    "Mumbai",
+    "Lagos",
+    "Lima",
+    "Oslo",
+    "Seoul",
+    "Nairobi",
+    "Chicago",
+    "Vienna",
+    "Dublin",
+    "Bangkok",
+    "Lisbon",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +62,13 @@ def get_weather(client: httpx.Client, city: Any, session_id: str | None = None) 
     return client.post("/get_weather", json={"city": city}, headers=headers)
 
 
-def verify(client: httpx.Client, output: list[dict[str, Any]], *, session_id: str | None = None,
-           row: dict[str, Any] | None = None) -> httpx.Response:
+def verify(
+    client: httpx.Client,
+    output: list[dict[str, Any]],
+    *,
+    session_id: str | None = None,
+    row: dict[str, Any] | None = None,
+) -> httpx.Response:
     headers = {SESSION_HEADER: session_id} if session_id else {}
     return client.post("/verify", json={"row": row or {}, "response": {"output": output}}, headers=headers)
 
@@ -53,12 +78,15 @@ def function_call(city: str, call_id: str = "call_1", *, name: str = "get_weathe
 
 
 def row_for(*cities: str) -> dict[str, Any]:
-    return {"expected_cities": list(cities),
-            "responses_create_params": {"input": [{"role": "user", "content": "Weather in " + " and ".join(cities)}]}}
+    return {
+        "expected_cities": list(cities),
+        "responses_create_params": {"input": [{"role": "user", "content": "Weather in " + " and ".join(cities)}]},
+    }
 
 
-def rollout(client: httpx.Client, expected: list[str], looked_up: list[str], output: list[dict[str, Any]]
-            ) -> dict[str, Any]:
+def rollout(
+    client: httpx.Client, expected: list[str], looked_up: list[str], output: list[dict[str, Any]]
+) -> dict[str, Any]:
     """Seed a session for `expected`, call get_weather for `looked_up` in it, verify `output`; the verdict."""
     session_id = seed(client, row_for(*expected))
     for city in looked_up:
@@ -87,8 +115,7 @@ def test_same_city_same_weather(client: httpx.Client) -> None:
     session_id = seed(client, row_for("Paris"))
     assert get_weather(client, "Paris", session_id).json() == first
     # Case, spacing and punctuation do not change the weather, only the echoed name.
-    assert get_weather(client, "  paris  ", session_id).json()["weather"] == first["weather"].replace(
-        "Paris", "paris")
+    assert get_weather(client, "  paris  ", session_id).json()["weather"] == first["weather"].replace("Paris", "paris")
     assert first["city"] == "Paris"
     assert first["weather"].startswith("The weather in Paris is ")
     assert "°C" in first["weather"] and "km/h" in first["weather"]
@@ -110,14 +137,17 @@ def test_different_cities_get_different_weather(client: httpx.Client) -> None:
     assert len(conditions) > 1 and len(temperatures) > 1
 
 
-@pytest.mark.parametrize(("body", "expected"), [
-    ({}, "city: Field required"),
-    ({"city": ""}, "city: String should have at least 1 character"),
-    ({"city": "   "}, "city: Value error, must contain a city name"),
-    ({"city": "?!"}, "city: Value error, must contain a city name"),
-    ({"city": 5}, "city: Input should be a valid string"),
-    ({"town": "Paris"}, "city: Field required"),
-])
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({}, "city: Field required"),
+        ({"city": ""}, "city: String should have at least 1 character"),
+        ({"city": "   "}, "city: Value error, must contain a city name"),
+        ({"city": "?!"}, "city: Value error, must contain a city name"),
+        ({"city": 5}, "city: Input should be a valid string"),
+        ({"town": "Paris"}, "city: Field required"),
+    ],
+)
 def test_invalid_arguments_are_422_with_a_message(client: httpx.Client, body: dict[str, Any], expected: str) -> None:
     response = client.post("/get_weather", json=body)
     assert response.status_code == 422, response.text
@@ -145,8 +175,10 @@ def test_a_body_that_is_not_a_json_object_is_400(client: httpx.Client, content: 
 
 
 def test_unknown_session_is_404(client: httpx.Client) -> None:
-    for response in (get_weather(client, "Paris", "no-such-session"),
-                     verify(client, [message("Paris")], session_id="no-such-session", row=row_for("Paris"))):
+    for response in (
+        get_weather(client, "Paris", "no-such-session"),
+        verify(client, [message("Paris")], session_id="no-such-session", row=row_for("Paris")),
+    ):
         assert response.status_code == 404, response.text
         error = response.json()["error"]
         assert error["type"] == "unknown_session"
@@ -158,8 +190,9 @@ def test_unknown_session_is_404(client: httpx.Client) -> None:
 
 def test_seed_tool_verify_uses_the_session_tool_calls(client: httpx.Client) -> None:
     # The trajectory sent to /verify has no function_call items: what counts is what ran in the session.
-    verdict = rollout(client, ["Paris", "Berlin"], ["Paris", "Berlin"],
-                      [message("Paris is sunny and Berlin is foggy.")])
+    verdict = rollout(
+        client, ["Paris", "Berlin"], ["Paris", "Berlin"], [message("Paris is sunny and Berlin is foggy.")]
+    )
     assert verdict["reward"] == 1.0
     assert verdict["called_cities"] == ["Berlin", "Paris"]
     assert verdict["missing_cities"] == []
@@ -254,8 +287,12 @@ def test_idle_sessions_expire() -> None:
 
 
 def test_reward_all_cities_looked_up_and_named(client: httpx.Client) -> None:
-    verdict = rollout(client, ["Seoul", "Bangkok", "Mumbai"], ["Seoul", "Bangkok", "Mumbai"],
-                      [function_call("Seoul"), message("Seoul: rain. Bangkok: hot. Mumbai: humid.")])
+    verdict = rollout(
+        client,
+        ["Seoul", "Bangkok", "Mumbai"],
+        ["Seoul", "Bangkok", "Mumbai"],
+        [function_call("Seoul"), message("Seoul: rain. Bangkok: hot. Mumbai: humid.")],
+    )
     assert verdict["reward"] == 1.0
     assert verdict["coverage"] == 1.0
     assert verdict["answered"] is True
@@ -263,12 +300,16 @@ def test_reward_all_cities_looked_up_and_named(client: httpx.Client) -> None:
     assert verdict["expected_cities"] == ["Seoul", "Bangkok", "Mumbai"]
 
 
-@pytest.mark.parametrize(("answer", "reward", "mentioned"), [
-    ("Berlin is cloudy and Madrid is sunny.", 0.6 * 0.5 + 0.2 * 1 + 0.2 * 1.0, ["Berlin", "Madrid"]),
-    ("Berlin is cloudy.", 0.6 * 0.5 + 0.2 * 1 + 0.2 * 0.5, ["Berlin"]),
-])
-def test_reward_one_of_two_cities_missing(client: httpx.Client, answer: str, reward: float,
-                                          mentioned: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("answer", "reward", "mentioned"),
+    [
+        ("Berlin is cloudy and Madrid is sunny.", 0.6 * 0.5 + 0.2 * 1 + 0.2 * 1.0, ["Berlin", "Madrid"]),
+        ("Berlin is cloudy.", 0.6 * 0.5 + 0.2 * 1 + 0.2 * 0.5, ["Berlin"]),
+    ],
+)
+def test_reward_one_of_two_cities_missing(
+    client: httpx.Client, answer: str, reward: float, mentioned: list[str]
+) -> None:
     verdict = rollout(client, ["Berlin", "Madrid"], ["Berlin"], [message(answer)])
     assert verdict["reward"] == pytest.approx(reward)
     assert verdict["coverage"] == 0.5
@@ -286,13 +327,19 @@ def test_no_final_answer_when_the_trajectory_ends_with_a_function_call(client: h
     assert "the trajectory does not end with an assistant answer" in verdict["reasons"]
 
 
-@pytest.mark.parametrize("output", [
-    [],
-    [message("   ")],
-    [message("Paris is sunny."), function_call("Paris"), {"type": "function_call_output", "call_id": "call_1",
-                                                          "output": "Paris is sunny."}],
-    [{"role": "user", "content": "Paris?"}],
-])
+@pytest.mark.parametrize(
+    "output",
+    [
+        [],
+        [message("   ")],
+        [
+            message("Paris is sunny."),
+            function_call("Paris"),
+            {"type": "function_call_output", "call_id": "call_1", "output": "Paris is sunny."},
+        ],
+        [{"role": "user", "content": "Paris?"}],
+    ],
+)
 def test_no_final_answer_variants(client: httpx.Client, output: list[dict[str, Any]]) -> None:
     verdict = rollout(client, ["Paris"], ["Paris"], output)
     assert verdict["answered"] is False

@@ -15,7 +15,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from nemo_gym.server import BaseServer, serve_in_thread
+from nemo_gym.servers.base import BaseServer
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 from nemo_gym.testing.stub_upstream import COMPLETION_TOKENS_PER_CALL, PROMPT_TOKENS_PER_CALL, StubUpstream
 
@@ -186,11 +187,20 @@ class ScriptedModel:
             k = len(self.requests)
             output = copy.deepcopy(self.script[min(k, len(self.script)) - 1])
             return {
-                "id": f"resp_{k}", "object": "response", "created_at": 0, "model": "scripted/model",
-                "status": self.status, "output": output,
-                "usage": {"input_tokens": 100 * k, "output_tokens": 10 * k, "total_tokens": 110 * k,
-                          "input_tokens_details": {"cached_tokens": k},
-                          "output_tokens_details": {"reasoning_tokens": 2 * k}, "cost": 0.001 * k},
+                "id": f"resp_{k}",
+                "object": "response",
+                "created_at": 0,
+                "model": "scripted/model",
+                "status": self.status,
+                "output": output,
+                "usage": {
+                    "input_tokens": 100 * k,
+                    "output_tokens": 10 * k,
+                    "total_tokens": 110 * k,
+                    "input_tokens_details": {"cached_tokens": k},
+                    "output_tokens_details": {"reasoning_tokens": 2 * k},
+                    "cost": 0.001 * k,
+                },
             }
 
         return app
@@ -200,13 +210,24 @@ class ScriptedModel:
 
 
 def call(name: str, arguments: str, call_id: str) -> dict[str, Any]:
-    return {"type": "function_call", "id": f"fc_{call_id}", "call_id": call_id, "name": name,
-            "arguments": arguments, "status": "completed"}
+    return {
+        "type": "function_call",
+        "id": f"fc_{call_id}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
 
 
 def answer(text: str) -> dict[str, Any]:
-    return {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+    return {
+        "type": "message",
+        "id": "msg_1",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -220,8 +241,10 @@ def scripted_server() -> Iterator[tuple[ScriptedModel, str]]:
 def scripted_cluster(serve: Any, scripted_server: tuple[ScriptedModel, str]) -> Cluster:
     """policy_model is an openai_model (Responses upstream) in front of the scripted model; two agents."""
     _, url = scripted_server
-    data = {**simple_weather_blocks(),
-            "policy_model": openai_model_block(url + "/v1", model="scripted/model", api="responses")}
+    data = {
+        **simple_weather_blocks(),
+        "policy_model": openai_model_block(url + "/v1", model="scripted/model", api="responses"),
+    }
     short = simple_weather_blocks(max_steps=SHORT_MAX_STEPS)["simple_weather_simple_agent"]
     return serve({**data, SHORT_AGENT: short})
 
@@ -236,8 +259,9 @@ def scripted(scripted_server: tuple[ScriptedModel, str], scripted_cluster: Clust
 def last_tool_output(request: dict[str, Any], call_id: str) -> str:
     """What the model was told for `call_id`: the function_call_output right after that call in its input."""
     items = request["input"]
-    index = next(i for i, item in enumerate(items) if item.get("type") == "function_call"
-                 and item.get("call_id") == call_id)
+    index = next(
+        i for i, item in enumerate(items) if item.get("type") == "function_call" and item.get("call_id") == call_id
+    )
     following = items[index + 1]
     assert following["type"] == "function_call_output" and following["call_id"] == call_id
     return following["output"]
@@ -246,20 +270,34 @@ def last_tool_output(request: dict[str, Any], call_id: str) -> str:
 PARIS = weather_row("What's the weather in Paris?", ["Paris"])
 
 
-@pytest.mark.parametrize(("bad_call", "told"), [
-    (call("get_weather", "{not json", "c1"),
-     ["Error: the arguments of get_weather are not valid JSON", "Call get_weather again with a JSON object"]),
-    (call("get_stock_price", json.dumps({"symbol": "NVDA"}), "c1"),
-     ["Error: unknown tool 'get_stock_price'. Available tools: get_weather."]),
-    (call("get_weather", json.dumps(["Paris"]), "c1"),
-     ["Error: the arguments of get_weather must be a JSON object, got list."]),
-    (call("get_weather", json.dumps({"city": ""}), "c1"),
-     ["Error: Invalid arguments for get_weather: city: String should have at least 1 character"]),
-    (call("get_weather", json.dumps({"town": "Paris"}), "c1"),
-     ["Error: Invalid arguments for get_weather: city: Field required"]),
-])
+@pytest.mark.parametrize(
+    ("bad_call", "told"),
+    [
+        (
+            call("get_weather", "{not json", "c1"),
+            ["Error: the arguments of get_weather are not valid JSON", "Call get_weather again with a JSON object"],
+        ),
+        (
+            call("get_stock_price", json.dumps({"symbol": "NVDA"}), "c1"),
+            ["Error: unknown tool 'get_stock_price'. Available tools: get_weather."],
+        ),
+        (
+            call("get_weather", json.dumps(["Paris"]), "c1"),
+            ["Error: the arguments of get_weather must be a JSON object, got list."],
+        ),
+        (
+            call("get_weather", json.dumps({"city": ""}), "c1"),
+            ["Error: Invalid arguments for get_weather: city: String should have at least 1 character"],
+        ),
+        (
+            call("get_weather", json.dumps({"town": "Paris"}), "c1"),
+            ["Error: Invalid arguments for get_weather: city: Field required"],
+        ),
+    ],
+)
 def test_a_bad_tool_call_is_answered_with_an_error_the_model_reads(
-        scripted_cluster: Cluster, scripted: ScriptedModel, bad_call: dict[str, Any], told: list[str]) -> None:
+    scripted_cluster: Cluster, scripted: ScriptedModel, bad_call: dict[str, Any], told: list[str]
+) -> None:
     scripted.reset([bad_call], [answer("Sorry, I could not check the weather in Paris.")])
     result = scripted_cluster.run(PARIS)
     assert len(scripted.requests) == 2
@@ -289,7 +327,7 @@ def test_the_model_recovers_after_errors(scripted_cluster: Cluster, scripted: Sc
     # Each request carries the row's input, then the whole trajectory so far, and the row's tools.
     row_input = PARIS["responses_create_params"]["input"]
     for k, request in enumerate(requests):
-        assert request["input"][:len(row_input)] == row_input
+        assert request["input"][: len(row_input)] == row_input
         assert len(request["input"]) == len(row_input) + 2 * k
         assert [t["name"] for t in request["tools"]] == ["get_weather"]
     assert result["reward"] == 1.0
@@ -300,14 +338,21 @@ def test_the_model_recovers_after_errors(scripted_cluster: Cluster, scripted: Sc
 
 def test_parallel_calls_each_get_their_output(scripted_cluster: Cluster, scripted: ScriptedModel) -> None:
     row = weather_row("Weather in Oslo and Lima?", ["Oslo", "Lima"])
-    scripted.reset([call("get_weather", '{"city": "Oslo"}', "a"), call("get_weather", '{"city": "Lima"}', "b")],
-                   [answer("Oslo and Lima: see above.")])
+    scripted.reset(
+        [call("get_weather", '{"city": "Oslo"}', "a"), call("get_weather", '{"city": "Lima"}', "b")],
+        [answer("Oslo and Lima: see above.")],
+    )
     result = scripted_cluster.run(row)
     second_input = scripted.requests[1]["input"]
     assert [(i["type"], i["call_id"]) for i in second_input[-4:]] == [
-        ("function_call", "a"), ("function_call", "b"), ("function_call_output", "a"), ("function_call_output", "b")]
-    outputs = {i["call_id"]: json.loads(i["output"])["city"] for i in second_input
-               if i.get("type") == "function_call_output"}
+        ("function_call", "a"),
+        ("function_call", "b"),
+        ("function_call_output", "a"),
+        ("function_call_output", "b"),
+    ]
+    outputs = {
+        i["call_id"]: json.loads(i["output"])["city"] for i in second_input if i.get("type") == "function_call_output"
+    }
     assert outputs == {"a": "Oslo", "b": "Lima"}
     assert result["reward"] == 1.0
 
@@ -328,8 +373,11 @@ def test_max_steps_bounds_the_model_calls(scripted_cluster: Cluster, scripted: S
 
 
 def test_usage_is_summed_over_model_calls(scripted_cluster: Cluster, scripted: ScriptedModel) -> None:
-    scripted.reset([call("get_weather", '{"city": "Paris"}', "c1")], [call("get_weather", '{"city": "Paris"}', "c2")],
-                   [answer("Paris is fine.")])
+    scripted.reset(
+        [call("get_weather", '{"city": "Paris"}', "c1")],
+        [call("get_weather", '{"city": "Paris"}', "c2")],
+        [answer("Paris is fine.")],
+    )
     usage = scripted_cluster.run(PARIS)["response"]["usage"]
     calls = (1, 2, 3)
     assert usage["calls"] == 3
@@ -359,8 +407,9 @@ def test_an_incomplete_response_stops_the_loop(scripted_cluster: Cluster, script
     assert result["response"]["status"] == "incomplete"
 
 
-def test_a_failed_turn_stops_the_loop_without_running_its_tool_calls(scripted_cluster: Cluster,
-                                                                     scripted: ScriptedModel) -> None:
+def test_a_failed_turn_stops_the_loop_without_running_its_tool_calls(
+    scripted_cluster: Cluster, scripted: ScriptedModel
+) -> None:
     scripted.reset([call("get_weather", json.dumps({"city": "Paris"}), "c1")], status="failed")
     result = scripted_cluster.run(PARIS)
     assert len(scripted.requests) == 1
@@ -368,8 +417,7 @@ def test_a_failed_turn_stops_the_loop_without_running_its_tool_calls(scripted_cl
     assert result["called_cities"] == [] and result["reward"] == 0.0
 
 
-def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Cluster,
-                                                          scripted: ScriptedModel) -> None:
+def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Cluster, scripted: ScriptedModel) -> None:
     scripted.reset(fail_with=400)
     response = scripted_cluster.post(AGENT, "/run", PARIS)
     assert response.status_code == 400
@@ -381,8 +429,9 @@ def test_a_model_error_fails_the_rollout_with_its_message(scripted_cluster: Clus
     assert scripted_cluster.servers["simple_weather"].sessions == {}  # type: ignore[attr-defined]
 
 
-def test_the_agent_carries_one_session_through_the_rollout(scripted_cluster: Cluster, scripted: ScriptedModel,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_agent_carries_one_session_through_the_rollout(
+    scripted_cluster: Cluster, scripted: ScriptedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     resources = scripted_cluster.servers["simple_weather"]
     seen: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
     original = resources.verify  # type: ignore[attr-defined]
@@ -392,8 +441,11 @@ def test_the_agent_carries_one_session_through_the_rollout(scripted_cluster: Clu
         return await original(session, request)
 
     monkeypatch.setattr(resources, "verify", spy)
-    scripted.reset([call("get_weather", '{"city": "Oslo"}', "c1")], [call("get_weather", '{"city": 5}', "c2")],
-                   [answer("Oslo and Paris are fine.")])
+    scripted.reset(
+        [call("get_weather", '{"city": "Oslo"}', "c1")],
+        [call("get_weather", '{"city": 5}', "c2")],
+        [answer("Oslo and Paris are fine.")],
+    )
     result = scripted_cluster.run(PARIS)
     [(session_id, tool_calls, row)] = seen
     assert session_id  # a seeded session, not the header-less fallback

@@ -20,13 +20,14 @@ from fastapi.responses import JSONResponse, Response
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response as ResponsesResponse
 
-from nemo_gym.client import HttpPool
-from nemo_gym.config import ConfigError, GlobalConfig
-from nemo_gym.loader import prepare
-from nemo_gym.server import serve_in_thread
+from nemo_gym.config.errors import ConfigError
+from nemo_gym.config.types import GlobalConfig
+from nemo_gym.http.pool import HttpPool
+from nemo_gym.servers.loading import prepare
+from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config
 from nemo_gym.testing.stub_upstream import COST_PER_CALL_USD, StubUpstream
-from nemo_gym.upstream import UpstreamEndpoint, UpstreamError
+from nemo_gym.upstream.endpoint import UpstreamEndpoint, UpstreamError
 from responses_api_models.openai_model.app import OpenAIModelConfig, OpenAIModelServer
 
 API_KEY = "sk-or-v1-test-key-for-the-stub-0001"
@@ -35,7 +36,9 @@ LEAKED_KEY = "plainsecret-echoed-by-upstream-77"  # not sk-shaped: only value-ba
 CONFIGURED_MODEL = "test-org/configured-model"
 
 WEATHER_TOOL = {
-    "type": "function", "name": "get_weather", "description": "Current weather of a city",
+    "type": "function",
+    "name": "get_weather",
+    "description": "Current weather of a city",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
 CHAT_WEATHER_TOOL = {"type": "function", "function": {k: v for k, v in WEATHER_TOOL.items() if k != "type"}}
@@ -52,21 +55,46 @@ def _quirky_upstream() -> FastAPI:
         model = body.get("model")
         if model == "quirk/leaks-key":
             key = (request.headers.get("authorization") or "").removeprefix("Bearer ")
-            return JSONResponse({"error": {"message": f"Key {key} is disabled", "code": 401,
-                                           "metadata": {"raw": f"api_key={key}"}}}, status_code=401)
+            return JSONResponse(
+                {"error": {"message": f"Key {key} is disabled", "code": 401, "metadata": {"raw": f"api_key={key}"}}},
+                status_code=401,
+            )
         if model == "quirk/error-in-200":
-            error = {"error": {"message": "Provider returned error", "code": 400,
-                               "metadata": {"raw": "invalid tool schema", "provider_name": "Quirk"}}, "user_id": "u"}
+            error = {
+                "error": {
+                    "message": "Provider returned error",
+                    "code": 400,
+                    "metadata": {"raw": "invalid tool schema", "provider_name": "Quirk"},
+                },
+                "user_id": "u",
+            }
             return Response(b"\n   \n" + json.dumps(error).encode(), media_type="application/json")
         answer = {
-            "id": "gen-1756743299-quirk", "object": "chat.completion", "created": 1756743300,
-            "model": "quirk/served-model-2025-01-01", "provider": "QuirkCloud",
-            "choices": [{"index": 0, "finish_reason": "length", "native_finish_reason": "MAX_TOKENS",
-                         "message": {"role": "assistant", "content": "The weather in Pa",
-                                     "reasoning": "User wants the weather."}}],
-            "usage": {"prompt_tokens": 30, "completion_tokens": 8, "total_tokens": 38, "cost": 0.0042,
-                      "prompt_tokens_details": {"cached_tokens": 16},
-                      "completion_tokens_details": {"reasoning_tokens": 4}},
+            "id": "gen-1756743299-quirk",
+            "object": "chat.completion",
+            "created": 1756743300,
+            "model": "quirk/served-model-2025-01-01",
+            "provider": "QuirkCloud",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "length",
+                    "native_finish_reason": "MAX_TOKENS",
+                    "message": {
+                        "role": "assistant",
+                        "content": "The weather in Pa",
+                        "reasoning": "User wants the weather.",
+                    },
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 30,
+                "completion_tokens": 8,
+                "total_tokens": 38,
+                "cost": 0.0042,
+                "prompt_tokens_details": {"cached_tokens": 16},
+                "completion_tokens_details": {"reasoning_tokens": 4},
+            },
         }
         return Response(b"      \n" + json.dumps(answer).encode(), media_type="application/json")
 
@@ -98,21 +126,32 @@ def cluster() -> Iterator[Cluster]:
         stub_v1, quirky_v1 = stub_url + "/v1", quirky_url + "/v1"
         data = {
             "chat_model": openai_model_block(stub_v1, api_key=API_KEY, model=CONFIGURED_MODEL),
-            "responses_model": openai_model_block(stub_v1, api_key=API_KEY, model=CONFIGURED_MODEL,
-                                                  api="responses"),
+            "responses_model": openai_model_block(stub_v1, api_key=API_KEY, model=CONFIGURED_MODEL, api="responses"),
             "tuned_model": openai_model_block(
-                stub_v1, api_key=API_KEY, model=CONFIGURED_MODEL,
+                stub_v1,
+                api_key=API_KEY,
+                model=CONFIGURED_MODEL,
                 extra_body={"provider": {"sort": "price", "allow_fallbacks": False}, "usage": {"include": True}},
-                headers={"HTTP-Referer": "https://nemo-gym.test", "X-Title": "nemo-gym tests"}),
+                headers={"HTTP-Referer": "https://nemo-gym.test", "X-Title": "nemo-gym tests"},
+            ),
             "tuned_responses_model": openai_model_block(
-                stub_v1, api_key=API_KEY, model=CONFIGURED_MODEL, api="responses",
-                extra_body={"provider": {"sort": "price"}}, headers={"X-Title": "nemo-gym tests"}),
+                stub_v1,
+                api_key=API_KEY,
+                model=CONFIGURED_MODEL,
+                api="responses",
+                extra_body={"provider": {"sort": "price"}},
+                headers={"X-Title": "nemo-gym tests"},
+            ),
             "wrong_key_model": openai_model_block(stub_v1, api_key=WRONG_KEY, model=CONFIGURED_MODEL),
             "leaky_model": openai_model_block(quirky_v1, api_key=LEAKED_KEY, model="quirk/leaks-key"),
             "error_in_200_model": openai_model_block(quirky_v1, model="quirk/error-in-200"),
             "padded_model": openai_model_block(quirky_v1, model="quirk/padded-truncated"),
-            "offline_model": openai_model_block(closed_url, api_key=API_KEY, model=CONFIGURED_MODEL,
-                                                retry={"max_attempts": 2, "initial_backoff_s": 0.01}),
+            "offline_model": openai_model_block(
+                closed_url,
+                api_key=API_KEY,
+                model=CONFIGURED_MODEL,
+                retry={"max_attempts": 2, "initial_backoff_s": 0.01},
+            ),
         }
         try:
             with serve_config(data) as (config, _servers), httpx.Client(timeout=60) as http:
@@ -127,9 +166,14 @@ def _function_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _tool_outputs(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"type": "function_call_output", "call_id": call["call_id"],
-             "output": json.dumps({"city": json.loads(call["arguments"])["city"], "weather": "sunny"})}
-            for call in calls]
+    return [
+        {
+            "type": "function_call_output",
+            "call_id": call["call_id"],
+            "output": json.dumps({"city": json.loads(call["arguments"])["city"], "weather": "sunny"}),
+        }
+        for call in calls
+    ]
 
 
 # =========================================================================== /v1/responses, chat upstream
@@ -146,8 +190,11 @@ def test_responses_two_turn_tool_conversation_through_a_chat_upstream(cluster: C
     user = {"role": "user", "content": "What is the weather in Paris and Tokyo?"}
     mark = len(cluster.stub.requests)
 
-    first = cluster.post("chat_model", "/v1/responses", {
-        "model": "agent-asked-for-this", "instructions": "Use the tool.", "input": [user], "tools": [WEATHER_TOOL]})
+    first = cluster.post(
+        "chat_model",
+        "/v1/responses",
+        {"model": "agent-asked-for-this", "instructions": "Use the tool.", "input": [user], "tools": [WEATHER_TOOL]},
+    )
 
     assert first.status_code == 200, first.text
     ResponsesResponse.model_validate(first.json())
@@ -156,8 +203,11 @@ def test_responses_two_turn_tool_conversation_through_a_chat_upstream(cluster: C
     assert {c["name"] for c in calls} == {"get_weather"}
     assert len({c["call_id"] for c in calls}) == 2
 
-    second = cluster.post("chat_model", "/v1/responses", {
-        "input": [user, *first.json()["output"], *_tool_outputs(calls)], "tools": [WEATHER_TOOL]})
+    second = cluster.post(
+        "chat_model",
+        "/v1/responses",
+        {"input": [user, *first.json()["output"], *_tool_outputs(calls)], "tools": [WEATHER_TOOL]},
+    )
 
     assert second.status_code == 200, second.text
     response = ResponsesResponse.model_validate(second.json())
@@ -222,16 +272,22 @@ def test_responses_api_upstream_gets_the_request_at_its_responses_endpoint(clust
     user = {"role": "user", "content": "Weather in Paris and Tokyo?"}
     mark = len(cluster.stub.requests)
 
-    first = cluster.post("responses_model", "/v1/responses", {"model": "agent-asked", "input": [user],
-                                                              "tools": [WEATHER_TOOL], "stream": False})
+    first = cluster.post(
+        "responses_model",
+        "/v1/responses",
+        {"model": "agent-asked", "input": [user], "tools": [WEATHER_TOOL], "stream": False},
+    )
     assert first.status_code == 200, first.text
     ResponsesResponse.model_validate(first.json())
     calls = _function_calls(first.json())
     assert [json.loads(c["arguments"])["city"] for c in calls] == ["Paris", "Tokyo"]
     assert first.json()["nemo_gym"]["upstream_api"] == "responses"
 
-    second = cluster.post("responses_model", "/v1/responses", {
-        "input": [user, *first.json()["output"], *_tool_outputs(calls)], "tools": [WEATHER_TOOL]})
+    second = cluster.post(
+        "responses_model",
+        "/v1/responses",
+        {"input": [user, *first.json()["output"], *_tool_outputs(calls)], "tools": [WEATHER_TOOL]},
+    )
     assert second.status_code == 200, second.text
     assert "Here is the weather" in ResponsesResponse.model_validate(second.json()).output_text
 
@@ -252,8 +308,11 @@ def test_chat_completions_pass_through_a_chat_upstream_for_two_turns(cluster: Cl
     messages: list[dict[str, Any]] = [{"role": "user", "content": "Weather in Paris?"}]
     mark = len(cluster.stub.requests)
 
-    first = cluster.post("chat_model", "/v1/chat/completions",
-                         {"model": "agent-asked", "messages": messages, "tools": [CHAT_WEATHER_TOOL]})
+    first = cluster.post(
+        "chat_model",
+        "/v1/chat/completions",
+        {"model": "agent-asked", "messages": messages, "tools": [CHAT_WEATHER_TOOL]},
+    )
 
     assert first.status_code == 200, first.text
     completion = ChatCompletion.model_validate(first.json())
@@ -276,12 +335,17 @@ def test_chat_completions_pass_through_a_chat_upstream_for_two_turns(cluster: Cl
 
 
 def test_chat_completions_are_converted_for_a_responses_upstream(cluster: Cluster) -> None:
-    messages: list[dict[str, Any]] = [{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "Weather in Paris and Tokyo?"}]
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris and Tokyo?"},
+    ]
     mark = len(cluster.stub.requests)
 
-    first = cluster.post("responses_model", "/v1/chat/completions",
-                         {"messages": messages, "tools": [CHAT_WEATHER_TOOL], "max_tokens": 100})
+    first = cluster.post(
+        "responses_model",
+        "/v1/chat/completions",
+        {"messages": messages, "tools": [CHAT_WEATHER_TOOL], "max_tokens": 100},
+    )
 
     assert first.status_code == 200, first.text
     completion = ChatCompletion.model_validate(first.json())
@@ -292,8 +356,9 @@ def test_chat_completions_are_converted_for_a_responses_upstream(cluster: Cluste
 
     messages.append(first.json()["choices"][0]["message"])
     messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny"} for c in tool_calls]
-    second = cluster.post("responses_model", "/v1/chat/completions", {"messages": messages,
-                                                                      "tools": [CHAT_WEATHER_TOOL]})
+    second = cluster.post(
+        "responses_model", "/v1/chat/completions", {"messages": messages, "tools": [CHAT_WEATHER_TOOL]}
+    )
 
     assert second.status_code == 200, second.text
     assert ChatCompletion.model_validate(second.json()).choices[0].finish_reason == "stop"
@@ -304,8 +369,14 @@ def test_chat_completions_are_converted_for_a_responses_upstream(cluster: Cluste
     assert first_body["tools"] == [WEATHER_TOOL]
     assert first_body["max_output_tokens"] == 100
     kinds = [item["type"] for item in second_body["input"]]
-    assert kinds == ["message", "message", "function_call", "function_call", "function_call_output",
-                     "function_call_output"]
+    assert kinds == [
+        "message",
+        "message",
+        "function_call",
+        "function_call",
+        "function_call_output",
+        "function_call_output",
+    ]
     assert [i["call_id"] for i in second_body["input"][2:4]] == [c.id for c in tool_calls]
 
 
@@ -316,8 +387,9 @@ def test_extra_body_and_headers_are_forwarded_to_a_chat_upstream(cluster: Cluste
     mark = len(cluster.stub.requests)
 
     answer = cluster.post("tuned_model", "/v1/responses", {"input": "Hello"})
-    chat_answer = cluster.post("tuned_model", "/v1/chat/completions",
-                               {"messages": [{"role": "user", "content": "Hello"}]})
+    chat_answer = cluster.post(
+        "tuned_model", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}]}
+    )
 
     assert answer.status_code == 200, answer.text
     assert chat_answer.status_code == 200, chat_answer.text
@@ -358,8 +430,10 @@ def test_wrong_key_is_401_with_a_hint_and_without_the_key(cluster: Cluster) -> N
 
 
 def test_a_key_echoed_by_the_upstream_is_redacted(cluster: Cluster) -> None:
-    for path, body in [("/v1/responses", {"input": "Hi"}),
-                       ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]})]:
+    for path, body in [
+        ("/v1/responses", {"input": "Hi"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}]}),
+    ]:
         answer = cluster.post("leaky_model", path, body)
 
         assert answer.status_code == 401
@@ -400,8 +474,9 @@ def test_an_unreachable_upstream_is_a_502_that_names_the_url(cluster: Cluster) -
 
 
 def test_a_body_that_is_not_json_is_400(cluster: Cluster) -> None:
-    answer = cluster.http.post(cluster.urls["chat_model"] + "/v1/responses", content=b"{not json",
-                               headers={"content-type": "application/json"})
+    answer = cluster.http.post(
+        cluster.urls["chat_model"] + "/v1/responses", content=b"{not json", headers={"content-type": "application/json"}
+    )
 
     assert answer.status_code == 400
     assert "JSON" in answer.json()["error"]["message"]
@@ -410,11 +485,14 @@ def test_a_body_that_is_not_json_is_400(cluster: Cluster) -> None:
 # =========================================================================== configuration
 
 
-@pytest.mark.parametrize(("base_url", "expected"), [
-    ("https://openrouter.ai/api/v1", "chat_completions"),
-    ("http://127.0.0.1:8000/v1", "chat_completions"),
-    ("https://api.openai.com/v1", "responses"),
-])
+@pytest.mark.parametrize(
+    ("base_url", "expected"),
+    [
+        ("https://openrouter.ai/api/v1", "chat_completions"),
+        ("http://127.0.0.1:8000/v1", "chat_completions"),
+        ("https://api.openai.com/v1", "responses"),
+    ],
+)
 def test_api_auto_picks_chat_completions_except_for_api_openai_com(base_url: str, expected: str) -> None:
     config = OpenAIModelConfig(base_url=base_url, model="openai/gpt-4o", api_key="sk-or-v1-abc")
     server = OpenAIModelServer("m", config, GlobalConfig(data={}))
@@ -423,8 +501,9 @@ def test_api_auto_picks_chat_completions_except_for_api_openai_com(base_url: str
 
 
 def test_explicit_api_overrides_auto() -> None:
-    config = OpenAIModelConfig(base_url="https://openrouter.ai/api/v1", model="openai/gpt-4o", api="responses",
-                               api_key="sk-or-v1-abc")
+    config = OpenAIModelConfig(
+        base_url="https://openrouter.ai/api/v1", model="openai/gpt-4o", api="responses", api_key="sk-or-v1-abc"
+    )
 
     assert OpenAIModelServer("m", config, GlobalConfig(data={})).upstream_api == "responses"
 
@@ -445,8 +524,9 @@ def test_upstream_endpoint_never_puts_the_key_in_a_connection_error() -> None:
     """The error raised for an unreachable upstream is built without the key (it is only in a header)."""
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
-        endpoint = UpstreamEndpoint(base_url=f"http://127.0.0.1:{closed.getsockname()[1]}/v1", model="m",
-                                    api_key=API_KEY)
+        endpoint = UpstreamEndpoint(
+            base_url=f"http://127.0.0.1:{closed.getsockname()[1]}/v1", model="m", api_key=API_KEY
+        )
 
         async def call() -> None:
             async with HttpPool(timeout=10) as http:

@@ -1,0 +1,1 @@
+"""The collection engine: rows in, rollouts driven concurrently, records out, resumable, with metrics."""

@@ -1,0 +1,98 @@
+"""The metrics of a collection: counts, reward statistics, tokens, cost and latency, summed as records arrive."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nemo_gym.protocol.types import MetricsSummary, Usage
+from nemo_gym.protocol.usage import add_usage, empty_usage
+
+
+@dataclass
+class Metrics:
+    """Aggregates over the records of one run."""
+
+    rewards: list[float] = field(default_factory=list)
+    reward_sum: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    failures: int = 0
+    retries: int = 0
+    skipped: int = 0
+    restarted: int = 0
+    """Rollouts started again because a server replica they ran on went away."""
+    cost_estimated: bool = False
+    usage: Usage = field(default_factory=empty_usage)
+    errors: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        if record.get("error") is not None:
+            self.failures += 1
+            kind = str(record["error"]).split(":", 1)[0][:80]
+            self.errors[kind] = self.errors.get(kind, 0) + 1
+        else:
+            self.rewards.append(float(record.get("reward") or 0.0))
+            self.reward_sum += self.rewards[-1]
+            self.latencies.append(float(record.get("latency_s") or 0.0))
+        self.usage = add_usage(self.usage, record.get("usage"))
+        self.retries += int(record.get("retries") or 0)
+        self.cost_estimated = self.cost_estimated or bool(record.get("cost_estimated"))
+
+    @property
+    def mean_reward(self) -> float | None:
+        """A running mean: the progress bar asks for it after every record."""
+        return self.reward_sum / len(self.rewards) if self.rewards else None
+
+    def summary(self) -> MetricsSummary:
+        elapsed = time.perf_counter() - self.started
+        done = len(self.rewards) + self.failures
+        rewards = self.rewards
+        return {
+            "rollouts": done,
+            "succeeded": len(rewards),
+            "failed": self.failures,
+            "skipped_already_done": self.skipped,
+            "mean_reward": _round(self.mean_reward),
+            "std_reward": _round(statistics.pstdev(rewards)) if rewards else None,
+            "min_reward": _round(min(rewards)) if rewards else None,
+            "max_reward": _round(max(rewards)) if rewards else None,
+            "pass_rate": _round(sum(r >= 1.0 for r in rewards) / len(rewards)) if rewards else None,
+            "input_tokens": self.usage["input_tokens"],
+            "output_tokens": self.usage["output_tokens"],
+            "cached_tokens": self.usage["input_tokens_details"]["cached_tokens"],
+            "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
+            "model_calls": self.usage["calls"],
+            "upstream_retries": self.retries,
+            "rollouts_restarted": self.restarted,
+            "cost_usd": self.usage["cost"],
+            "cost_estimated": self.cost_estimated,
+            "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
+            "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
+            "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
+            "p50_latency_s": _round(percentile(self.latencies, 50)),
+            "p95_latency_s": _round(percentile(self.latencies, 95)),
+            "wall_time_s": round(elapsed, 3),
+            "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
+            "errors": self.errors,
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _round_cost(cost: float | None, per: float) -> float | None:
+    return None if cost is None or per <= 0 else round(cost / per, 10)
+
+
+def percentile(values: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile: an observed value, so p95 of a few latencies is one that really happened."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]

@@ -1,0 +1,161 @@
+"""A collection sharded over Ray actors (`ng_collect_rollouts +ray_address=... +num_collectors=N`).
+
+For runs whose in-flight count one process cannot drive: the command plans the run as usual (rows, resume, what is
+left to do), deals the rollouts out round-robin to N collector actors, and stays the only writer of the output.
+Each actor drives its share against the agents' replicas (found through the head server) and streams every finished
+record back; the command writes it, flushed, as it arrives. So the output has no duplicates by construction, a
+crash loses only rollouts in flight, and the same command resumes, exactly as without Ray.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from nemo_gym.collection.collector import CollectionSettings, Collector
+from nemo_gym.collection.metrics import Metrics
+from nemo_gym.config.secrets import Redactor
+from nemo_gym.http.lean_client import PeerPool
+from nemo_gym.http.server_client import ServerClient
+from nemo_gym.servers.gc_tuning import tune_for_many_in_flight
+
+
+class _Lines:
+    """The file-like end of a collector inside an actor: each written line goes to the stream instead."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def write(self, text: str) -> None:
+        self.queue.put_nowait(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class CollectorShard:
+    """One Ray actor's share of a collection: runs its rollouts, yields each record's (redacted) JSON line."""
+
+    def __init__(self, settings: dict[str, Any], head_url: str, secrets: list[str], fingerprint: str | None) -> None:
+        self.settings = CollectionSettings.model_validate(settings)
+        self.head_url = head_url
+        self.redactor = Redactor(secrets)
+        self.fingerprint = fingerprint
+        self.collector: Collector | None = None
+        tune_for_many_in_flight()
+
+    async def run(self, rows: dict[int, dict[str, Any]], jobs: list[tuple[int, int]]) -> AsyncIterator[str]:
+        lines = _Lines()
+        async with PeerPool(max_connections=max(64, self.settings.num_samples_in_parallel * 2)) as pool:
+            servers = ServerClient({}, pool, head_url=self.head_url)
+            self.collector = Collector(self.settings, servers, self.redactor, fingerprint=self.fingerprint)
+            running = asyncio.ensure_future(self.collector.run(rows, jobs, lines))  # type: ignore[arg-type]
+            try:
+                while not (running.done() and lines.queue.empty()):
+                    getter = asyncio.ensure_future(lines.queue.get())
+                    await asyncio.wait({getter, running}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        yield getter.result()
+                    else:
+                        getter.cancel()
+                await running  # its exception, if any, is the stream's
+            finally:
+                running.cancel()
+                await servers.aclose()
+
+    async def stop(self) -> None:
+        if self.collector is not None:
+            self.collector.stop()
+
+    async def abort(self) -> None:
+        if self.collector is not None:
+            self.collector.abort()
+
+    async def outcome(self) -> dict[str, Any]:
+        collector = self.collector
+        if collector is None:
+            return {}
+        return {
+            "stop_reason": collector.stop_reason,
+            "budget_reached": collector.budget_reached,
+            "restarted": collector.metrics.restarted,
+        }
+
+
+class ShardedCollector(Collector):
+    """The command's side: plans and writes like a Collector, while `num_collectors` actors run the rollouts."""
+
+    def __init__(
+        self,
+        settings: CollectionSettings,
+        servers: ServerClient,
+        redactor: Redactor,
+        *,
+        head_url: str,
+        secrets: Sequence[str],
+        fingerprint: str | None = None,
+    ) -> None:
+        super().__init__(settings, servers, redactor, fingerprint=fingerprint)
+        self.head_url = head_url
+        self.secrets = list(secrets)
+        self.shards: list[Any] = []
+
+    def stop(self, reason: str | None = None) -> None:
+        super().stop(reason)
+        for shard in self.shards:
+            shard.stop.remote()
+
+    def abort(self) -> None:
+        super().abort()
+        for shard in self.shards:
+            shard.abort.remote()
+
+    async def run(
+        self,
+        rows: Sequence[dict[str, Any]] | Mapping[int, dict[str, Any]],
+        jobs: Any,
+        out: TextIO,
+        progress: Any = None,
+    ) -> Metrics:
+        import ray
+
+        jobs = list(jobs)
+        count = max(1, min(self.settings.num_collectors, len(jobs)))
+        per_shard = self.settings.model_dump(mode="json")
+        per_shard["num_samples_in_parallel"] = math.ceil(self.settings.num_samples_in_parallel / count)
+        if self.settings.max_cost_usd is not None:  # each shard keeps to its part of the budget
+            per_shard["max_cost_usd"] = self.settings.max_cost_usd / count
+        actor_class = ray.remote(CollectorShard).options(num_cpus=self.settings.collector_num_cpus)
+        self.shards = [
+            actor_class.remote(per_shard, self.head_url, self.secrets, self.fingerprint) for _ in range(count)
+        ]
+        shares = [jobs[k::count] for k in range(count)]
+        streams = [
+            shard.run.options(num_returns="streaming").remote({i: rows[i] for i, _ in share}, share)
+            for shard, share in zip(self.shards, shares, strict=True)
+        ]
+        try:
+            await asyncio.gather(*(self._drain(stream, out, progress) for stream in streams))
+            for outcome in await asyncio.gather(*(shard.outcome.remote() for shard in self.shards)):
+                self.stop_reason = self.stop_reason or outcome.get("stop_reason")
+                self.budget_reached = self.budget_reached or outcome.get("budget_reached")
+                self.metrics.restarted += int(outcome.get("restarted") or 0)
+        finally:
+            for shard in self.shards:
+                with contextlib.suppress(Exception):
+                    ray.kill(shard)
+            self.shards = []
+            ray.shutdown()
+        return self.metrics
+
+    async def _drain(self, stream: Any, out: TextIO, progress: Any) -> None:
+        async for ref in stream:
+            if self._abort.is_set():
+                return
+            line = (await ref).rstrip("\n")  # the shard wrote it as a whole line
+            self._write(orjson.loads(line), out, progress, line=line)

@@ -1,0 +1,268 @@
+"""One collection run as `ng_collect_rollouts` makes it: find the agent through the head server, resume the output,
+collect with a progress bar, stop cleanly on signals, write the metrics. A Python user calls `collect` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shlex
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from nemo_gym.collection.collector import CollectionSettings, Collector
+from nemo_gym.collection.inputs import InputError, read_rows
+from nemo_gym.collection.ray_sharding import ShardedCollector
+from nemo_gym.collection.resume import (
+    check_settings,
+    repair_torn_tail,
+    result_settings,
+    scan_output,
+    set_aside_failures,
+)
+from nemo_gym.config.errors import COMMAND_LINE, ConfigError
+from nemo_gym.config.paths import resolve_input_path
+from nemo_gym.config.secrets import Redactor, collect_secrets
+from nemo_gym.config.settings import check_setting_names, settings_problems
+from nemo_gym.config.types import GlobalConfig
+from nemo_gym.console import print_flushed
+from nemo_gym.http.lean_client import PeerPool
+from nemo_gym.http.pool import make_http_client
+from nemo_gym.http.server_client import ServerClient, registry_from_head
+from nemo_gym.protocol.types import CollectionSummary
+
+SETTING_KEYS = set(CollectionSettings.model_fields)
+
+
+class RunStopped(Exception):
+    """The collection stopped before its end for a reason the user must fix; finished rows are kept."""
+
+
+class Interrupted(RunStopped):
+    """Ctrl-C or SIGTERM: finished rows are kept; the same command resumes."""
+
+
+def settings_from(config: GlobalConfig) -> CollectionSettings:
+    check_setting_names(
+        [k for k in config.data if config.origins.get(k) == COMMAND_LINE],
+        SETTING_KEYS,
+        "ng_collect_rollouts",
+        close_only=True,
+        cutoff=0.75,
+    )
+    values = {k: v for k, v in config.data.items() if k in SETTING_KEYS}
+    try:
+        settings = CollectionSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"ng_collect_rollouts settings are invalid: {settings_problems(exc)}. Required: "
+            "+agent_name=..., "
+            "+input_jsonl_fpath=..., +output_jsonl_fpath=..."
+        ) from None
+    settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
+    return settings
+
+
+def metrics_path(output: Path) -> Path:
+    return output.with_name(output.stem + ".metrics.json")
+
+
+async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, dict[str, Any], dict[str, Any]]:
+    """The running instances, the (redacted) resolved config and the head's own listing, from ng_run's head
+    server."""
+    try:
+        async with make_http_client(max_connections=2) as http:
+            response = await http.get(config.head_url + "/instances", timeout=5.0)
+            response.raise_for_status()
+            served_config = await http.get(config.head_url + "/config", timeout=5.0)
+            served_config.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise ConfigError(
+            f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
+            "Start the servers first with ng_run in another terminal, or point at its head server "
+            "with +head_server.host=... +head_server.port=..."
+        ) from None
+    listing = response.json()
+    return ServerClient(registry_from_head(listing), pool, head_url=config.head_url), served_config.json(), listing
+
+
+def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
+    """The command that resumes this run: its settings without +overwrite, plus a non-default head server."""
+    args = [
+        f"+{key}={value}"
+        for key, value in settings.model_dump(mode="json", exclude_defaults=True).items()
+        if key not in ("overwrite", "responses_create_params")
+    ]
+    args += [f"+responses_create_params.{k}={json.dumps(v)}" for k, v in settings.responses_create_params.items()]
+    if "head_server" in config.data:
+        args += [f"+head_server.{k}={v}" for k, v in config.data["head_server"].items()]
+    return shlex.join(["ng_collect_rollouts", *args])
+
+
+async def collect(config: GlobalConfig, settings: CollectionSettings) -> CollectionSummary:
+    """Run a whole collection against the running ng_run (found through `config`'s head server) and write its
+    metrics next to the output. Raises RunStopped (Interrupted on a signal) when it ends early for a reason the user
+    must act on; every finished rollout is in the output by then."""
+    rows = read_rows(settings.input_jsonl_fpath, settings.limit)
+    output = settings.output_jsonl_fpath
+    if output.is_dir():
+        raise InputError(
+            f"+output_jsonl_fpath={output} is a directory; give a file path such as {output / 'rollouts.jsonl'}."
+        )
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.open("a", encoding="utf-8").close()
+    except OSError as exc:
+        raise InputError(
+            f"Cannot write +output_jsonl_fpath={output}: {exc.strerror or exc}. Choose a path in a writable directory."
+        ) from None
+    redactor = Redactor(collect_secrets(config.data))
+    async with PeerPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
+        servers, served_config, listing = await discover(config, pool)
+        agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
+        if settings.agent_name not in agents:
+            raise ConfigError(
+                f"No agent named '{settings.agent_name}' is running. Agents: "
+                f"{', '.join(agents) or 'none'}. Pass one of them as +agent_name=..."
+            )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if settings.overwrite and output.exists():
+            output.unlink()
+        if repair_torn_tail(output):
+            print_flushed(
+                f"{output} ended with an unfinished line (an interrupted run); moved it to "
+                f"{output.name}.torn, its rollout runs again."
+            )
+        state = scan_output(output)
+        run_fingerprint = check_settings(
+            output, state, result_settings(settings.agent_name, served_config, settings.responses_create_params)
+        )
+        if settings.retry_failed and state.failed:
+            moved = set_aside_failures(output)
+            print_flushed(
+                f"+retry_failed: {moved} failed records moved to {output.name}.retried_failures.jsonl; "
+                "their rollouts run again."
+            )
+            state = scan_output(output)
+        collector = (
+            sharded_collector(config, settings, servers, redactor, run_fingerprint, listing)
+            if settings.ray_address or settings.num_collectors > 1
+            else Collector(settings, servers, redactor, fingerprint=run_fingerprint)
+        )
+        jobs = collector.plan(rows, state.done)
+        if collector.metrics.skipped:
+            failed_note = (
+                f" ({len(state.failed)} of them failed; +retry_failed=true runs those again)" if state.failed else ""
+            )
+            print_flushed(
+                f"Resuming {output}: {collector.metrics.skipped} rollouts already done{failed_note}, "
+                f"{len(jobs)} to run (+overwrite=true starts over)."
+            )
+        with (
+            _stop_on_signals(collector, settings.drain_timeout_s),
+            output.open("a", encoding="utf-8") as out,
+            tqdm(total=len(jobs), desc=settings.agent_name, unit="rollout", dynamic_ncols=True) as bar,
+        ):
+            metrics = await collector.run(rows, jobs, out, bar)
+    summary: CollectionSummary = {
+        "agent_name": settings.agent_name,
+        "input_jsonl_fpath": str(settings.input_jsonl_fpath),
+        "output_jsonl_fpath": str(output),
+        "rows": len(rows),
+        "num_repeats": settings.num_repeats,
+        "fingerprint": run_fingerprint,
+        **metrics.summary(),
+        "stopped_early": collector.stop_reason or collector.budget_reached,
+        "interrupted": collector.interrupted,
+    }
+    metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    done_now = metrics.summary()["rollouts"]
+    if collector.stop_reason is not None:
+        raise RunStopped(
+            f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
+            f"and are kept in {output}. Fix the cause (for 402: add credits, or raise the model server's "
+            f"max_cost_usd if it names one; for 401: check policy_api_key), then re-run the same "
+            f"command to resume: {resume_command(settings, config)}"
+        )
+    if collector.budget_reached is not None and not collector.interrupted:
+        print_flushed(
+            f"Budget reached: {collector.budget_reached}. {done_now} rollouts finished in this run and are "
+            f"kept in {output}; raise +max_cost_usd and re-run the same command to continue."
+        )
+    if collector.interrupted:
+        raise Interrupted(
+            f"Interrupted: {done_now} rollouts finished in this run and are kept in {output}; "
+            f"rollouts still in flight were cancelled and will run again. Resume with: "
+            f"{resume_command(settings, config)}"
+        )
+    return summary
+
+
+def sharded_collector(
+    config: GlobalConfig,
+    settings: CollectionSettings,
+    servers: ServerClient,
+    redactor: Redactor,
+    fingerprint: str | None,
+    listing: dict[str, Any],
+) -> Collector:
+    """A collector whose rollouts run on `num_collectors` Ray actors (imported only for such a run)."""
+    from nemo_gym.servers import ray_placement as ray_cluster
+
+    address = settings.ray_address or ray_cluster.LOCAL
+    if address == ray_cluster.LOCAL:
+        address = (listing.get("ray") or {}).get("address")
+        if not address:
+            raise ConfigError(
+                "+num_collectors/+ray_address=local shard the collection over the Ray cluster that "
+                "ng_run runs on, but this ng_run is not on Ray. Start it with +ray_address=local (or "
+                "a cluster's address), or give this command +ray_address=<address of a cluster>."
+            )
+    ray_cluster.connect(str(address), log_to_driver=True)
+    return ShardedCollector(
+        settings,
+        servers,
+        redactor,
+        head_url=config.head_url,
+        secrets=sorted(collect_secrets(config.data)),
+        fingerprint=fingerprint,
+    )
+
+
+@contextlib.contextmanager
+def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[None]:
+    """Ctrl-C / SIGTERM: start nothing new and let rollouts in flight finish (bounded); a second one cancels them."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def on_signal() -> None:
+        if collector.interrupted:
+            print_flushed("\nStopping now: cancelling the rollouts in flight.", err=True)
+            collector.abort()
+            return
+        print_flushed(
+            f"\nStopping: no new rollouts; waiting up to {drain_timeout_s:g}s for those in flight "
+            "(Ctrl-C again to cancel them).",
+            err=True,
+        )
+        collector.stop()
+
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    width = max(len(k) for k in summary)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in summary.items())

@@ -1,0 +1,1 @@
+"""Comparing models on one dataset: the plan, the statistics, the report."""

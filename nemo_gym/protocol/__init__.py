@@ -1,0 +1,1 @@
+"""What crosses between servers and into files: Responses <-> Chat Completions, usage sums, the record types."""

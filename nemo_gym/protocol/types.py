@@ -1,0 +1,158 @@
+"""The declared shapes of what crosses between our servers and into files.
+
+TypedDicts, not models: records and metadata are built and written as plain dicts on the hot path (one per model
+call, one per rollout), so their types cost nothing at run time while mypy checks every place that makes or reads
+them. `JSONObject` is kept for what really is arbitrary JSON: dataset rows, Responses bodies, a verifier's own
+fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
+
+JSONObject: TypeAlias = dict[str, Any]
+"""Arbitrary JSON: a dataset row, a Responses or Chat Completions body, a verifier's extra fields."""
+
+
+class InputTokensDetails(TypedDict):
+    cached_tokens: int
+
+
+class OutputTokensDetails(TypedDict):
+    reasoning_tokens: int
+
+
+class Usage(TypedDict):
+    """Token usage and USD cost summed over model calls, in the Responses API's shape plus `cost` and `calls`."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: InputTokensDetails
+    output_tokens_details: OutputTokensDetails
+    cost: float | None
+    """USD as reported (OpenRouter's `usage.cost`) or estimated from prices; None while unknown, never 0 for it."""
+    calls: int
+    cost_estimated: NotRequired[bool]
+    """Present and true once some call's cost was computed from prices rather than reported."""
+
+
+class ModelCallMetadata(TypedDict, total=False):
+    """`response["nemo_gym"]` as a model server answers one call: who served it and what it took."""
+
+    requested_model: str
+    served_model: str
+    provider: str | None
+    endpoint: str
+    upstream_api: str
+    latency_s: float
+    attempts: int
+    retries: int
+    retry_wait_s: float
+    errors: list[str]
+    """The upstream status (or kind of failure) of each failed attempt."""
+    failovers: list[str]
+    """Each target given up on, with why: `<endpoint/model>: <status>`."""
+    cost_estimated: bool
+
+
+class AgentTurn(TypedDict):
+    """One model call of a rollout, as the agent records it."""
+
+    model: str | None
+    provider: str | None
+    attempts: int
+    retries: int
+    errors: list[str]
+    failovers: list[str]
+    cost: float | None
+    cost_estimated: bool
+
+
+StopReason: TypeAlias = Literal["answered", "incomplete", "failed", "max_steps"]
+
+
+class RolloutMetadata(ModelCallMetadata, total=False):
+    """`response["nemo_gym"]` of an agent's final response: the last call's metadata plus the whole loop's."""
+
+    steps: int
+    stop_reason: StopReason
+    models: list[str]
+    """The models that served, in the order they first did."""
+    turns: list[AgentTurn]
+    agent_latency_s: float
+
+
+class RolloutRecord(TypedDict):
+    """One line of a rollouts file. The verifier's own fields (e.g. `reasons`) sit beside these keys."""
+
+    row_index: int
+    repeat_index: int
+    row_hash: str
+    """sha256 of the input row; with `repeat_index`, the key that resume uses."""
+    agent_name: str
+    fingerprint: str | None
+    """Of the settings that produced the record (agent and model-server blocks, parameter overrides)."""
+    reward: float | None
+    """None when the rollout failed."""
+    error: str | None
+    usage: Usage | None
+    cost_usd: float | None
+    cost_estimated: bool
+    models: list[str]
+    cost_by_model: dict[str, float] | None
+    retries: int
+    latency_s: float
+    response: JSONObject | None
+    """The final Responses-API response; its `output` is the whole trajectory, its `nemo_gym` a RolloutMetadata."""
+    input: JSONObject
+
+
+class MetricsSummary(TypedDict):
+    """Aggregates over one run's records, as `ng_collect_rollouts` prints them."""
+
+    rollouts: int
+    succeeded: int
+    failed: int
+    skipped_already_done: int
+    mean_reward: float | None
+    std_reward: float | None
+    min_reward: float | None
+    max_reward: float | None
+    pass_rate: float | None
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    model_calls: int
+    upstream_retries: int
+    rollouts_restarted: int
+    cost_usd: float | None
+    cost_estimated: bool
+    cost_per_rollout_usd: float | None
+    cost_per_reward_point_usd: float | None
+    mean_latency_s: float | None
+    p50_latency_s: float | None
+    p95_latency_s: float | None
+    wall_time_s: float
+    rollouts_per_s: float | None
+    errors: dict[str, int]
+    """Failed rollouts by the kind of error (the text before the first colon)."""
+
+
+class CollectionSummary(MetricsSummary):
+    """`<output stem>.metrics.json`: a run's metrics with what was run and how it ended."""
+
+    agent_name: str
+    input_jsonl_fpath: str
+    output_jsonl_fpath: str
+    rows: int
+    num_repeats: int
+    fingerprint: str | None
+    stopped_early: str | None
+    """Why the run ended before its last rollout (spent credits, a rejected key, the budget), or None."""
+    interrupted: bool
+
+
+RECORD_KEYS: tuple[str, ...] = tuple(RolloutRecord.__annotations__)
+"""The record's own keys, in the order they are written; a verifier field of the same name never overrides one."""
