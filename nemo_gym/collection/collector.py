@@ -17,6 +17,7 @@ from nemo_gym.collection.records import build_record
 from nemo_gym.config.secrets import Redactor
 from nemo_gym.http.pool import TransportError
 from nemo_gym.http.server_client import UNAVAILABLE_ERROR, ServerCallError, ServerClient
+from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
 """A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
@@ -136,7 +137,7 @@ class Collector:
             "responses_create_params": {**row["responses_create_params"], **self.settings.responses_create_params},
         }
 
-    async def run_one(self, row: dict[str, Any], row_index: int, repeat_index: int) -> dict[str, Any] | None:
+    async def run_one(self, row: JSONObject, row_index: int, repeat_index: int) -> RolloutRecord | None:
         """The rollout's record; None when the run must stop (nothing is recorded, so a re-run redoes it)."""
         started = time.perf_counter()
         result, error = None, None
@@ -207,11 +208,13 @@ class Collector:
         workers = [asyncio.create_task(worker()) for _ in range(self.settings.num_samples_in_parallel)]
         everything = asyncio.gather(*workers)
         stop_requested = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({everything, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+        first: set[asyncio.Future[Any]] = {everything, stop_requested}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if not everything.done():
             abort_requested = asyncio.create_task(self._abort.wait())
+            drained: set[asyncio.Future[Any]] = {everything, abort_requested}
             await asyncio.wait(
-                {everything, abort_requested},
+                drained,
                 timeout=self.settings.drain_timeout_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
@@ -253,7 +256,7 @@ class Collector:
             f"${spent / finished:.6f} each, the dearest ${self._max_rollout_cost:.6f}); one more could pass it"
         )
 
-    def _write(self, record: dict[str, Any], out: TextIO, progress: Any, *, line: str | None = None) -> None:
+    def _write(self, record: RolloutRecord, out: TextIO, progress: Any, *, line: str | None = None) -> None:
         """Append the record (`line`: its redacted JSON, when a collector actor made it already) and count it."""
         # One write of one whole line, flushed: a crash can tear at most the line being written.
         out.write((line if line is not None else self.redactor.json_line(record)) + "\n")

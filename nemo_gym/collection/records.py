@@ -35,8 +35,8 @@ def build_record(
         "reward": result.pop("reward", None),
         "error": error,
         "usage": usage,
-        "cost_usd": (usage or {}).get("cost"),
-        "cost_estimated": bool((usage or {}).get("cost_estimated")),
+        "cost_usd": usage["cost"] if usage else None,
+        "cost_estimated": bool(usage and usage.get("cost_estimated")),
         "models": meta.get("models") or ([response["model"]] if response.get("model") else []),
         "cost_by_model": _cost_by_model(meta),
         "retries": meta.get("retries", 0),
@@ -51,7 +51,8 @@ def _cost_by_model(meta: RolloutMetadata) -> dict[str, float] | None:
     """USD per serving model over the rollout's turns (fallbacks may have served some); None if no turn had a cost."""
     totals: dict[str, float] = {}
     for turn in meta.get("turns") or []:
-        if turn.get("cost") is not None:
+        cost = turn.get("cost")
+        if cost is not None:
             model = str(turn.get("model"))
-            totals[model] = round(totals.get(model, 0.0) + float(turn["cost"]), 10)
+            totals[model] = round(totals.get(model, 0.0) + float(cost), 10)
     return totals or None

@@ -153,7 +153,9 @@ def result_settings(
     """The settings that decide what a rollout looks like: the agent's and its model server's blocks (minus how
     they run) and the sampling parameters given on the command line."""
     agent = _instance_block(config, agent_name)
-    model_ref = agent.get("model_server") if isinstance(agent.get("model_server"), Mapping) else {}
+    model_ref = agent.get("model_server")
+    if not isinstance(model_ref, Mapping):
+        model_ref = {}
     model = _instance_block(config, str(model_ref.get("name", "")))
     return {
         "agent_name": agent_name,

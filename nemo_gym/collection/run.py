@@ -9,7 +9,7 @@ import contextlib
 import json
 import shlex
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +216,7 @@ def sharded_collector(
     """A collector whose rollouts run on `num_collectors` Ray actors (imported only for such a run)."""
     from nemo_gym.servers import ray_placement as ray_cluster
 
-    address = settings.ray_address or ray_cluster.LOCAL
+    address: str | None = settings.ray_address or ray_cluster.LOCAL
     if address == ray_cluster.LOCAL:
         address = (listing.get("ray") or {}).get("address")
         if not address:
@@ -263,6 +263,6 @@ def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[N
             loop.remove_signal_handler(sig)
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: Mapping[str, Any]) -> str:
     width = max(len(k) for k in summary)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in summary.items())

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.scale import SymmetricalLogTransform
 from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
@@ -40,7 +41,7 @@ PNG_DPI = 100  # 800 x 500 pixels
 POINT_COLOR = "#0072b2"
 RECOMMENDED_COLOR = "#d55e00"  # Okabe-Ito blue / vermillion, told apart by marker shape too
 ESTIMATED_NOTE = "estimated from catalog prices: the endpoint reported no cost"
-RC = {"svg.fonttype": "none", "svg.hashsalt": "nemo-gym-report", "font.size": 10.0}
+RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "nemo-gym-report", "font.size": 10.0}
 """Text stays text in the SVG (searchable, crisp); a fixed salt keeps the SVG's internal ids stable."""
 
 
@@ -313,14 +314,21 @@ def _set_cost_scale(ax: Axes, costs: Sequence[float]) -> str:
     return "cost per rollout (USD, log scale)"
 
 
-_OFFSETS = ((7, 7, "left", "bottom"), (7, -7, "left", "top"), (-7, 7, "right", "bottom"), (-7, -7, "right", "top"))
+HorizontalAlignment = Literal["left", "right"]
+VerticalAlignment = Literal["bottom", "top"]
+_OFFSETS: tuple[tuple[int, int, HorizontalAlignment, VerticalAlignment], ...] = (
+    (7, 7, "left", "bottom"),
+    (7, -7, "left", "top"),
+    (-7, 7, "right", "bottom"),
+    (-7, -7, "right", "top"),
+)
 
 
 def _place_labels(fig: Figure, ax: Axes, labels: Sequence[Annotation], marks: Sequence[Sequence[Line2D]]) -> None:
     """Greedy: the first of four corners around its point where a label stays inside the axes and clear of the
     labels placed before it and of the other models' points and interval bars (marks[i] are label i's own)."""
     fig.draw_without_rendering()  # settles layout and limits, so extents are final
-    renderer = fig.canvas.get_renderer()
+    renderer = cast(FigureCanvasAgg, fig.canvas).get_renderer()  # type: ignore[no-untyped-call]  # Agg's is unannotated
     frame = ax.get_window_extent(renderer)
     mark_boxes = [[mark.get_window_extent(renderer) for mark in own] for own in marks]
     placed: list[Bbox] = []
@@ -427,7 +435,7 @@ def _build_figure(comparison: Comparison, charted: Sequence[int]) -> Figure:
     if ax.get_xscale() == "symlog":
         ax.autoscale_view()
         low, high = ax.get_xlim()
-        floor = ax.xaxis.get_transform().linthresh
+        floor = cast(SymmetricalLogTransform, ax.xaxis.get_transform()).linthresh
         ax.set_xlim(max(low, -0.6 * floor), high)  # a margin left of 0, without negative cost ticks
     handles.append(Line2D([], [], linestyle="none", marker="o", color=POINT_COLOR, markersize=7, label="model"))
     if recommended is not None and any(models[i].label == recommended for i in charted):
@@ -443,7 +451,7 @@ def _build_figure(comparison: Comparison, charted: Sequence[int]) -> Figure:
 def render_chart(comparison: Comparison) -> Chart:
     """Reward against cost per rollout, as SVG text and PNG bytes from one figure."""
     charted, left_off = _split(comparison.models)
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # the stubs list every rc key as a Literal
         fig = _build_figure(comparison, charted)
         svg = io.StringIO()
         fig.savefig(svg, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})

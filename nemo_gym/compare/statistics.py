@@ -127,8 +127,8 @@ def recommend(models: Sequence[ModelSummary]) -> Recommendation | None:
     scored = [m for m in models if m.mean_reward is not None]
     if not scored:
         return None
-    best = max(scored, key=lambda m: (m.mean_reward, -(m.cost_per_rollout_usd or 0.0)))
-    low = best.ci_low if best.ci_low is not None else best.mean_reward
+    best = max(scored, key=lambda m: (m.mean_reward or 0.0, -(m.cost_per_rollout_usd or 0.0)))
+    low = best.ci_low if best.ci_low is not None else (best.mean_reward or 0.0)
     candidates = [
         m
         for m in scored

@@ -16,7 +16,7 @@ ENV_YAML_NAME = "env.yaml"
 
 def project_root() -> Path:
     """The checkout this package lives in: server folders and their configs are found relative to it."""
-    return Path(__file__).resolve().parent.parent
+    return Path(__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------- files

@@ -102,7 +102,8 @@ class _Connection(asyncio.Protocol):
         timer = self.loop.call_later(timeout, self._time_out, waiter, timeout)
         self.transport.write(request)
         try:
-            return await waiter
+            answer: HttpResponse = await waiter
+            return answer
         finally:
             timer.cancel()
 

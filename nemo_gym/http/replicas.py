@@ -36,7 +36,7 @@ class ReplicaSet:
     """The replicas of one instance as this client knows them, with its own count of calls in flight to each."""
 
     replicas: list[Replica] = field(default_factory=list)
-    _turn: itertools.count = field(default_factory=itertools.count)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
     def of(cls, urls: Iterable[str]) -> ReplicaSet:
@@ -64,7 +64,8 @@ class ReplicaSet:
         live = [r for r in candidates if not r.is_down(now)] or candidates
         least = min(r.in_flight for r in live)
         tied = [r for r in live if r.in_flight == least]
-        return tied[next(self._turn) % len(tied)]
+        turn: int = next(self._turn)
+        return tied[turn % len(tied)]
 
     def get(self, url: str) -> Replica | None:
         return next((r for r in self.replicas if r.url == url), None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import json
 import logging
 import os
@@ -327,5 +328,6 @@ class HotRoutes:
         for kind in type(exc).__mro__:
             handler = self.app.exception_handlers.get(kind)
             if handler is not None:
-                return await handler(request, exc)
+                answer = handler(request, exc)
+                return await answer if inspect.isawaitable(answer) else answer
         raise exc

@@ -37,7 +37,7 @@ def build_head_app(
     @app.get("/instances")
     async def list_instances() -> dict[str, Any]:
         # pids and replicas fill in as ng_run starts the processes, so read them at request time.
-        listed = {}
+        listed: dict[str, dict[str, Any]] = {}
         for name, entry in instances.items():
             listed[name] = {**entry, "pid": (pids or {}).get(name)}
             if replicas and replicas.get(name):

@@ -237,7 +237,7 @@ class ReplicaServer:
         global_config = GlobalConfig(data=config_data, origins=origins)
         spec = global_config.instances[name]
         server = load_server_class(spec).from_global_config(name, global_config)
-        host = ray.util.get_node_ip_address()
+        host: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]  # ray leaves it unannotated
         server.config.host, server.config.port = host, free_port(host)
         label = replica_label(name, replica, server.config.num_replicas)
         logging.basicConfig(

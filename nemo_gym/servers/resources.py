@@ -188,7 +188,7 @@ class BaseResourcesServer(BaseServer):
         async def close_session(request: Request) -> JSONResponse:
             """Drop a session without scoring it: the rollout failed before /verify (e.g. a model error)."""
             session_id = request.headers.get(SESSION_HEADER)
-            closed = bool(session_id) and self.sessions.pop(session_id, None) is not None
+            closed = self.sessions.pop(session_id, None) is not None if session_id else False
             return JSONResponse({"closed": closed})
 
         @app.get("/tools")

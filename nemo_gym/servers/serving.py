@@ -226,7 +226,7 @@ def serve_in_thread(
             log_level="warning",
             lifespan="on",
             access_log=False,
-            timeout_keep_alive=keep_alive_s,
+            timeout_keep_alive=keep_alive_s,  # type: ignore[arg-type]  # a float works; uvicorn's hint says int
         )
     )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

@@ -18,6 +18,7 @@ from nemo_gym.collection.run import collect, settings_from
 from nemo_gym.config.paths import project_root
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.emulator import EmulatorConfig, FaultRates, OpenRouterEmulator
+from nemo_gym.protocol.types import CollectionSummary
 from nemo_gym.servers.head import build_head_app
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
@@ -80,7 +81,7 @@ def emulated_cluster(
                 yield GlobalConfig(data={**config.data, "head_server": {"port": head_port}}, origins={})
 
 
-def collect_rows(config: GlobalConfig, rows_path: Path, output: Path, **settings: Any) -> dict[str, Any]:
+def collect_rows(config: GlobalConfig, rows_path: Path, output: Path, **settings: Any) -> CollectionSummary:
     """Run ng_collect_rollouts' collection in-process; `agent_name` defaults to simple_weather's agent."""
     data = {
         **config.data,

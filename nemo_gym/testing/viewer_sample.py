@@ -8,11 +8,11 @@ text field is markup, served partly by a fallback model, to prove the page shows
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from nemo_gym.collection.records import build_record
+from nemo_gym.protocol.types import RolloutRecord
 
 MODELS = ("openai/gpt-4o-mini", "meta-llama/llama-3.1-8b-instruct")
 MARKUP = '<script>window.__viewerInjected = true</script><img src=x onerror="window.__viewerInjected = true">'
@@ -46,7 +46,7 @@ def write_sample(directory: Path, *, rows: int = 12, models: tuple[str, ...] = M
     return output
 
 
-def hand_written_records(first_row_index: int = 0) -> list[dict[str, Any]]:
+def hand_written_records(first_row_index: int = 0) -> list[RolloutRecord]:
     failed = build_record(
         row={"id": "failed-0", "responses_create_params": {"input": "Weather in Oslo?"}},
         row_index=first_row_index,
@@ -59,7 +59,7 @@ def hand_written_records(first_row_index: int = 0) -> list[dict[str, Any]]:
     return [failed, markup_record(first_row_index + 1)]
 
 
-def markup_record(row_index: int) -> dict[str, Any]:
+def markup_record(row_index: int) -> RolloutRecord:
     """Markup in the prompt, the arguments, the tool result, the answer, the verifier's reasons and a model id."""
     row = {
         "id": "markup-0",

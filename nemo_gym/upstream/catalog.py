@@ -101,7 +101,9 @@ def parse_models(payload: Any) -> list[CatalogModel]:
     for entry in data:
         if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
             continue
-        pricing = entry.get("pricing") if isinstance(entry.get("pricing"), Mapping) else {}
+        pricing = entry.get("pricing")
+        if not isinstance(pricing, Mapping):
+            pricing = {}
         parameters = entry.get("supported_parameters")
         models.append(
             CatalogModel(

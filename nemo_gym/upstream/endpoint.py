@@ -142,7 +142,9 @@ class UpstreamEndpoint:
         if failed is not None:
             # The provider broke off after partial output (OpenRouter's finish_reason "error"): the turn is lost,
             # and another attempt is the way to get it.
-            detail = failed.get("error") if isinstance(failed.get("error"), dict) else {}
+            detail = failed.get("error")
+            if not isinstance(detail, dict):
+                detail = {}
             raise UpstreamError(
                 f"Upstream {url} failed mid-answer: {detail.get('message') or 'finish_reason error'}",
                 status_code=502,

@@ -174,14 +174,13 @@ def model_row(model: CatalogModel, sample: Sample | None, rollouts: int | None) 
         "supports_tools": model.supports_tools,
     }
     if sample is not None:
-        known = price is not None
         row["estimate_usd_per_rollout"] = (
-            (price.cost_usd(sample.input_tokens, sample.output_tokens) / sample.rollouts) if known else None
+            (price.cost_usd(sample.input_tokens, sample.output_tokens) / sample.rollouts) if price else None
         )
         if rollouts:
             row["estimate_usd_total"] = (
                 (price.cost_usd(sample.input_tokens * rollouts, sample.output_tokens * rollouts) / sample.rollouts)
-                if known
+                if price
                 else None
             )
     return row

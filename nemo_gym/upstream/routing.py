@@ -8,6 +8,7 @@ of the call's time budget; an account-level refusal (401/402/403) skips the endp
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -94,7 +95,7 @@ class Router:
                 break
             try:
                 call = await call_with_retries(
-                    lambda t=target: self._attempt(http, path, t, make_body),
+                    functools.partial(self._attempt, http, path, target, make_body),
                     self.policy,
                     stats=stats,
                     deadline=deadline,

@@ -172,7 +172,9 @@ def question(messages: list[Any]) -> str:
 
 def entry_of(record: Mapping[str, Any], *, index: int, line: int, offset: int, length: int) -> Entry:
     messages = input_messages(record)
-    usage = record.get("usage") if isinstance(record.get("usage"), Mapping) else {}
+    usage = record.get("usage")
+    if not isinstance(usage, Mapping):
+        usage = {}
     error = record.get("error")
     first_line = str(error).splitlines()[0] if error else ""
     models = record.get("models")
@@ -436,9 +438,9 @@ class RolloutIndex:
 
 
 def file_size_label(path: Path) -> str:
-    size = os.path.getsize(path)
+    size: float = os.path.getsize(path)
     for unit in ("bytes", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
             return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
-        size /= 1024
+        size = size / 1024
     return f"{size} bytes"
