@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nemo_gym.config.paths import project_root
+
+pytestmark = pytest.mark.slow
 
 
 def test_quick_mode_measures_every_figure_and_leaves_nothing_running(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ def run_until_ready(command: list[str], workdir: Path, ready: str) -> tuple[str,
     return process.output, stderr_path.read_text()
 
 
+@pytest.mark.slow
 def test_ng_run_warns_on_stderr_about_an_instance_bound_to_all_interfaces(workdir: Path) -> None:
     _stdout, stderr = run_until_ready(
         ["ng_run", CONFIG_PATHS, "+simple_weather.resources_servers.simple_weather.host=0.0.0.0"],
@@ -120,6 +121,7 @@ def test_ng_run_warns_on_stderr_about_an_instance_bound_to_all_interfaces(workdi
     assert "'simple_weather'" in warnings[0] and "0.0.0.0" in warnings[0] and REACHABLE in warnings[0]
 
 
+@pytest.mark.slow
 def test_ng_run_on_loopback_prints_no_warning(workdir: Path) -> None:
     stdout, stderr = run_until_ready(["ng_run", CONFIG_PATHS], workdir, "ng_run ready")
 

@@ -60,6 +60,7 @@ def records_of(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_three_models_give_four_report_files_whose_figures_follow_from_the_records(
     emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
 ) -> None:
@@ -104,6 +105,7 @@ def test_three_models_give_four_report_files_whose_figures_follow_from_the_recor
     assert recommended in (out / "comparison.md").read_text().split("\n\n")[2]  # named above the table
 
 
+@pytest.mark.slow
 def test_a_rerun_reuses_finished_rollouts_and_report_only_runs_nothing(
     emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
 ) -> None:

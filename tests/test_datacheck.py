@@ -197,6 +197,7 @@ def test_a_folder_without_data_or_a_working_app_is_a_problem(tmp_path: Path) -> 
     assert "app.py: cannot import" in str(problem) and "ModuleNotFoundError" in str(problem)
 
 
+@pytest.mark.slow
 def test_ng_test_fails_on_bad_data_even_when_the_tests_pass(tmp_path: Path) -> None:
     folder = scaffold("ngtest_datacheck_env", tmp_path / "resources_servers")
     rows = (folder / "data" / "example.jsonl").read_text().splitlines()

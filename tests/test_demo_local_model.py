@@ -10,7 +10,7 @@ import pytest
 
 from nemo_gym.testing.local_model import NEEDS_LOCAL_MODEL, run_demo
 
-pytestmark = NEEDS_LOCAL_MODEL
+pytestmark = [*NEEDS_LOCAL_MODEL, pytest.mark.slow]
 
 
 def test_demo_collects_scored_rollouts_offline(tmp_path: Path) -> None:

@@ -35,8 +35,8 @@ EMULATOR_REWARDS = {
     "005": 1.0,
     "006": 0.0,  # "what is the capital of peru?": no capitalised name, no call, no answer
     "007": 0.5,  # "Is Canberra the capital of australia?": the answer is in the question
-    "008": 0.0,
-}  # the country only through its largest city: the wrong lookup
+    "008": 0.0,  # the country only through its largest city: the wrong lookup
+}
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 300) -> subprocess.CompletedProcess[str]:
@@ -85,24 +85,17 @@ def test_the_example_data_carries_the_expected_fields(workdir: Path) -> None:
     assert [row["id"] for row in rows] == [f"{NAME}-{i:03d}" for i in range(len(rows))]
 
 
-def test_the_generated_code_is_ruff_clean(workdir: Path) -> None:
-    # The project's settings, as for a folder inside the repository (nemo_gym is first-party there).
-    result = run(
-        [
-            sys.executable,
-            "-m",
-            "ruff",
-            "check",
-            "--no-cache",
-            "--config",
-            str(project_root() / "pyproject.toml"),
-            str(workdir / "resources_servers" / NAME),
-        ],
-        project_root(),
-    )
+@pytest.mark.parametrize("check", [["check"], ["format", "--check"]], ids=["lint", "format"])
+def test_the_generated_code_passes_the_projects_ruff_checks(workdir: Path, check: list[str]) -> None:
+    # The project's settings, as for a folder inside the repository (nemo_gym is first-party there): a scaffold
+    # added to the repository passes CI's `ruff check .` and `ruff format --check .` untouched.
+    folder = workdir / "resources_servers" / NAME
+    config = ["--config", str(project_root() / "pyproject.toml")]
+    result = run([sys.executable, "-m", "ruff", *check, "--no-cache", *config, str(folder)], project_root())
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_ng_test_passes_on_the_unchanged_scaffold(workdir: Path) -> None:
     result = run(["ng_test", f"+entrypoint=resources_servers/{NAME}"], workdir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -120,6 +113,7 @@ def emulator_url() -> Iterator[str]:
         yield url
 
 
+@pytest.mark.slow
 def test_ng_run_serves_it_and_ng_collect_rollouts_scores_every_row(workdir: Path, emulator_url: str) -> None:
     head = f"+head_server.port={free_port()}"
     ng_run = CommandProcess(

@@ -19,6 +19,8 @@ from nemo_gym.servers.commands import CommandProcess
 from nemo_gym.servers.processes import free_port
 from nemo_gym.testing.processes import pid_alive
 
+pytestmark = pytest.mark.slow
+
 OPENAI_MODEL = str(project_root() / "responses_api_models/openai_model/configs/openai_model.yaml")
 SIMPLE_WEATHER = str(project_root() / "resources_servers/simple_weather/configs/simple_weather.yaml")
 CONFIG_PATHS = f"+config_paths=[{OPENAI_MODEL}, {SIMPLE_WEATHER}]"

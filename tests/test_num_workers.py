@@ -34,6 +34,7 @@ def model_config(tmp_path: Path, upstream: str, *, agent_workers: int, model_wor
     return path
 
 
+@pytest.mark.slow
 def test_workers_share_the_port_all_serve_and_a_collection_loses_nothing(tmp_path: Path) -> None:
     head_port = free_port()
     with serve_in_thread(FastUpstream()) as upstream:

@@ -39,6 +39,7 @@ def records_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_thousand_rollouts_with_20_percent_faults_of_every_kind_all_complete(tmp_path: Path) -> None:
     figures = fault_run(1000, 0.2, parallel=64, workdir=tmp_path)
 
@@ -179,6 +180,7 @@ def workdir_with_env(tmp_path: Path, base_url: str, **env: object) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_the_seed_quickstart_runs_against_the_emulator(
     emulator_url: tuple[OpenRouterEmulator, str], tmp_path: Path
 ) -> None:
@@ -211,6 +213,7 @@ def test_the_seed_quickstart_runs_against_the_emulator(
     assert EMULATOR_KEY not in ng_run.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("env", "exit_code", "fragments"),
     [
@@ -238,6 +241,7 @@ def test_troubleshooting_cases_stop_ng_run_with_the_seeds_advice(
     assert str(env.get("policy_api_key", EMULATOR_KEY)) not in text
 
 
+@pytest.mark.slow
 def test_a_key_with_no_credits_left_is_caught_before_any_rollout(tmp_path: Path) -> None:
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], credits_usd=0.0))
     with serve_in_thread(emulator.app()) as url:

@@ -30,6 +30,8 @@ from nemo_gym.testing.fast_upstream import FastUpstream
 from nemo_gym.testing.processes import collect_rollouts
 from nemo_gym.testing.stub_upstream import StubUpstream
 
+pytestmark = pytest.mark.slow
+
 if os.environ.get("CI") != "true":  # CI installs the [ray] extra; there a missing Ray is a failure, not a skip
     pytest.importorskip("ray")
 
@@ -197,8 +199,9 @@ def model_block(directory: Path) -> Path:
 
 def test_without_ray_address_nothing_imports_ray() -> None:
     code = (
-        "import sys, nemo_gym.cli.run, nemo_gym.cli.collect_rollouts, nemo_gym.cli.serve, nemo_gym.ray_collect; "
-        "from nemo_gym.servers.loading import load_server_class; sys.exit('ray' in sys.modules)"
+        "import sys, nemo_gym.cli.run, nemo_gym.cli.collect_rollouts, nemo_gym.cli.serve, "
+        "nemo_gym.collection.ray_sharding; from nemo_gym.servers.loading import load_server_class; "
+        "sys.exit('ray' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 

@@ -202,6 +202,7 @@ def replicas_config(tmp_path: Path, upstream: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_ng_run_serves_replicas_and_a_collection_through_them_stays_on_each_sessions_replica(tmp_path: Path) -> None:
     head_port = free_port()
     with serve_in_thread(FastUpstream()) as upstream:

@@ -17,6 +17,8 @@ from nemo_gym.compare.report import RECOMMENDED_COLOR, write_report
 from nemo_gym.compare.statistics import Comparison, recommend, summarize
 from nemo_gym.testing.browser import headless_chromium, require_browser, serve_directory
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:

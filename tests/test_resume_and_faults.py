@@ -68,6 +68,7 @@ def collector_under_way(slow_cluster: tuple, tmp_path: Path, *, lines: int) -> t
     return head_port, rows, output, process
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tuple, tmp_path: Path) -> None:
     head_port, rows, output, first = collector_under_way(slow_cluster, tmp_path, lines=10)
     first.send(signal.SIGKILL)
@@ -83,6 +84,7 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_n_unique_rows(slow_cluster: tup
     assert len(keys) == len(set(keys)) == 60
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(slow_cluster: tuple, tmp_path: Path) -> None:
     head_port, rows, output, run = collector_under_way(slow_cluster, tmp_path, lines=8)
     run.send(signal.SIGINT)
@@ -137,6 +139,7 @@ def test_changed_settings_are_reported_not_mixed(tmp_path: Path) -> None:
         collect_rows(config, rows, output, responses_create_params={"temperature": 0.9})
 
 
+@pytest.mark.slow
 def test_a_resources_server_killed_mid_run_is_reported_by_ng_run(tmp_path: Path) -> None:
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=50))
     with serve_in_thread(emulator.app()) as url:
@@ -186,6 +189,7 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+@pytest.mark.slow
 def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path) -> None:
     """Servers as ng_run runs them (one process each), the collector as a user runs it, 2,000 at once."""
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=300, latency_jitter_ms=200))

@@ -156,6 +156,7 @@ def leaks(texts: dict[str, str]) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_a_whole_collection_leaks_no_secret_anywhere(
     workdir: Path, upstreams: tuple[OpenRouterEmulator, str, str]
 ) -> None:
@@ -229,6 +230,7 @@ def test_a_whole_collection_leaks_no_secret_anywhere(
     assert not found, "secrets leaked:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_a_rejected_key_echoed_back_at_start_up_is_not_shown(workdir: Path) -> None:
     """The preflight's 401 quotes the key, and ng_run shows the start-up failure with the servers' last lines."""
     rejected = f"sk-or-v1-{CANARY}-rejected-{HEX}-" + "0123456789" * 16  # long: the message is cut inside it

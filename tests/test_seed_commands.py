@@ -20,6 +20,8 @@ from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.processes import pid_alive
 from nemo_gym.testing.stub_upstream import StubUpstream
 
+pytestmark = pytest.mark.slow
+
 SECRET = "sk-or-v1-seed-e2e-0123456789abcdef"
 SEED_NG_RUN = """config_paths="responses_api_models/openai_model/configs/openai_model.yaml, \\
 resources_servers/simple_weather/configs/simple_weather.yaml"

@@ -20,6 +20,8 @@ from nemo_gym.testing.browser import headless_chromium, require_browser, serve_d
 from nemo_gym.testing.viewer_sample import FAILED_ERROR, MARKUP, MARKUP_MODEL, MODELS, write_sample
 from nemo_gym.viewer import Query, RolloutIndex, build_app, write_html
 
+pytestmark = pytest.mark.slow
+
 TIMEOUT_MS = 15_000
 
 

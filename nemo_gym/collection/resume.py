@@ -14,9 +14,11 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+from nemo_gym.protocol.types import RolloutRecord
 
 # Instance keys that change how a server runs, not what it answers.
 OPERATIONAL_KEYS = frozenset(
@@ -76,8 +78,9 @@ def repair_torn_tail(path: Path) -> int:
         return len(data) - cut
 
 
-def _keyed_records(path: Path) -> Iterator[tuple[Key, dict[str, Any]] | None]:
-    """Each line's rollout key and record, or None for a line that is not a record."""
+def _keyed_records(path: Path) -> Iterator[tuple[Key, RolloutRecord] | None]:
+    """Each line's rollout key and record, or None for a line that is not a record (no `row_hash`). A record
+    written by an older version may lack some of RolloutRecord's keys: readers use `.get`."""
     if not path.exists():
         return
     with path.open("rb") as handle:
@@ -90,7 +93,7 @@ def _keyed_records(path: Path) -> Iterator[tuple[Key, dict[str, Any]] | None]:
             if not isinstance(record, dict) or "row_hash" not in record:
                 yield None
                 continue
-            yield (str(record["row_hash"]), int(record.get("repeat_index", 0))), record
+            yield (str(record["row_hash"]), int(record.get("repeat_index", 0))), cast(RolloutRecord, record)
 
 
 def scan_output(path: Path) -> OutputState:
@@ -110,9 +113,9 @@ def scan_output(path: Path) -> OutputState:
     return state
 
 
-def read_records(path: Path) -> dict[Key, dict[str, Any]]:
+def read_records(path: Path) -> dict[Key, RolloutRecord]:
     """One record per rollout key, a success winning over a failure of the same rollout; unreadable lines skipped."""
-    records: dict[Key, dict[str, Any]] = {}
+    records: dict[Key, RolloutRecord] = {}
     for item in _keyed_records(path):
         if item is not None and (item[0] not in records or records[item[0]].get("error") is not None):
             records[item[0]] = item[1]

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 import numpy
 from pydantic import BaseModel, Field
 from scipy import stats
 
 from nemo_gym.collection.metrics import percentile
+from nemo_gym.protocol.types import RolloutRecord
 
 CONFIDENCE = 0.95
 MAX_FAILURE_RATE_TO_RECOMMEND = 0.10
@@ -84,15 +84,16 @@ def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tu
     return mean - half, mean + half
 
 
-def summarize(label: str, model: str, records: Iterable[Mapping[str, Any]], *, rollouts_path: str = "") -> ModelSummary:
+def summarize(label: str, model: str, records: Iterable[RolloutRecord], *, rollouts_path: str = "") -> ModelSummary:
     records = list(records)
     scored = [r for r in records if r.get("error") is None]
     rewards = [float(r.get("reward") or 0.0) for r in scored]
     latencies = [float(r.get("latency_s") or 0.0) for r in scored]
-    costs = [float(r["cost_usd"]) for r in records if r.get("cost_usd") is not None]
+    costs = [float(cost) for r in records if (cost := r.get("cost_usd")) is not None]
     total_cost = math.fsum(costs) if costs else None
-    inputs = sum(int((r.get("usage") or {}).get("input_tokens") or 0) for r in records)
-    outputs = sum(int((r.get("usage") or {}).get("output_tokens") or 0) for r in records)
+    usages = [usage for r in records if (usage := r.get("usage"))]
+    inputs = sum(int(usage.get("input_tokens") or 0) for usage in usages)
+    outputs = sum(int(usage.get("output_tokens") or 0) for usage in usages)
     interval = mean_interval(rewards)
     count = len(records)
     return ModelSummary(

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from nemo_gym.testing.local_model import NEEDS_LOCAL_MODEL, run_demo
 
-pytestmark = NEEDS_LOCAL_MODEL
+pytestmark = [*NEEDS_LOCAL_MODEL, pytest.mark.slow]
 
 
 def test_demo_scores_the_local_model_on_mcqa(tmp_path: Path) -> None:

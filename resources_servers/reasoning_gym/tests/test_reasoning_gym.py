@@ -582,6 +582,7 @@ def test_emulated_models_earn_rewards_by_quality(tmp_path: Path) -> None:
     assert sum(r["reward"] for r in strong) / rows > sum(weak_rewards) / rows
 
 
+@pytest.mark.slow
 @pytest.mark.local_model
 @pytest.mark.skipif(not HAS_LOCAL_EXTRA, reason="needs the [local] extra")
 def test_demo_on_the_local_model(tmp_path: Path) -> None:
