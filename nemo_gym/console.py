@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.overrides import parse_overrides
 from nemo_gym.config.secrets import command_redactor
+from nemo_gym.protocol.types import JSONObject
 
 T = TypeVar("T")
 
@@ -24,7 +25,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-def overrides_or_fail(argv: Sequence[str] | None) -> dict[str, Any]:
+def overrides_or_fail(argv: Sequence[str] | None) -> JSONObject:
     """The command's `+key=value` arguments (sys.argv when `argv` is None) as a nested dict, or a clean exit."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:

@@ -23,6 +23,7 @@ from nemo_gym.config.yaml_files import load_yaml_file
 from nemo_gym.console import fail, print_flushed
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.emulator.app import API_PREFIX
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.binding import exposure_warning, is_loopback
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import ReadyReportingServer
@@ -30,7 +31,7 @@ from nemo_gym.servers.serving import ReadyReportingServer
 DEFAULT_HOST = "127.0.0.1"
 
 
-def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, Any]:
+def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> JSONObject:
     merged = dict(base)
     for key, value in layer.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
@@ -42,7 +43,7 @@ def _deep_merge(base: Mapping[str, Any], layer: Mapping[str, Any]) -> dict[str, 
 
 def load_config(overrides: Mapping[str, Any]) -> EmulatorConfig:
     """The YAML file's keys (if `config_path`), then the overrides; a readable error for anything invalid."""
-    data: dict[str, Any] = {}
+    data: JSONObject = {}
     if overrides.get("config_path"):
         data = load_yaml_file(resolve_input_path(str(overrides["config_path"])))
     data = _deep_merge(data, {k: v for k, v in overrides.items() if k not in ("host", "port", "config_path")})

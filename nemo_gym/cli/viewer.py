@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +19,7 @@ from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.paths import resolve_input_path
 from nemo_gym.config.settings import check_setting_names
 from nemo_gym.console import fail, overrides_or_fail, print_flushed
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.binding import exposure_warning, is_loopback
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import ReadyReportingServer, cannot_listen
@@ -50,7 +50,7 @@ HINTS = {
 }
 
 
-def settings_from(overrides: dict[str, Any]) -> ViewerSettings:
+def settings_from(overrides: JSONObject) -> ViewerSettings:
     check_setting_names(overrides, SETTING_KEYS, "ng_viewer")
     try:
         settings = ViewerSettings.model_validate(overrides)

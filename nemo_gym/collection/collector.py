@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,16 @@ RUN_STOPPING_STATUSES = frozenset({401, 402})
 """A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
 
 
+class Progress(Protocol):
+    """What the collector needs of a progress bar (tqdm's): a step per record, and the figures beside it."""
+
+    def update(self, n: float | None = 1) -> bool | None: ...
+
+    def set_postfix(
+        self, ordered_dict: Mapping[str, object] | None = None, refresh: bool | None = True, **kwargs: Any
+    ) -> None: ...
+
+
 class CollectionSettings(BaseModel):
     """The `+key=value` settings of ng_collect_rollouts."""
 
@@ -33,7 +43,7 @@ class CollectionSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1, description="Use only the first N rows")
     num_repeats: int = Field(default=1, ge=1, description="Rollouts per row")
     num_samples_in_parallel: int = Field(default=16, ge=1, description="Rollouts in flight at once")
-    responses_create_params: dict[str, Any] = Field(
+    responses_create_params: JSONObject = Field(
         default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature"
     )
     overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
@@ -118,7 +128,7 @@ class Collector:
         self._stop.set()
         self._abort.set()
 
-    def plan(self, rows: list[dict[str, Any]], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
+    def plan(self, rows: list[JSONObject], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
         jobs = []
         for row_index, row in enumerate(rows):
             digest = self.row_hashes[row_index] = row_hash(row)
@@ -129,7 +139,7 @@ class Collector:
                     jobs.append((row_index, repeat_index))
         return jobs
 
-    def prepared_row(self, row: dict[str, Any]) -> dict[str, Any]:
+    def prepared_row(self, row: JSONObject) -> JSONObject:
         if not self.settings.responses_create_params:
             return row
         return {
@@ -170,7 +180,7 @@ class Collector:
         )
         return record
 
-    async def _run_on_some_replica(self, row: dict[str, Any]) -> Any:
+    async def _run_on_some_replica(self, row: JSONObject) -> Any:
         """The agent's `/run`, started again (after a short wait) when a replica it needed went away: the restarted
         or remaining replicas can do the rollout; nothing of the lost attempt is recorded."""
         attempt = 1
@@ -185,7 +195,7 @@ class Collector:
             attempt += 1
 
     async def run(
-        self, rows: list[dict[str, Any]], jobs: Iterable[tuple[int, int]], out: TextIO, progress: Any = None
+        self, rows: list[JSONObject], jobs: Iterable[tuple[int, int]], out: TextIO, progress: Progress | None = None
     ) -> Metrics:
         """`num_samples_in_parallel` workers take jobs until none are left or `stop()` is called; after a stop,
         rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
@@ -256,7 +266,7 @@ class Collector:
             f"${spent / finished:.6f} each, the dearest ${self._max_rollout_cost:.6f}); one more could pass it"
         )
 
-    def _write(self, record: RolloutRecord, out: TextIO, progress: Any, *, line: str | None = None) -> None:
+    def _write(self, record: RolloutRecord, out: TextIO, progress: Progress | None, *, line: str | None = None) -> None:
         """Append the record (`line`: its redacted JSON, when a collector actor made it already) and count it."""
         # One write of one whole line, flushed: a crash can tear at most the line being written.
         out.write((line if line is not None else self.redactor.json_line(record)) + "\n")

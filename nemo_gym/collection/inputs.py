@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from nemo_gym.protocol.types import JSONObject
+
 
 class InputError(Exception):
     """The input file or a row in it is unusable; the message names the file and line."""
@@ -19,7 +21,7 @@ def row_hash(row: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(row, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+def read_rows(path: Path, limit: int | None = None) -> list[JSONObject]:
     """Parse and check every row up front, so a bad line fails the run before anything is spent."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -34,7 +36,7 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
         ) from None
     except OSError as exc:
         raise InputError(f"Cannot read input file {path}: {exc.strerror or exc}.") from None
-    rows: list[dict[str, Any]] = []
+    rows: list[JSONObject] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -17,11 +17,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from nemo_gym.collection.collector import CollectionSettings, Collector
+from nemo_gym.collection.collector import CollectionSettings, Collector, Progress
 from nemo_gym.collection.metrics import Metrics
 from nemo_gym.config.secrets import Redactor
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.server_client import ServerClient
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.gc_tuning import tune_for_many_in_flight
 
 
@@ -41,7 +42,7 @@ class _Lines:
 class CollectorShard:
     """One Ray actor's share of a collection: runs its rollouts, yields each record's (redacted) JSON line."""
 
-    def __init__(self, settings: dict[str, Any], head_url: str, secrets: list[str], fingerprint: str | None) -> None:
+    def __init__(self, settings: JSONObject, head_url: str, secrets: list[str], fingerprint: str | None) -> None:
         self.settings = CollectionSettings.model_validate(settings)
         self.head_url = head_url
         self.redactor = Redactor(secrets)
@@ -49,7 +50,7 @@ class CollectorShard:
         self.collector: Collector | None = None
         tune_for_many_in_flight()
 
-    async def run(self, rows: dict[int, dict[str, Any]], jobs: list[tuple[int, int]]) -> AsyncIterator[str]:
+    async def run(self, rows: dict[int, JSONObject], jobs: list[tuple[int, int]]) -> AsyncIterator[str]:
         lines = _Lines()
         async with PeerPool(max_connections=max(64, self.settings.num_samples_in_parallel * 2)) as pool:
             servers = ServerClient({}, pool, head_url=self.head_url)
@@ -76,7 +77,7 @@ class CollectorShard:
         if self.collector is not None:
             self.collector.abort()
 
-    async def outcome(self) -> dict[str, Any]:
+    async def outcome(self) -> JSONObject:
         collector = self.collector
         if collector is None:
             return {}
@@ -117,10 +118,10 @@ class ShardedCollector(Collector):
 
     async def run(
         self,
-        rows: Sequence[dict[str, Any]] | Mapping[int, dict[str, Any]],
+        rows: Sequence[JSONObject] | Mapping[int, JSONObject],
         jobs: Any,
         out: TextIO,
-        progress: Any = None,
+        progress: Progress | None = None,
     ) -> Metrics:
         import ray
 
@@ -153,7 +154,7 @@ class ShardedCollector(Collector):
             ray.shutdown()
         return self.metrics
 
-    async def _drain(self, stream: Any, out: TextIO, progress: Any) -> None:
+    async def _drain(self, stream: Any, out: TextIO, progress: Progress | None) -> None:
         async for ref in stream:
             if self._abort.is_set():
                 return

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import orjson
 
-from nemo_gym.protocol.types import RolloutRecord
+from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
 # Instance keys that change how a server runs, not what it answers.
 OPERATIONAL_KEYS = frozenset(
@@ -152,7 +152,7 @@ def set_aside_failures(path: Path) -> int:
 
 def result_settings(
     agent_name: str, config: Mapping[str, Any], responses_create_params: Mapping[str, Any]
-) -> dict[str, Any]:
+) -> JSONObject:
     """The settings that decide what a rollout looks like: the agent's and its model server's blocks (minus how
     they run) and the sampling parameters given on the command line."""
     agent = _instance_block(config, agent_name)
@@ -194,7 +194,7 @@ def check_settings(output: Path, state: OutputState, settings: Mapping[str, Any]
     return current
 
 
-def _load_known(output: Path) -> dict[str, Any]:
+def _load_known(output: Path) -> JSONObject:
     path = settings_path(output)
     if not path.exists():
         return {}
@@ -221,7 +221,7 @@ def _diff(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
     return [] if old == new else [(path, old, new)]
 
 
-def _instance_block(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _instance_block(config: Mapping[str, Any], name: str) -> JSONObject:
     instance = config.get(name)
     if not isinstance(instance, Mapping) or len(instance) != 1:
         return {}
@@ -232,5 +232,5 @@ def _instance_block(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     return {"impl": impl, **block} if isinstance(block, Mapping) else {}
 
 
-def _without_operational(block: Mapping[str, Any]) -> dict[str, Any]:
+def _without_operational(block: Mapping[str, Any]) -> JSONObject:
     return {k: v for k, v in block.items() if k not in OPERATIONAL_KEYS}

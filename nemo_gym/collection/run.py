@@ -36,7 +36,7 @@ from nemo_gym.console import print_flushed
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.pool import make_http_client
 from nemo_gym.http.server_client import ServerClient, registry_from_head
-from nemo_gym.protocol.types import CollectionSummary
+from nemo_gym.protocol.types import CollectionSummary, JSONObject
 
 SETTING_KEYS = set(CollectionSettings.model_fields)
 
@@ -74,7 +74,7 @@ def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
 
 
-async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, dict[str, Any], dict[str, Any]]:
+async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, JSONObject, JSONObject]:
     """The running instances, the (redacted) resolved config and the head's own listing, from ng_run's head
     server."""
     try:
@@ -211,7 +211,7 @@ def sharded_collector(
     servers: ServerClient,
     redactor: Redactor,
     fingerprint: str | None,
-    listing: dict[str, Any],
+    listing: JSONObject,
 ) -> Collector:
     """A collector whose rollouts run on `num_collectors` Ray actors (imported only for such a run)."""
     from nemo_gym.servers import ray_placement as ray_cluster

@@ -13,7 +13,6 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +22,7 @@ from nemo_gym.collection.resume import read_records
 from nemo_gym.compare.statistics import Comparison, recommend, summarize
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.types import GlobalConfig, InstanceSpec
+from nemo_gym.protocol.types import JSONObject
 
 MODEL_SERVER_TYPE = "responses_api_models"
 AGENT_TYPE = "responses_api_agents"
@@ -46,7 +46,7 @@ class ComparisonSettings(BaseModel):
     limit: int | None = Field(default=None, ge=1)
     num_repeats: int = Field(default=1, ge=1)
     num_samples_in_parallel: int = Field(default=16, ge=1)
-    responses_create_params: dict[str, Any] = Field(default_factory=dict)
+    responses_create_params: JSONObject = Field(default_factory=dict)
     retry_failed: bool = False
     max_cost_usd: float | None = Field(default=None, gt=0, description="Budget per model (USD)")
     drain_timeout_s: float = Field(default=30.0, ge=0)
@@ -179,11 +179,11 @@ def _model_server_of(agent: InstanceSpec) -> str:
 
 
 def _add_variant(
-    data: dict[str, Any],
-    original: dict[str, Any],
+    data: JSONObject,
+    original: JSONObject,
     agent: InstanceSpec,
     model_spec: InstanceSpec,
-    model_block: dict[str, Any],
+    model_block: JSONObject,
     *,
     label: str,
     model: str,
@@ -208,7 +208,7 @@ def _add_variant(
 
 
 def build_comparison(
-    variants: list[Variant], settings: ComparisonSettings, rows: list[dict[str, Any]], *, dataset: str
+    variants: list[Variant], settings: ComparisonSettings, rows: list[JSONObject], *, dataset: str
 ) -> Comparison:
     """Summaries from each variant's rollouts file, counting only this dataset's rows and repeats."""
     wanted = {(row_hash(row), repeat) for row in rows for repeat in range(settings.num_repeats)}

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TextIO, cast
+from typing import Literal, TextIO, cast
 
 import matplotlib
 from matplotlib.axes import Axes
@@ -31,6 +31,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from matplotlib.transforms import Bbox
 
 from nemo_gym.compare.statistics import CONFIDENCE, MAX_FAILURE_RATE_TO_RECOMMEND, Comparison, ModelSummary
+from nemo_gym.protocol.types import JSONObject
 
 UNKNOWN = "–"
 LOG_SCALE_RATIO = 20.0
@@ -41,7 +42,7 @@ PNG_DPI = 100  # 800 x 500 pixels
 POINT_COLOR = "#0072b2"
 RECOMMENDED_COLOR = "#d55e00"  # Okabe-Ito blue / vermillion, told apart by marker shape too
 ESTIMATED_NOTE = "estimated from catalog prices: the endpoint reported no cost"
-RC: dict[str, Any] = {"svg.fonttype": "none", "svg.hashsalt": "nemo-gym-report", "font.size": 10.0}
+RC: JSONObject = {"svg.fonttype": "none", "svg.hashsalt": "nemo-gym-report", "font.size": 10.0}
 """Text stays text in the SVG (searchable, crisp); a fixed salt keeps the SVG's internal ids stable."""
 
 

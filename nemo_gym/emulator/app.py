@@ -32,6 +32,7 @@ from nemo_gym.emulator.faults import FaultSchedule, in_band_error, routing_fault
 from nemo_gym.emulator.policy import ScriptedPolicy, Turn, load_answer_keys
 from nemo_gym.emulator.transport import RawResponse, chat_stream, dropped_json, padded_json, sleep_unless_disconnected
 from nemo_gym.protocol.conversion import chat_to_responses_response, responses_to_chat_request
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.base import JSONResponse
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Generation:
     """A model's answer, before it is written as Chat Completions, Responses or a stream."""
 
     model: EmulatedModel
-    completion: dict[str, Any]
+    completion: JSONObject
     fault: FaultKind | None
 
     @property
@@ -91,7 +92,7 @@ class OpenRouterEmulator:
         self.requests: list[RecordedRequest] = []
         self.served: Counter[str] = Counter()
         self.spent_usd: float = 0.0
-        self.generations: dict[str, dict[str, Any]] = {}
+        self.generations: dict[str, JSONObject] = {}
         self._faults = FaultSchedule(self.config)
         self.faults_injected = self._faults.counts
         self._ids = random.Random(f"{self.config.seed}:ids")
@@ -108,7 +109,7 @@ class OpenRouterEmulator:
         router = APIRouter(prefix=API_PREFIX)
 
         @router.get("/models")
-        async def models(request: Request, supported_parameters: str | None = None) -> dict[str, Any]:
+        async def models(request: Request, supported_parameters: str | None = None) -> JSONObject:
             await self._admit(request, auth=False)
             wanted = {p.strip() for p in (supported_parameters or "").split(",") if p.strip()}
             entries = [model_entry(m) for m in self.config.models]
@@ -116,17 +117,17 @@ class OpenRouterEmulator:
 
         @router.get("/key")
         @router.get("/auth/key")
-        async def key(request: Request) -> dict[str, Any]:
+        async def key(request: Request) -> JSONObject:
             api_key, _ = await self._admit(request)
             return {"data": key_status(api_key, self.config.credits_usd, self.spent_usd)}
 
         @router.get("/credits")
-        async def credits(request: Request) -> dict[str, Any]:
+        async def credits(request: Request) -> JSONObject:
             await self._admit(request)
             return {"data": {"total_credits": self.config.credits_usd or 0.0, "total_usage": self.spent_usd}}
 
         @router.get("/generation")
-        async def generation(request: Request, id: str = "") -> dict[str, Any]:
+        async def generation(request: Request, id: str = "") -> JSONObject:
             await self._admit(request)
             if id not in self.generations:
                 raise EmulatorError(404, f"Generation {id} not found")
@@ -199,7 +200,7 @@ class OpenRouterEmulator:
 
     # ---------------------------------------------------------------- request handling
 
-    async def _admit(self, request: Request, *, auth: bool = True) -> tuple[str, dict[str, Any]]:
+    async def _admit(self, request: Request, *, auth: bool = True) -> tuple[str, JSONObject]:
         """Record the request, then check its key and parse its JSON body: (api key, body)."""
         raw = await request.body() if request.method == "POST" else b""
         body: Any = None
@@ -228,7 +229,7 @@ class OpenRouterEmulator:
             raise EmulatorError(401, UNKNOWN_KEY)
         return key
 
-    async def _generate(self, request: Request, body: dict[str, Any], *, streamed: bool) -> Generation:
+    async def _generate(self, request: Request, body: JSONObject, *, streamed: bool) -> Generation:
         """Validate, check credits, route over the candidates and let the serving model answer."""
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
@@ -281,7 +282,7 @@ class OpenRouterEmulator:
         completion = billing.completion_tokens(turn)
         usage = billing.usage(model, prompt, completion, billed=not failed)
         native = _NATIVE_FINISH.get(model.provider_name, {}).get(finish, finish)
-        message: dict[str, Any] = {"role": "assistant", "content": turn.content, "refusal": None, "reasoning": None}
+        message: JSONObject = {"role": "assistant", "content": turn.content, "refusal": None, "reasoning": None}
         if turn.tool_calls:
             message["tool_calls"] = [
                 {
@@ -292,7 +293,7 @@ class OpenRouterEmulator:
                 }
                 for i, call in enumerate(turn.tool_calls)
             ]
-        choice: dict[str, Any] = {
+        choice: JSONObject = {
             "index": 0,
             "logprobs": None,
             "finish_reason": finish,
@@ -321,7 +322,7 @@ class OpenRouterEmulator:
                 usage.pop(key)
         return Generation(model, completion_body, fault)
 
-    def _render(self, generation: Generation, payload: dict[str, Any]) -> Response:
+    def _render(self, generation: Generation, payload: JSONObject) -> Response:
         if generation.fault == "error_in_200":
             return padded_json({"error": in_band_error(generation.model), "user_id": USER_ID}, generation.headers)
         if generation.fault == "drop_connection":

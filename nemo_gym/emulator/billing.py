@@ -15,6 +15,7 @@ from typing import Any
 from nemo_gym.emulator.config import EmulatedModel, exact
 from nemo_gym.emulator.policy import Turn
 from nemo_gym.protocol.conversion import content_text
+from nemo_gym.protocol.types import JSONObject
 
 CHARS_PER_TOKEN = 4
 TOKENS_PER_MESSAGE = 3
@@ -46,7 +47,7 @@ def cost_usd(model: EmulatedModel, prompt: int, completion: int) -> float:
     return float(Decimal(prompt) * exact(model.prompt_price) + Decimal(completion) * exact(model.completion_price))
 
 
-def usage(model: EmulatedModel, prompt: int, completion: int, *, billed: bool = True) -> dict[str, Any]:
+def usage(model: EmulatedModel, prompt: int, completion: int, *, billed: bool = True) -> JSONObject:
     """The `usage` object of a chat completion. Unbilled (failed) generations report cost 0, as OpenRouter does."""
     prompt_cost = float(Decimal(prompt) * exact(model.prompt_price)) if billed else 0.0
     completion_cost = float(Decimal(completion) * exact(model.completion_price)) if billed else 0.0

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from nemo_gym.emulator.config import EmulatedModel, price_string
+from nemo_gym.protocol.types import JSONObject
 
 _BASE_PARAMETERS = [
     "max_tokens",
@@ -26,7 +25,7 @@ _TOKENIZERS = {
 }
 
 
-def model_entry(model: EmulatedModel) -> dict[str, Any]:
+def model_entry(model: EmulatedModel) -> JSONObject:
     """One `data[]` item of GET /models, with prices as decimal strings in USD per token."""
     author = model.id.split("/")[0]
     return {
@@ -72,7 +71,7 @@ def mask_key(key: str) -> str:
     return f"{prefix}{secret[:3]}...{secret[-3:]}"
 
 
-def key_status(key: str, credits_usd: float | None, spent_usd: float) -> dict[str, Any]:
+def key_status(key: str, credits_usd: float | None, spent_usd: float) -> JSONObject:
     """The `data` of GET /key: USD limit, what is left of it, and what was used."""
     remaining = None if credits_usd is None else max(0.0, credits_usd - spent_usd)
     return {

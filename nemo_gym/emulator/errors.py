@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+
+from nemo_gym.protocol.types import JSONObject
 
 USER_ID = "user_emulator"
 
@@ -26,9 +27,9 @@ def no_endpoints(model_id: str) -> str:
     return f"No endpoints found for {model_id}."
 
 
-def error_body(code: int, message: str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+def error_body(code: int, message: str, metadata: JSONObject | None = None) -> JSONObject:
     """`{"error": {"code", "message", "metadata"?}, "user_id"}`: the shape of every OpenRouter error."""
-    error: dict[str, Any] = {"code": code, "message": message}
+    error: JSONObject = {"code": code, "message": message}
     if metadata is not None:
         error["metadata"] = metadata
     return {"error": error, "user_id": USER_ID}
@@ -40,11 +41,11 @@ class EmulatorError(Exception):
 
     code: int
     message: str
-    metadata: dict[str, Any] | None = None
+    metadata: JSONObject | None = None
     headers: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.code} {self.message}"
 
-    def body(self) -> dict[str, Any]:
+    def body(self) -> JSONObject:
         return error_body(self.code, self.message, self.metadata)

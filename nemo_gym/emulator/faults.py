@@ -13,10 +13,11 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Iterable
-from typing import Any, cast
+from typing import cast
 
 from nemo_gym.emulator.config import FAULT_KINDS, EmulatedModel, EmulatorConfig, FaultKind, FaultRates
 from nemo_gym.emulator.errors import PROVIDER_ERROR, EmulatorError
+from nemo_gym.protocol.types import JSONObject
 
 NO_FAULT = "none"
 RATE_LIMIT_RPM = 20
@@ -106,7 +107,7 @@ def routing_fault_error(kind: FaultKind, model: EmulatedModel, rates: FaultRates
     raise ValueError(f"{kind!r} is not a routing fault")
 
 
-def in_band_error(model: EmulatedModel) -> dict[str, Any]:
+def in_band_error(model: EmulatedModel) -> JSONObject:
     """The `error` object of a failure that arrives inside an HTTP 200 (padded body or choice error)."""
     return {
         "code": 502,

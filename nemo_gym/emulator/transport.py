@@ -14,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from nemo_gym.protocol.types import JSONObject
+
 logger = logging.getLogger(__name__)
 
 DROP = b"\x00<drop the connection here>"
@@ -94,7 +96,7 @@ async def chat_stream(
     choice = completion["choices"][0]
     message = choice["message"]
 
-    def chunk(delta: dict[str, Any], finish: str | None = None, native: str | None = None) -> bytes:
+    def chunk(delta: JSONObject, finish: str | None = None, native: str | None = None) -> bytes:
         return _sse(
             {
                 **head,
@@ -146,7 +148,7 @@ async def chat_stream(
         )
         return
     yield chunk({"content": ""}, choice["finish_reason"], choice.get("native_finish_reason"))
-    usage_choices: list[dict[str, Any]] = []
+    usage_choices: list[JSONObject] = []
     if usage_chunk == "dummy_choice":
         usage_choices = [
             {

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from nemo_gym.http.pool import HttpResponse, RequestMethods, TransportError, TransportTimeout
+from nemo_gym.http.pool import HttpPool, HttpResponse, RequestMethods, TransportError, TransportTimeout
 
 IDLE_EXPIRY_S = 60.0
 """Idle connections older than this are closed, not reused: shorter than the servers' keep-alive (75 s), so a
@@ -222,27 +222,25 @@ class PeerPool(RequestMethods):
         await self.aclose()
 
 
-class UpstreamPool:
+class UpstreamPool(RequestMethods):
     """Calls to model endpoints: plain `http://` ones (a local vLLM or llama.cpp server, the emulator) on a
-    `PeerPool`, everything else (TLS, e.g. OpenRouter) on aiohttp. Same interface as both."""
+    `PeerPool`, everything else (TLS, e.g. OpenRouter) on aiohttp's `HttpPool`."""
 
     def __init__(self, *, max_connections: int, timeout: float, connect_timeout: float) -> None:
-        from nemo_gym.http.pool import HttpPool
-
         self.plain = PeerPool(max_connections=max_connections, timeout=timeout, connect_timeout=connect_timeout)
         self.tls = HttpPool(max_connections=max_connections, timeout=timeout, connect_timeout=connect_timeout)
 
-    async def post(
-        self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None, timeout: float | None = None
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> HttpResponse:
         pool = self.plain if url.startswith("http://") else self.tls
-        return await pool.post(url, content=content, headers=headers, timeout=timeout)
-
-    async def get(
-        self, url: str, *, headers: Mapping[str, str] | None = None, timeout: float | None = None
-    ) -> HttpResponse:
-        pool = self.plain if url.startswith("http://") else self.tls
-        return await pool.get(url, headers=headers, timeout=timeout)
+        return await pool.request(method, url, content=content, headers=headers, timeout=timeout)
 
     async def aclose(self) -> None:
         await self.plain.aclose()

@@ -46,7 +46,7 @@ class HttpResponse:
 
 
 class HttpCaller(Protocol):
-    """What the callers need of a pool: `HttpPool` (aiohttp), `peer_http.PeerPool`, `peer_http.UpstreamPool`."""
+    """What the callers need of a pool: `HttpPool` (aiohttp), `lean_client.PeerPool`, `lean_client.UpstreamPool`."""
 
     async def post(
         self, url: str, *, content: bytes, headers: Mapping[str, str] | None = None, timeout: float | None = None

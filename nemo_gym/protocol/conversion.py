@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from nemo_gym.protocol.types import JSONObject
+
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletion
     from openai.types.responses import Response
@@ -55,14 +57,14 @@ def responses_to_chat_request(
     model: str | None = None,
     reasoning_field: bool = False,
     assistant_empty_content: str | None = "",
-) -> dict[str, Any]:
+) -> JSONObject:
     """Translate a Responses `create` body into a Chat Completions body.
 
     `developer` becomes `system` (many chat servers reject `developer`). An assistant message that only carries
     tool calls gets `assistant_empty_content` as its content (`""` by default: several servers reject `null`).
     With `reasoning_field`, reasoning items are sent back as the next assistant message's `reasoning` (OpenRouter).
     """
-    messages: list[dict[str, Any]] = []
+    messages: list[JSONObject] = []
     instructions = params.get("instructions")
     if isinstance(instructions, str) and instructions:
         messages.append({"role": "system", "content": instructions})
@@ -75,7 +77,7 @@ def responses_to_chat_request(
     else:
         messages.extend(_input_items_to_messages(raw_input, reasoning_field, assistant_empty_content))
 
-    body: dict[str, Any] = {"model": model or params.get("model"), "messages": messages}
+    body: JSONObject = {"model": model or params.get("model"), "messages": messages}
     tools = [_tool_to_chat(t) for t in params.get("tools") or []]
     tools = [t for t in tools if t is not None]
     if tools:
@@ -135,7 +137,7 @@ def _content_to_chat(content: Any) -> Any:
     """User/system content: strings stay strings; part lists keep images, text parts become `text`."""
     if isinstance(content, str):
         return content
-    parts: list[dict[str, Any]] = []
+    parts: list[JSONObject] = []
     for part in content or []:
         kind = part.get("type")
         if kind in ("input_text", "output_text", "text"):
@@ -152,16 +154,16 @@ def _content_to_chat(content: Any) -> Any:
 
 def _input_items_to_messages(
     items: list[Any], reasoning_field: bool, assistant_empty_content: str | None
-) -> list[dict[str, Any]]:
-    messages: list[dict[str, Any]] = []
+) -> list[JSONObject]:
+    messages: list[JSONObject] = []
     pending_reasoning: list[str] = []
 
-    def open_assistant() -> dict[str, Any]:
+    def open_assistant() -> JSONObject:
         """The assistant message that function calls and text attach to (consecutive items merge)."""
         last = messages[-1] if messages else None
         if last is not None and last["role"] == "assistant":
             return last
-        message: dict[str, Any] = {"role": "assistant", "content": None}
+        message: JSONObject = {"role": "assistant", "content": None}
         if pending_reasoning and reasoning_field:
             message["reasoning"] = "\n".join(pending_reasoning)
         pending_reasoning.clear()
@@ -211,10 +213,10 @@ def _input_items_to_messages(
     return messages
 
 
-def _tool_to_chat(tool: Mapping[str, Any]) -> dict[str, Any] | None:
+def _tool_to_chat(tool: Mapping[str, Any]) -> JSONObject | None:
     if tool.get("type") != "function":
         return None
-    function: dict[str, Any] = {
+    function: JSONObject = {
         "name": tool["name"],
         "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
     }
@@ -231,7 +233,7 @@ def _tool_choice_to_chat(choice: Any) -> Any:
     return choice
 
 
-def _text_format_to_response_format(text_format: Mapping[str, Any]) -> dict[str, Any]:
+def _text_format_to_response_format(text_format: Mapping[str, Any]) -> JSONObject:
     if text_format.get("type") == "json_schema":
         schema = {k: v for k, v in text_format.items() if k in ("name", "schema", "strict", "description")}
         return {"type": "json_schema", "json_schema": schema}
@@ -241,12 +243,12 @@ def _text_format_to_response_format(text_format: Mapping[str, Any]) -> dict[str,
 # =========================================================================== Chat response -> Responses response
 
 
-def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> JSONObject | None:
     if not usage:
         return None
     prompt = int(usage.get("prompt_tokens") or 0)
     completion = int(usage.get("completion_tokens") or 0)
-    converted: dict[str, Any] = {
+    converted: JSONObject = {
         "input_tokens": prompt,
         "input_tokens_details": {
             "cached_tokens": int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
@@ -271,7 +273,7 @@ def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any
     return Response.model_validate(chat_to_responses_payload(chat, params))
 
 
-def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]) -> dict[str, Any]:
+def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]) -> JSONObject:
     """`chat_to_responses_response` as the plain JSON dict, for the model server's hot path: the tests hold it to
     the SDK's `Response` type, so the server need not validate every answer."""
     choices = chat.get("choices") or []
@@ -279,7 +281,7 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
         raise ValueError("The upstream chat completion has no choices.")
     choice = choices[0]
     message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
+    output: list[JSONObject] = []
     reasoning = message.get("reasoning") or message.get("reasoning_content")
     if reasoning:
         output.append(
@@ -325,7 +327,7 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
         detail = choice.get("error") if isinstance(choice.get("error"), dict) else {}
         status = "failed"
         error = {"code": "server_error", "message": str(detail.get("message") or "the provider failed mid-answer")}
-    response: dict[str, Any] = {
+    response: JSONObject = {
         "id": str(chat.get("id") or new_id("resp")),
         "object": "response",
         "created_at": float(chat.get("created") or time.time()),
@@ -350,9 +352,9 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
 # =========================================================================== Chat request -> Responses request
 
 
-def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = None) -> dict[str, Any]:
+def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = None) -> JSONObject:
     """Translate a Chat Completions body into a Responses `create` body (for upstreams that speak Responses)."""
-    items: list[dict[str, Any]] = []
+    items: list[JSONObject] = []
     for message in body.get("messages") or []:
         role = message.get("role")
         content = message.get("content")
@@ -384,7 +386,7 @@ def chat_to_responses_request(body: Mapping[str, Any], *, model: str | None = No
             continue
         items.append({"type": "message", "role": role or "user", "content": _chat_content_to_input(content)})
 
-    params: dict[str, Any] = {"model": model or body.get("model"), "input": items}
+    params: JSONObject = {"model": model or body.get("model"), "input": items}
     tools = []
     for tool in body.get("tools") or []:
         if tool.get("type") != "function":
@@ -434,7 +436,7 @@ def _text_of_chat_parts(content: Any) -> str:
 def _chat_content_to_input(content: Any) -> Any:
     if content is None or isinstance(content, str):
         return content or ""
-    parts: list[dict[str, Any]] = []
+    parts: list[JSONObject] = []
     for part in content:
         if part.get("type") == "text":
             parts.append({"type": "input_text", "text": part.get("text", "")})
@@ -447,10 +449,10 @@ def _chat_content_to_input(content: Any) -> Any:
 # =========================================================================== Responses response -> Chat response
 
 
-def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> JSONObject | None:
     if not usage:
         return None
-    converted: dict[str, Any] = {
+    converted: JSONObject = {
         "prompt_tokens": int(usage.get("input_tokens") or 0),
         "completion_tokens": int(usage.get("output_tokens") or 0),
         "total_tokens": int(usage.get("total_tokens") or 0)
@@ -476,11 +478,11 @@ def responses_to_chat_response(response: Mapping[str, Any]) -> ChatCompletion:
     return ChatCompletion.model_validate(responses_to_chat_payload(response))
 
 
-def responses_to_chat_payload(response: Mapping[str, Any]) -> dict[str, Any]:
+def responses_to_chat_payload(response: Mapping[str, Any]) -> JSONObject:
     """`responses_to_chat_response` as the plain JSON dict (see `chat_to_responses_payload`)."""
     texts: list[str] = []
     reasoning: list[str] = []
-    tool_calls: list[dict[str, Any]] = []
+    tool_calls: list[JSONObject] = []
     for item in response.get("output") or []:
         kind = item.get("type")
         if kind == "message":
@@ -495,7 +497,7 @@ def responses_to_chat_payload(response: Mapping[str, Any]) -> dict[str, Any]:
             )
         elif kind == "reasoning":
             reasoning.append(_text_of(item.get("content")) or _text_of(item.get("summary")))
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    message: JSONObject = {"role": "assistant", "content": "".join(texts) or None}
     if tool_calls:
         message["tool_calls"] = tool_calls
     if any(reasoning):

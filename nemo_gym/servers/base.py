@@ -25,11 +25,12 @@ from nemo_gym.config.secrets import Redactor, collect_secrets
 from nemo_gym.config.types import GlobalConfig, InstanceSpec
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.server_client import UNAVAILABLE_ERROR, ServerCallError, ServerClient, registry_from_config
+from nemo_gym.protocol.types import JSONObject
 
 logger = logging.getLogger(__name__)
 
 KEEP_ALIVE_S = 75
-"""Longer than the clients' keep-alive expiry (nemo_gym.client, 60 s), so a server never closes a connection that
+"""Longer than the clients' keep-alive expiry (nemo_gym.http, 60 s), so a server never closes a connection that
 a client is about to reuse (that race surfaces as a ReadError on a perfectly healthy server)."""
 
 ServerType = Literal["responses_api_models", "resources_servers", "responses_api_agents"]
@@ -107,11 +108,11 @@ class JSONResponse(Response):
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def error_body(message: str, error_type: str, **extra: Any) -> dict[str, Any]:
+def error_body(message: str, error_type: str, **extra: Any) -> JSONObject:
     return {"error": {"message": message, "type": error_type, **extra}}
 
 
-async def read_json_object(request: Request) -> dict[str, Any] | JSONResponse:
+async def read_json_object(request: Request) -> JSONObject | JSONResponse:
     """The request's JSON object body, or the 400 response that says why it is not one."""
     raw = await request.body()
     try:
@@ -220,7 +221,7 @@ class BaseServer:
     def add_routes(self, app: FastAPI) -> None:
         """Subclasses add their endpoints here."""
 
-    def health_details(self) -> dict[str, Any]:
+    def health_details(self) -> JSONObject:
         """Extra fields for `GET /health` (e.g. a resources server's session counts)."""
         return {}
 
@@ -246,7 +247,7 @@ class BaseServer:
         )
 
         @app.get("/health")
-        async def health() -> dict[str, Any]:
+        async def health() -> JSONObject:
             return {"status": "ok", "name": self.name, "pid": os.getpid(), **self.health_details()}
 
         self._add_error_handlers(app)

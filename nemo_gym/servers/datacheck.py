@@ -88,7 +88,7 @@ def load_resources_server_class(folder: Path) -> type[BaseResourcesServer]:
     if not issubclass(cls, BaseResourcesServer):
         raise ConfigError(
             f"{display_path(app)} defines {cls.__name__}, which is not a BaseResourcesServer subclass; "
-            "a resources server's class derives from nemo_gym.resources.BaseResourcesServer."
+            "a resources server's class derives from nemo_gym.servers.resources.BaseResourcesServer."
         )
     return cls
 

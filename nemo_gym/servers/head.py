@@ -9,13 +9,14 @@ from fastapi import FastAPI
 
 from nemo_gym.config.secrets import Redactor, collect_secrets
 from nemo_gym.config.types import GlobalConfig
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.base import JSONResponse
 
 
 def build_head_app(
     config: GlobalConfig,
     pids: Mapping[str, int] | None = None,
-    replicas: Mapping[str, list[dict[str, Any]]] | None = None,
+    replicas: Mapping[str, list[JSONObject]] | None = None,
     ray: Mapping[str, Any] | None = None,
 ) -> FastAPI:
     """`GET /instances` → {name: {server_type, impl, url, pid, replicas}}; `GET /config` → redacted resolved config.
@@ -31,13 +32,13 @@ def build_head_app(
     app = FastAPI(title="NeMo Gym head server", default_response_class=JSONResponse)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
+    async def health() -> JSONObject:
         return {"status": "ok", "name": "head", "instances": len(instances)}
 
     @app.get("/instances")
-    async def list_instances() -> dict[str, Any]:
+    async def list_instances() -> JSONObject:
         # pids and replicas fill in as ng_run starts the processes, so read them at request time.
-        listed: dict[str, dict[str, Any]] = {}
+        listed: dict[str, JSONObject] = {}
         for name, entry in instances.items():
             listed[name] = {**entry, "pid": (pids or {}).get(name)}
             if replicas and replicas.get(name):

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.types import GlobalConfig, InstanceSpec
+from nemo_gym.protocol.types import JSONObject
 
 LOCAL = "local"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -225,7 +226,7 @@ def replica_label(name: str, replica: int, num_replicas: int) -> str:
 class ReplicaServer:
     """One replica, as a Ray actor: serves the instance's app on its node until the actor is killed."""
 
-    def __init__(self, name: str, config_data: dict[str, Any], origins: dict[str, str], replica: int) -> None:
+    def __init__(self, name: str, config_data: JSONObject, origins: dict[str, str], replica: int) -> None:
         import ray
 
         from nemo_gym.config.secrets import install_log_redaction
@@ -255,7 +256,7 @@ class ReplicaServer:
         }
         print(f"{label} ready at {self.url}", flush=True)
 
-    def address(self) -> dict[str, Any]:
+    def address(self) -> JSONObject:
         return self.entry
 
 
@@ -264,7 +265,7 @@ class Replica:
     instance: str
     index: int
     actor: Any
-    entry: dict[str, Any] | None = None
+    entry: JSONObject | None = None
     """What the head server lists for this replica; None while it starts or restarts."""
     served: str | None = None
     """The last address it served at."""
@@ -278,9 +279,7 @@ class Replica:
 class RayPlacement:
     """Starts every replica as an actor, waits for them, keeps `replicas` (the head server's table) current."""
 
-    def __init__(
-        self, config: GlobalConfig, replicas: dict[str, list[dict[str, Any]]], log: Callable[[str], None]
-    ) -> None:
+    def __init__(self, config: GlobalConfig, replicas: dict[str, list[JSONObject]], log: Callable[[str], None]) -> None:
         self.config = config
         self.table = replicas
         self.log = log

@@ -20,7 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nemo_gym.http.server_client import SESSION_HEADER
 from nemo_gym.protocol.conversion import content_text
-from nemo_gym.servers.base import BaseServer, BaseServerConfig, JSONResponse, error_body, post_route, read_json_object
+from nemo_gym.protocol.types import JSONObject
+from nemo_gym.servers.base import (
+    BaseServer,
+    BaseServerConfig,
+    Handler,
+    JSONResponse,
+    error_body,
+    post_route,
+    read_json_object,
+)
 
 
 class ResourcesServerConfig(BaseServerConfig):
@@ -33,9 +42,9 @@ class Session:
     """What one rollout did in this server: its input row, tool calls so far, and environment state."""
 
     id: str
-    row: dict[str, Any]
-    state: dict[str, Any] = field(default_factory=dict)
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    row: JSONObject
+    state: JSONObject = field(default_factory=dict)
+    tool_calls: list[JSONObject] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -43,8 +52,8 @@ class VerifyRequest(BaseModel):
     """The agent sends the input row and the final response (its `output` is the whole trajectory)."""
 
     model_config = ConfigDict(extra="allow")
-    row: dict[str, Any] = Field(default_factory=dict)
-    response: dict[str, Any]
+    row: JSONObject = Field(default_factory=dict)
+    response: JSONObject
 
 
 class VerifyResponse(BaseModel):
@@ -109,14 +118,14 @@ class BaseResourcesServer(BaseServer):
 
     # ------------------------------------------------------------------ sessions
 
-    def open_session(self, row: dict[str, Any]) -> Session:
+    def open_session(self, row: JSONObject) -> Session:
         self._evict_stale()
         session = Session(id=uuid.uuid4().hex, row=row)
         self.sessions[session.id] = session
         self.sessions_opened += 1
         return session
 
-    def health_details(self) -> dict[str, Any]:
+    def health_details(self) -> JSONObject:
         return {"sessions_open": len(self.sessions), "sessions_opened": self.sessions_opened}
 
     def session_for(self, request: Request, *, pop: bool = False) -> Session:
@@ -192,13 +201,13 @@ class BaseResourcesServer(BaseServer):
             return JSONResponse({"closed": closed})
 
         @app.get("/tools")
-        async def list_tools() -> dict[str, Any]:
+        async def list_tools() -> JSONObject:
             return {"tools": [self.tool_definition(name) for name in self.tools]}
 
         for tool_name in self.tools:
             post_route(app, f"/{tool_name}", name=tool_name)(self._tool_endpoint(tool_name))
 
-    def _tool_endpoint(self, name: str) -> Any:
+    def _tool_endpoint(self, name: str) -> Handler:
         arguments_model = self.tools[name]
 
         async def endpoint(request: Request) -> JSONResponse:
@@ -220,7 +229,7 @@ class BaseResourcesServer(BaseServer):
                     ),
                     422,
                 )
-            record: dict[str, Any] = {"name": name, "arguments": arguments.model_dump(mode="json")}
+            record: JSONObject = {"name": name, "arguments": arguments.model_dump(mode="json")}
             session.tool_calls.append(record)
             try:
                 output = await self.call_tool(session, name, arguments)
@@ -242,7 +251,7 @@ class BaseResourcesServer(BaseServer):
         ]
         return ", ".join(parts) or "none"
 
-    def tool_definition(self, name: str) -> dict[str, Any]:
+    def tool_definition(self, name: str) -> JSONObject:
         """The Responses-API function tool for `name`, derived from its argument model."""
         model = self.tools[name]
         schema = model.model_json_schema()

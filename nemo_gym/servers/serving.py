@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from nemo_gym.config.errors import ConfigError
@@ -189,7 +190,7 @@ class ReadyReportingServer(uvicorn.Server):
         super().__init__(config)
         self.ready_line = ready_line
 
-    async def startup(self, sockets: Any = None) -> None:
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
             print(self.ready_line, flush=True)
@@ -206,7 +207,7 @@ class ReadyReportingServer(uvicorn.Server):
 
 @contextmanager
 def serve_in_thread(
-    app: Any,
+    app: ASGIApp,
     *,
     host: str = "127.0.0.1",
     port: int | None = None,

@@ -11,6 +11,7 @@ import httpx
 from nemo_gym.config.paths import find_server_dir
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.config.yaml_files import load_yaml_file
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.base import BaseServer
 from nemo_gym.servers.loading import load_server_class, prepare
 from nemo_gym.servers.serving import serve_in_thread
@@ -35,7 +36,7 @@ def serve_config(data: Mapping[str, Any]) -> Iterator[tuple[GlobalConfig, dict[s
 
 def openai_model_block(
     base_url: str, *, model: str = "stub/weather-model", api_key: str | None = "sk-test-key-0001", **extra: Any
-) -> dict[str, Any]:
+) -> JSONObject:
     """An `openai_model` instance block pointing at `base_url` (e.g. a StubUpstream's URL + "/v1")."""
     return {
         "responses_api_models": {
@@ -44,7 +45,7 @@ def openai_model_block(
     }
 
 
-def simple_weather_blocks(*, model_instance: str = "policy_model", max_steps: int = 6) -> dict[str, Any]:
+def simple_weather_blocks(*, model_instance: str = "policy_model", max_steps: int = 6) -> JSONObject:
     """The simple_weather resources server and its agent, as configs/simple_weather.yaml defines them."""
     return {
         "simple_weather": {"resources_servers": {"simple_weather": {"entrypoint": "app.py"}}},
@@ -61,7 +62,7 @@ def simple_weather_blocks(*, model_instance: str = "policy_model", max_steps: in
     }
 
 
-def environment_blocks(name: str) -> dict[str, Any]:
+def environment_blocks(name: str) -> JSONObject:
     """An environment's instances (its resources server and agent) from `resources_servers/<name>/configs/<name>.yaml`;
     the agent refers to `policy_model`, which the caller supplies."""
     return load_yaml_file(find_server_dir("resources_servers", name) / "configs" / f"{name}.yaml")
@@ -78,7 +79,7 @@ def serve_resources_server(name: str, **settings: Any) -> Iterator[httpx.Client]
         yield client
 
 
-def assistant_message(text: str) -> dict[str, Any]:
+def assistant_message(text: str) -> JSONObject:
     """A finished assistant message as a Responses output item, for building trajectories to verify."""
     return {
         "type": "message",

@@ -18,7 +18,7 @@ from nemo_gym.collection.run import collect, settings_from
 from nemo_gym.config.paths import project_root
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.emulator import EmulatorConfig, FaultRates, OpenRouterEmulator
-from nemo_gym.protocol.types import CollectionSummary
+from nemo_gym.protocol.types import CollectionSummary, JSONObject
 from nemo_gym.servers.head import build_head_app
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
@@ -94,7 +94,7 @@ def collect_rows(config: GlobalConfig, rows_path: Path, output: Path, **settings
     return asyncio.run(collect(cfg, settings_from(cfg)))
 
 
-def collect_environment_on_emulator(environment: str, model: str, data: Path, output: Path) -> list[dict[str, Any]]:
+def collect_environment_on_emulator(environment: str, model: str, data: Path, output: Path) -> list[JSONObject]:
     """One collection of `environment`'s agent over `data` with the emulator playing `model`, which knows the
     answers in `data` (`answer_keys`) and gets them right as often as its quality says; the records."""
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], answer_keys=[data]))
@@ -105,7 +105,7 @@ def collect_environment_on_emulator(environment: str, model: str, data: Path, ou
 
 def fault_run(
     rows: int, fault_rate: float, *, parallel: int = 64, seed: int = 0, workdir: Path | None = None
-) -> dict[str, Any]:
+) -> JSONObject:
     """Collect `rows` rollouts with `fault_rate` of upstream attempts failing; returns figures for a report."""
     emulator = OpenRouterEmulator(
         EmulatorConfig(keys=[EMULATOR_KEY], seed=seed, default_faults=mixed_faults(fault_rate))

@@ -8,7 +8,8 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from nemo_gym.protocol.types import JSONObject
 
 
 def pid_alive(pid: int) -> bool:
@@ -56,7 +57,7 @@ def collect_rollouts(
 
 def collected_records(
     agent: str, rows: Path, output: Path, *, head_port: int, cwd: Path, parallel: int
-) -> list[dict[str, Any]]:
+) -> list[JSONObject]:
     """Run `collect_rollouts` (failing the test on a non-zero exit, with its stderr) and read the records."""
     collected = collect_rollouts(
         agent, rows, output, head_port=head_port, cwd=cwd, extra=[f"+num_samples_in_parallel={parallel}"]

@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from nemo_gym.protocol.conversion import content_text
+from nemo_gym.protocol.types import JSONObject
 
 KNOWN_CITIES = (
     "Paris",
@@ -53,14 +54,14 @@ class StubUpstream:
 
     api_key: str | None = None
     model_label: str = "stub/weather-model"
-    requests: list[tuple[str, dict[str, str], dict[str, Any]]] = field(default_factory=list)
+    requests: list[tuple[str, dict[str, str], JSONObject]] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def app(self) -> FastAPI:
         app = FastAPI()
 
         @app.get("/v1/models")
-        async def models() -> dict[str, Any]:
+        async def models() -> JSONObject:
             return {"object": "list", "data": [{"id": self.model_label, "object": "model"}]}
 
         @app.post("/v1/chat/completions")
@@ -86,7 +87,7 @@ class StubUpstream:
 
         return app
 
-    async def _admit(self, request: Request) -> tuple[dict[str, Any], JSONResponse | None]:
+    async def _admit(self, request: Request) -> tuple[JSONObject, JSONResponse | None]:
         body = await request.json()
         self.requests.append((request.url.path, dict(request.headers), body))
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
@@ -105,7 +106,7 @@ class StubUpstream:
             return [], "Here is the weather: " + " ".join(tool_outputs)
         return [], "I am not sure which city you mean."
 
-    def _usage_chat(self) -> dict[str, Any]:
+    def _usage_chat(self) -> JSONObject:
         return {
             "prompt_tokens": PROMPT_TOKENS_PER_CALL,
             "completion_tokens": COMPLETION_TOKENS_PER_CALL,
@@ -113,14 +114,14 @@ class StubUpstream:
             "cost": COST_PER_CALL_USD,
         }
 
-    def _chat_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _chat_answer(self, body: JSONObject) -> JSONObject:
         messages = body.get("messages", [])
         user_text = next((content_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         outputs = [content_text(m.get("content")) for m in messages[last_user + 1 :] if m.get("role") == "tool"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
-        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        message: JSONObject = {"role": "assistant", "content": text or None}
         if cities:
             message["tool_calls"] = [
                 {
@@ -140,7 +141,7 @@ class StubUpstream:
             "usage": self._usage_chat(),
         }
 
-    def _responses_answer(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _responses_answer(self, body: JSONObject) -> JSONObject:
         items = body.get("input", [])
         if isinstance(items, str):
             items = [{"role": "user", "content": items}]
@@ -149,7 +150,7 @@ class StubUpstream:
         outputs = [str(i.get("output")) for i in items[last_user + 1 :] if i.get("type") == "function_call_output"]
         cities, text = self._decide(user_text, outputs, bool(body.get("tools")))
         n = next(self._ids)
-        output: list[dict[str, Any]] = [
+        output: list[JSONObject] = [
             {
                 "type": "function_call",
                 "id": f"fc_{n}_{i}",

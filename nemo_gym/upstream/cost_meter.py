@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from typing import Any
 
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.upstream.catalog import Catalog, ModelPrice, find_price
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class CostMeter:
 
     async def settle(
         self,
-        usage: dict[str, Any] | None,
+        usage: JSONObject | None,
         models: Sequence[str],
         base_urls: Sequence[str],
         fetch_catalog: CatalogFetcher,
@@ -132,7 +133,7 @@ def _tokens(usage: Mapping[str, Any]) -> tuple[int, int]:
     return int(inputs), int(outputs)
 
 
-def _add_byok_inference_cost(usage: dict[str, Any]) -> None:
+def _add_byok_inference_cost(usage: JSONObject) -> None:
     """With your own provider key (BYOK) OpenRouter's `cost` is only its fee; the provider bills
     `cost_details.upstream_inference_cost` on top. Records carry what the call cost in all."""
     details = usage.get("cost_details")

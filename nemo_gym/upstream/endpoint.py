@@ -17,6 +17,7 @@ import orjson
 
 from nemo_gym.config.secrets import REDACTED
 from nemo_gym.http.pool import HttpCaller, HttpResponse, TransportError, TransportTimeout
+from nemo_gym.protocol.types import JSONObject
 
 UpstreamAPI = Literal["chat_completions", "responses"]
 
@@ -67,7 +68,7 @@ class UpstreamError(Exception):
 class UpstreamCall:
     """The outcome of one successful call: the decoded body plus what cost and debugging need."""
 
-    body: dict[str, Any]
+    body: JSONObject
     latency_s: float
     attempts: int = 1
     headers: Mapping[str, str] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from nemo_gym.config.errors import COMMAND_LINE, ConfigError
 from nemo_gym.config.settings import check_setting_names
 from nemo_gym.config.types import RESERVED_KEYS, GlobalConfig
 from nemo_gym.http.pool import make_http_client
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.upstream.catalog import Catalog, CatalogModel, load_catalog
 
 OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
@@ -163,9 +164,9 @@ def count_rows(path: Path) -> int:
     return count
 
 
-def model_row(model: CatalogModel, sample: Sample | None, rollouts: int | None) -> dict[str, Any]:
+def model_row(model: CatalogModel, sample: Sample | None, rollouts: int | None) -> JSONObject:
     price = model.price
-    row: dict[str, Any] = {
+    row: JSONObject = {
         "id": model.id,
         "name": model.name,
         "prompt_usd_per_million": price.prompt if price else None,
@@ -186,9 +187,7 @@ def model_row(model: CatalogModel, sample: Sample | None, rollouts: int | None) 
     return row
 
 
-def select(
-    catalog: Catalog, settings: ModelsSettings, sample: Sample | None, rollouts: int | None
-) -> list[dict[str, Any]]:
+def select(catalog: Catalog, settings: ModelsSettings, sample: Sample | None, rollouts: int | None) -> list[JSONObject]:
     """The filtered catalog, sorted (unknown values last, ties by id)."""
     needle = (settings.search or "").lower()
     prompt_caps = [c for c in (settings.max_price, settings.max_prompt_price) if c is not None]
@@ -209,7 +208,7 @@ def select(
         rows.append(model_row(model, sample, rollouts))
     sort = settings.sort or ("estimate" if sample else "id")
 
-    def key(row: dict[str, Any]) -> tuple[bool, float, str]:
+    def key(row: JSONObject) -> tuple[bool, float, str]:
         prompt, completion = row["prompt_usd_per_million"], row["completion_usd_per_million"]
         value = {
             "id": 0.0,
@@ -269,7 +268,7 @@ def estimate_line(sample: Sample, rows: int | None, repeats: int) -> str:
     )
 
 
-def table(rows: list[dict[str, Any]], sample: Sample | None, rollouts: int | None) -> list[str]:
+def table(rows: list[JSONObject], sample: Sample | None, rollouts: int | None) -> list[str]:
     tools = {True: "yes", False: "no", None: "?"}
     headers = ["model", "prompt $/M", "completion $/M", "context", "tools"]
     cells = [

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.upstream.catalog import DYNAMIC_VARIANTS, Catalog, parse_models
 from nemo_gym.upstream.endpoint import UpstreamEndpoint
 
@@ -63,7 +64,7 @@ def close_matches(model: str, known: Sequence[str], n: int = 3) -> list[str]:
 
 async def preflight(
     http: httpx.AsyncClient, endpoint: UpstreamEndpoint, models: Sequence[str], *, timeout_s: float = 20.0
-) -> dict[str, Any]:
+) -> JSONObject:
     """Call `/key` and `/models` once; raise PreflightError with advice, or return what was learned."""
     base = endpoint.base_url.rstrip("/")
     try:
@@ -119,7 +120,7 @@ def _message(response: httpx.Response) -> str:
     return str(error.get("message") if isinstance(error, dict) else body)[:200]
 
 
-def _data(response: httpx.Response) -> dict[str, Any]:
+def _data(response: httpx.Response) -> JSONObject:
     try:
         body = response.json()
     except ValueError:

@@ -14,10 +14,10 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlparse
 
 from nemo_gym.http.pool import HttpCaller
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.upstream.endpoint import UpstreamCall, UpstreamEndpoint, UpstreamError, is_openrouter
 from nemo_gym.upstream.ratelimit import AdaptiveLimiter
 from nemo_gym.upstream.retry import RetryPolicy, RetryStats, call_with_retries
@@ -80,7 +80,7 @@ class Router:
         self.label = label
         self.rng = rng or random.Random()
 
-    async def call(self, http: HttpCaller, path: str, make_body: Callable[[Target], dict[str, Any]]) -> RoutedCall:
+    async def call(self, http: HttpCaller, path: str, make_body: Callable[[Target], JSONObject]) -> RoutedCall:
         """Try each target with retries until one answers; raise the last error, summarised, otherwise."""
         started = time.monotonic()
         deadline = started + self.policy.max_elapsed_s
@@ -118,7 +118,7 @@ class Router:
         raise self._exhausted(last, stats, failovers, time.monotonic() - started)
 
     async def _attempt(
-        self, http: HttpCaller, path: str, target: Target, make_body: Callable[[Target], dict[str, Any]]
+        self, http: HttpCaller, path: str, target: Target, make_body: Callable[[Target], JSONObject]
     ) -> UpstreamCall:
         async with self.limiter.slot():
             try:

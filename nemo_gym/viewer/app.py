@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.base import JSONResponse, error_body
 from nemo_gym.servers.binding import is_loopback
 from nemo_gym.viewer.page import render_page
@@ -44,7 +45,7 @@ def build_app(index: RolloutIndex, *, host: str = "127.0.0.1") -> FastAPI:
         return Response(page.html, media_type="text/html; charset=utf-8", headers=page_headers)
 
     @app.get("/api/meta")
-    def meta() -> dict[str, Any]:
+    def meta() -> JSONObject:
         index.refresh()
         return index.meta()
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from nemo_gym.protocol.types import JSONObject
 from nemo_gym.viewer.records import RolloutIndex, ViewerInputError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "viewer"
@@ -69,7 +70,7 @@ DEFAULT_MAX_HTML_ROWS = 2000
 """A written page holds every record and the browser parses them all at once; past this, serve the file instead."""
 
 
-def standalone_data(index: RolloutIndex) -> dict[str, Any]:
+def standalone_data(index: RolloutIndex) -> JSONObject:
     """Everything the page needs without a server: summaries, search text and whole records, in file order."""
     with index.lock:
         return {

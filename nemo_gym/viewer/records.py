@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
-from nemo_gym.protocol.types import RECORD_KEYS
+from nemo_gym.protocol.types import RECORD_KEYS, JSONObject
 
 ErrorFilter = Literal["all", "failed", "succeeded"]
 SORT_KEYS = ("index", "row_index", "reward", "cost_usd", "input_tokens", "output_tokens", "latency_s")
@@ -64,7 +64,7 @@ class Entry:
     question: str
     search: tuple[str, ...]
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JSONObject:
         return {
             "index": self.index,
             "line": self.line,
@@ -360,7 +360,7 @@ class RolloutIndex:
         if last_body is not None:
             self._tail_digest = hashlib.sha256(last_body).digest()
 
-    def _add(self, record: dict[str, Any], line: int, offset: int, length: int) -> None:
+    def _add(self, record: JSONObject, line: int, offset: int, length: int) -> None:
         entry = entry_of(record, index=len(self.entries), line=line, offset=offset, length=length)
         self.entries.append(entry)
         for model in entry.models:
@@ -368,7 +368,7 @@ class RolloutIndex:
 
     # ------------------------------------------------------------ what the API serves
 
-    def meta(self, *, max_warnings: int = 100) -> dict[str, Any]:
+    def meta(self, *, max_warnings: int = 100) -> JSONObject:
         with self.lock:
             warnings = [*self.warnings, *([self.pending] if self.pending else [])]
             rewards = [e.reward for e in self.entries if e.reward is not None]
@@ -385,7 +385,7 @@ class RolloutIndex:
                 "record_keys": list(RECORD_KEYS),
             }
 
-    def select(self, query: Query) -> dict[str, Any]:
+    def select(self, query: Query) -> JSONObject:
         """One page of the summaries that pass the filters, in the requested order."""
         with self.lock:
             entries = list(self.entries)
@@ -402,7 +402,7 @@ class RolloutIndex:
             "rows": [e.summary() for e in page],
         }
 
-    def record(self, index: int) -> dict[str, Any]:
+    def record(self, index: int) -> JSONObject:
         """The whole record at `index`, read back from the file."""
         with self.lock:
             if not 0 <= index < len(self.entries):
@@ -432,7 +432,7 @@ class RolloutIndex:
         with self.lock:
             return ["\n".join(e.search) for e in self.entries]
 
-    def all_records(self) -> list[dict[str, Any]]:
+    def all_records(self) -> list[JSONObject]:
         with self.lock:
             return [self.record(i)["record"] for i in range(len(self.entries))]
 
