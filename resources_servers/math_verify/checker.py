@@ -46,7 +46,7 @@ def _parse(text: str, timeout: int | None) -> list[Any]:
     from math_verify import parse
 
     # Inline math: math_verify then reads fractions, \frac, \% and \text{...} units as LaTeX (a bare 3/4 too).
-    return parse(f"${text}$", parsing_timeout=timeout) if text.strip() else []  # type: ignore[arg-type]
+    return parse(f"${text}$", parsing_timeout=timeout) if text.strip() else []
 
 
 def _shown(parsed: list[Any]) -> str:
@@ -60,7 +60,9 @@ def _same(first: tuple[str, list[Any]], second: tuple[str, list[Any]], timeout: 
     (text_a, parsed_a), (text_b, parsed_b) = first, second
     if not parsed_a or not parsed_b:
         return text_a.strip() == text_b.strip()
-    return verify(parsed_a, parsed_b, timeout_seconds=timeout) or verify(parsed_b, parsed_a, timeout_seconds=timeout)
+    return bool(
+        verify(parsed_a, parsed_b, timeout_seconds=timeout) or verify(parsed_b, parsed_a, timeout_seconds=timeout)
+    )
 
 
 def judge(gold: str, candidates: Sequence[str], call_timeout_s: int = CALL_TIMEOUT_S) -> Judgement:
@@ -130,7 +132,8 @@ class _Worker:
         line = await asyncio.wait_for(process.stdout.readline(), deadline_s)
         if not line:
             raise ConnectionError("the checker process exited while checking")
-        return json.loads(line)
+        answer: dict[str, Any] = json.loads(line)
+        return answer
 
     def kill(self) -> None:
         if self.process is not None and self.process.returncode is None:

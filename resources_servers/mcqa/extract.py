@@ -319,7 +319,8 @@ def _payload_letters(payload: str, question: _Question, *, whole: bool) -> tuple
     """What a marker's payload names: an option's text, a letter, or several letters (a hedge); [] if neither.
     Second: the other option whose text follows a single letter (`C) Argon` when Argon is D), if any."""
     payload = _LATEX.sub("", payload)
-    body = payload[_LEAD.match(payload).end() :]
+    lead = _LEAD.match(payload)  # matches any string (everything in it is optional)
+    body = payload[lead.end() if lead else 0 :]
     clause = body if whole else _CLAUSE_END.split(body, maxsplit=1)[0]
     if (letter := question.letter_of_text(clause.strip("{}() "))) is not None:
         return [letter], None

@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.http.server_client import SESSION_HEADER, ServerCallError
+from nemo_gym.protocol.types import AgentTurn, JSONObject, ModelCallMetadata, RolloutMetadata, StopReason
 from nemo_gym.protocol.usage import add_usage, empty_usage
 from nemo_gym.servers.agent import BaseAgentConfig, BaseAgentServer
 
@@ -29,18 +30,19 @@ class SimpleAgentServer(BaseAgentServer):
     config_class = SimpleAgentConfig
     config: SimpleAgentConfig
 
-    async def respond(self, params: dict[str, Any], *, session_id: str | None = None) -> dict[str, Any]:
+    async def respond(self, params: JSONObject, *, session_id: str | None = None) -> JSONObject:
         """Run the loop; the returned response's `output` holds every item after the input (the trajectory)."""
         items = _as_items(params.get("input", []))
         tool_names = {t.get("name") for t in params.get("tools") or [] if t.get("type") == "function"}
         headers = {SESSION_HEADER: session_id} if session_id else {}
-        trajectory: list[dict[str, Any]] = []
+        trajectory: list[JSONObject] = []
         usage = empty_usage()
         models: list[str] = []
-        turns: list[dict[str, Any]] = []
+        turns: list[AgentTurn] = []
         steps, started = 0, time.perf_counter()
-        response: dict[str, Any] = {}
-        stop_reason = "max_steps"
+        response: JSONObject = {}
+        stop_reason: StopReason = "max_steps"
+        meta: ModelCallMetadata = {}
         for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
             response = await self.servers.post(
                 self.config.model_server.name, "/v1/responses", {**params, "input": items + trajectory}
@@ -80,22 +82,18 @@ class SimpleAgentServer(BaseAgentServer):
                         "output": await self._call_tool(call, tool_names, headers),
                     }
                 )
-        return {
-            **response,
-            "output": trajectory,
-            "usage": usage,
-            "nemo_gym": {
-                **(response.get("nemo_gym") or {}),
-                "steps": steps,
-                "stop_reason": stop_reason,
-                "models": models,
-                "turns": turns,
-                "retries": sum(int(t["retries"] or 0) for t in turns),
-                "agent_latency_s": round(time.perf_counter() - started, 4),
-            },
+        metadata: RolloutMetadata = {
+            **meta,
+            "steps": steps,
+            "stop_reason": stop_reason,
+            "models": models,
+            "turns": turns,
+            "retries": sum(int(t["retries"] or 0) for t in turns),  # another model server may send null
+            "agent_latency_s": round(time.perf_counter() - started, 4),
         }
+        return {**response, "output": trajectory, "usage": usage, "nemo_gym": metadata}
 
-    async def _call_tool(self, call: dict[str, Any], tool_names: set[Any], headers: dict[str, str]) -> str:
+    async def _call_tool(self, call: JSONObject, tool_names: set[Any], headers: dict[str, str]) -> str:
         """The tool's output as the string the model will read; problems become readable error messages."""
         name = call.get("name")
         if name not in tool_names:
@@ -119,7 +117,7 @@ class SimpleAgentServer(BaseAgentServer):
             raise
         return result if isinstance(result, str) else json.dumps(result, ensure_ascii=False)
 
-    async def run(self, row: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, row: JSONObject) -> JSONObject:
         """One scored rollout of an input row: seed session → loop → verify."""
         params = row.get("responses_create_params")
         if not isinstance(params, dict) or "input" not in params:
@@ -163,7 +161,7 @@ def _bad_answer(server: str, path: str, expected: str, got: Any) -> ServerCallEr
     )
 
 
-def _as_items(value: Any) -> list[dict[str, Any]]:
+def _as_items(value: Any) -> list[JSONObject]:
     if isinstance(value, str):
         return [{"role": "user", "content": value}]
     return [dict(item) for item in value]

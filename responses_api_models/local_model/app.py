@@ -12,6 +12,7 @@ import collections
 import contextlib
 import importlib.util
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
+from nemo_gym.config.types import GlobalConfig
 from nemo_gym.servers.processes import free_port, spawn, stop
 from responses_api_models.openai_model.app import OpenAIModelConfig, OpenAIModelServer
 
@@ -69,9 +71,9 @@ class LocalModelServer(OpenAIModelServer):
     )
     config: LocalModelConfig
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self._child = None
+    def __init__(self, name: str, config: LocalModelConfig, global_config: GlobalConfig) -> None:
+        super().__init__(name, config, global_config)
+        self._child: subprocess.Popen[bytes] | None = None
         self._child_log: collections.deque[str] = collections.deque(maxlen=60)
 
     def child_argv(self, port: int) -> list[str]:

@@ -34,7 +34,7 @@ def main() -> None:
         disable_extra_buffer_types()
     from llama_cpp.server.__main__ import main as serve
 
-    serve()
+    serve()  # type: ignore[no-untyped-call]  # llama_cpp leaves it unannotated
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ carries what cost and debugging need under `nemo_gym` (served model, provider, l
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlparse
 
 import httpx
@@ -23,6 +23,7 @@ from nemo_gym.protocol.conversion import (
     responses_to_chat_payload,
     responses_to_chat_request,
 )
+from nemo_gym.protocol.types import JSONObject, ModelCallMetadata
 from nemo_gym.servers.base import (
     BaseServerConfig,
     JSONResponse,
@@ -61,7 +62,7 @@ class OpenAIModelConfig(BaseServerConfig):
     )
     timeout_s: float = Field(default=600.0, gt=0, description="Longest one upstream attempt may take, in total")
     connect_timeout_s: float = Field(default=10.0, gt=0)
-    extra_body: dict[str, Any] = Field(
+    extra_body: JSONObject = Field(
         default_factory=dict, description="Merged into every upstream body, e.g. OpenRouter's provider"
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, e.g. HTTP-Referer, X-Title")
@@ -215,13 +216,13 @@ class OpenAIModelServer(BaseModelServer):
 
     # ------------------------------------------------------------------ the two APIs
 
-    def _target_body(self, body: dict[str, Any], target: Target) -> dict[str, Any]:
+    def _target_body(self, body: JSONObject, target: Target) -> JSONObject:
         routed = {**body, "model": target.model, **self.config.extra_body}
         if target.native_fallbacks:
             routed["models"] = list(target.native_fallbacks)
         return routed
 
-    async def responses(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def responses(self, params: JSONObject) -> JSONObject:
         """Answer a Responses `create` body, converting through Chat Completions when the upstream needs it."""
         _reject_streaming(params)
         async with self.cost.call():
@@ -230,7 +231,7 @@ class OpenAIModelServer(BaseModelServer):
         result["nemo_gym"] = self._metadata(routed, result)
         return result
 
-    async def _responses(self, params: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
+    async def _responses(self, params: JSONObject) -> tuple[JSONObject, RoutedCall]:
         if self.upstream_api == "responses":
             body = {k: v for k, v in params.items() if k != "stream"}
             routed = await self.router.call(
@@ -249,11 +250,11 @@ class OpenAIModelServer(BaseModelServer):
             result = chat_to_responses_payload(routed.call.body, params)
         return result, routed
 
-    def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
+    def adapt_chat_body(self, body: JSONObject) -> JSONObject:
         """Last change to a Chat Completions body before it goes upstream; subclasses adapt to their server."""
         return body
 
-    async def chat_completions(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def chat_completions(self, body: JSONObject) -> JSONObject:
         """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
         _reject_streaming(body)
         async with self.cost.call():
@@ -262,7 +263,7 @@ class OpenAIModelServer(BaseModelServer):
         result["nemo_gym"] = self._metadata(routed, result)
         return result
 
-    async def _chat_completions(self, body: dict[str, Any]) -> tuple[dict[str, Any], RoutedCall]:
+    async def _chat_completions(self, body: JSONObject) -> tuple[JSONObject, RoutedCall]:
         if self.upstream_api == "chat_completions":
             filled = _fill_null_assistant_content(body)
             routed = await self.router.call(
@@ -279,7 +280,7 @@ class OpenAIModelServer(BaseModelServer):
             result = responses_to_chat_payload(routed.call.body)
         return result, routed
 
-    async def _settle(self, result: dict[str, Any], routed: RoutedCall) -> None:
+    async def _settle(self, result: JSONObject, routed: RoutedCall) -> None:
         """Count the call's cost (estimated from prices when the endpoint reported none)."""
         models = [str(m) for m in (result.get("model"), routed.target.model) if m]
         base_urls = [routed.target.endpoint.base_url, *(t.endpoint.base_url for t in self.router.targets)]
@@ -298,7 +299,7 @@ class OpenAIModelServer(BaseModelServer):
         except (httpx.HTTPError, CatalogError):
             return load_cache(base_url)
 
-    def _metadata(self, routed: RoutedCall, result: dict[str, Any]) -> dict[str, Any]:
+    def _metadata(self, routed: RoutedCall, result: JSONObject) -> ModelCallMetadata:
         call = routed.call
         served_model = result.get("model")
         return {
@@ -333,7 +334,7 @@ class OpenAIModelServer(BaseModelServer):
         return super().error_answer(exc)
 
 
-def _complete_usage_details(response: dict[str, Any]) -> dict[str, Any]:
+def _complete_usage_details(response: JSONObject) -> JSONObject:
     """Responses usage from servers that leave out token details gets zeros, so every answer is a valid Response."""
     usage = response.get("usage")
     if not isinstance(usage, dict):
@@ -343,7 +344,7 @@ def _complete_usage_details(response: dict[str, Any]) -> dict[str, Any]:
     return {**response, "usage": {**usage, "input_tokens_details": inputs, "output_tokens_details": outputs}}
 
 
-def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
+def _fill_null_assistant_content(body: JSONObject) -> JSONObject:
     """Assistant messages echoed back as `content: null` (how tool-call-only turns come out of Chat Completions)
     get `""`: several servers reject null there, which would break the second turn of every tool conversation."""
     messages = body.get("messages")
@@ -358,7 +359,7 @@ def _fill_null_assistant_content(body: dict[str, Any]) -> dict[str, Any]:
     return {**body, "messages": filled}
 
 
-def _reject_streaming(body: dict[str, Any]) -> None:
+def _reject_streaming(body: JSONObject) -> None:
     if body.get("stream"):
         raise InvalidRequest(
             "stream=true is not supported by this model server: rollouts need whole responses. "
