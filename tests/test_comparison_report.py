@@ -4,6 +4,7 @@ an SVG chart, a PNG, and labels from user config escaped everywhere."""
 from __future__ import annotations
 
 import csv
+import html
 import re
 import struct
 import typing
@@ -377,8 +378,10 @@ def test_html_table_has_one_row_per_model_and_highlights_the_recommendation(repo
 
 def test_svg_chart_has_one_findable_point_per_charted_model(report: ReportFiles) -> None:
     svg = report.html.read_text().split("<svg", 1)[1].split("</svg>", 1)[0]
-    assert re.findall(r'id="(model-point-\d+)"', svg) == ["model-point-0", "model-point-1", "model-point-2"]
-    assert re.findall(r'id="(model-label-\d+)"', svg) == ["model-label-0", "model-label-1", "model-label-2"]
+    assert re.findall(r'id="(model-point-\d+)"', svg) == [f"model-point-{i}" for i in range(len(CHARTED))]
+    assert re.findall(r'id="(model-label-\d+)"', svg) == [f"model-label-{i}" for i in range(len(CHARTED))]
+    labels = re.findall(r'<g id="model-label-\d+">\s*<text[^>]*>([^<]*)</text>', svg)
+    assert labels == [html.escape(label, quote=False) for label in CHARTED]  # label i names point i's model
     texts = re.findall(r"<text[^>]*>([^<]*)</text>", svg)  # svg.fonttype none: labels are real text
     for label in (BEST, FREE, "&lt;script&gt;alert('x')&lt;/script&gt;"):
         assert label in texts

@@ -30,10 +30,15 @@ def turn_costs(record: dict[str, Any]) -> list[float]:
 
 def test_reported_cost_is_taken_as_is_and_not_marked_estimated(tmp_path: Path) -> None:
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=1))
-    with emulated_cluster(emulator) as config:
+    # Prices far from the emulator's: a cost re-estimated from them could not match what the emulator billed.
+    prices = {"openai/gpt-4o-mini": {"prompt": 100.0, "completion": 200.0}}  # USD per million tokens
+    with emulated_cluster(emulator, prices=prices) as config:
         collect_rows(config, write_rows(tmp_path / "rows.jsonl", 6), tmp_path / "out.jsonl")
     records = records_of(tmp_path / "out.jsonl")
+    assert len(records) == 6
+    assert [r["error"] for r in records] == [None] * 6
     assert all(r["cost_estimated"] is False for r in records)
+    assert emulator.spent_usd > 0
     assert sum(r["cost_usd"] for r in records) == pytest.approx(emulator.spent_usd)
 
 
@@ -60,7 +65,10 @@ def test_configured_prices_win_over_the_catalog(tmp_path: Path) -> None:
     prices = {"openai/gpt-4o-mini": {"prompt": 1.0, "completion": 2.0}}  # USD per million tokens
     with emulated_cluster(emulator, prices=prices) as config:
         collect_rows(config, write_rows(tmp_path / "rows.jsonl", 4), tmp_path / "out.jsonl")
-    for record in records_of(tmp_path / "out.jsonl"):
+    records = records_of(tmp_path / "out.jsonl")
+    assert len(records) == 4
+    assert [r["error"] for r in records] == [None] * 4
+    for record in records:
         usage = record["usage"]
         expected = (usage["input_tokens"] * 1.0 + usage["output_tokens"] * 2.0) / 1_000_000
         assert record["cost_usd"] == pytest.approx(expected, rel=1e-9)

@@ -167,11 +167,13 @@ def test_good_data_passes(folder: Path) -> None:
     assert result.report() == "data check: 2 rows in 1 file OK"
 
 
-@pytest.mark.parametrize("folder_name", ["simple_weather"])
-def test_the_shipped_environments_data_passes(folder_name: str) -> None:
+@pytest.mark.parametrize(
+    ("folder_name", "rows"), [("simple_weather", 24), ("mcqa", 32), ("math_verify", 36), ("reasoning_gym", 24)]
+)
+def test_the_shipped_environments_data_passes(folder_name: str, rows: int) -> None:
     result = check_resources_server(project_root() / "resources_servers" / folder_name)
     assert result.ok, result.report()
-    assert result.rows >= 20
+    assert (result.rows, result.files) == (rows, 1)
 
 
 def test_the_scaffolds_own_data_passes(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -236,11 +237,20 @@ def test_proper_noun_extraction(text: str, nouns: list[str]) -> None:
 def test_policy_honours_tool_choice_parallel_calls_and_quality() -> None:
     body = chat_body("Weather check: Seoul, Bangkok and Mumbai.", tools=[WEATHER_TOOL])
     policy = ScriptedPolicy("openai/gpt-4o-mini")
+
+    def cities(request: dict[str, Any]) -> list[str]:
+        calls = policy.answer(request).tool_calls
+        assert all(c.name == "get_weather" for c in calls)
+        return [json.loads(c.arguments)["city"] for c in calls]
+
     assert len(policy.answer(body).tool_calls) == 3
+    assert cities(body) == ["Seoul", "Bangkok", "Mumbai"]
     assert policy.answer({**body, "tool_choice": "none"}).content.startswith("You asked about Seoul, Bangkok")
     assert len(policy.answer({**body, "parallel_tool_calls": False}).tool_calls) == 1
+    assert cities({**body, "parallel_tool_calls": False}) == ["Seoul"]
     forced = {**body, "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
     assert len(policy.answer(forced).tool_calls) == 3
+    assert cities(forced) == ["Seoul", "Bangkok", "Mumbai"]
     vague = chat_body("weather sydney pls", tools=[WEATHER_TOOL])
     assert policy.answer(vague).tool_calls == [] and policy.answer(vague).content
     required = policy.answer({**vague, "tool_choice": "required"}).tool_calls
@@ -488,13 +498,21 @@ def test_errors_inside_http_200(serve: Serve) -> None:
 
 def test_fault_rates_match_their_probabilities(serve: Serve) -> None:
     rates = FaultRates(rate_limit=0.2, server_error=0.1, error_in_200=0.1)
+
+    def outcomes(url: str) -> list[int | str]:
+        """Each of 200 calls' status code, or "in_200" for an error inside a 200 answer."""
+        kinds: list[int | str] = []
+        with httpx.Client(headers=AUTH, trust_env=False, timeout=10) as client:
+            for _ in range(200):
+                answer = client.post(url + "/chat/completions", json=chat_body("Hi"))
+                kinds.append(
+                    answer.status_code if "error" not in answer.json() or answer.status_code != 200 else "in_200"
+                )
+        return kinds
+
     emulator, url = serve(seed=7, default_faults=rates)
-    counts: dict[Any, int] = {}
-    with httpx.Client(headers=AUTH, trust_env=False, timeout=10) as client:
-        for _ in range(200):
-            answer = client.post(url + "/chat/completions", json=chat_body("Hi"))
-            kind = answer.status_code if "error" not in answer.json() or answer.status_code != 200 else "in_200"
-            counts[kind] = counts.get(kind, 0) + 1
+    sequence = outcomes(url)
+    counts = Counter(sequence)
     assert 25 <= counts.get(429, 0) <= 55
     assert 8 <= counts.get(500, 0) <= 32
     assert 8 <= counts.get("in_200", 0) <= 32
@@ -503,9 +521,7 @@ def test_fault_rates_match_their_probabilities(serve: Serve) -> None:
 
     # the same seed replays the same sequence
     replay, replay_url = serve(seed=7, default_faults=rates)
-    with httpx.Client(headers=AUTH, trust_env=False, timeout=10) as client:
-        for _ in range(200):
-            client.post(replay_url + "/chat/completions", json=chat_body("Hi"))
+    assert outcomes(replay_url) == sequence
     assert replay.served == emulator.served
 
 

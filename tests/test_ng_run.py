@@ -69,6 +69,7 @@ def wait_all_dead(pids: list[int], timeout_s: float = 20.0) -> bool:
 
 def test_ready_prints_a_table_of_instances_and_every_server_is_healthy(started: tuple) -> None:
     process, instances = started
+    assert set(instances) == {"policy_model", "simple_weather", "simple_weather_simple_agent"}
     for name, entry in instances.items():
         health = httpx.get(f"{entry['url']}/health", timeout=5).json()
         assert (health["status"], health["name"], health["pid"]) == ("ok", name, entry["pid"])

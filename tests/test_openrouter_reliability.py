@@ -19,6 +19,7 @@ from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.servers.commands import CommandProcess
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
+from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 from nemo_gym.testing.emulated import (
     EMULATOR_KEY,
     FAST_RETRY,
@@ -99,13 +100,6 @@ def test_client_side_fallback_models_and_endpoints(emulator: OpenRouterEmulator,
     with serve_in_thread(emulator.app()) as url:
         dead = f"http://127.0.0.1:{free_port()}/api/v1"
         fallback = {"base_url": url + "/api/v1", "api_key": EMULATOR_KEY, "model": FALLBACK}
-        with emulated_cluster(
-            emulator, preflight=False, fallbacks=[fallback], retry={**FAST_RETRY, "max_attempts": 2}
-        ) as config:
-            config.data["policy_model"]["responses_api_models"]["openai_model"]["base_url"] = dead
-        # The block above only proves the config validates; run with the dead primary for real:
-        from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
-
         block = openai_model_block(
             dead,
             api_key=EMULATOR_KEY,
@@ -117,8 +111,9 @@ def test_client_side_fallback_models_and_endpoints(emulator: OpenRouterEmulator,
         with serve_config({"policy_model": block, **simple_weather_blocks()}) as (cfg, _):
             agent = cfg.instances["simple_weather_simple_agent"].url()
             row = json.loads(rows.read_text().splitlines()[0])
-            result = httpx.post(agent + "/run", json=row, timeout=60).json()
-    turn = result["response"]["nemo_gym"]["turns"][0]
+            answer = httpx.post(agent + "/run", json=row, timeout=60)
+    assert answer.status_code == 200, answer.text
+    turn = answer.json()["response"]["nemo_gym"]["turns"][0]
     assert turn["model"] == FALLBACK and turn["failovers"] and "connection" in turn["errors"]
 
 

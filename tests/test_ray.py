@@ -422,6 +422,7 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
     assert first.returncode == 0, first.stderr[-3000:]
     records = records_of(output)
     assert len(records) == 200 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 200
+    assert {(r["row_index"], r["repeat_index"]) for r in records} == {(i, k) for i in range(100) for k in range(2)}
     assert all(r["error"] is None for r in records), [r["error"] for r in records if r["error"]][:3]
 
     again = collect(
@@ -439,6 +440,7 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
     assert "200 rollouts already done" in again.stdout + again.stderr
     records = records_of(output)
     assert len(records) == 300 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 300
+    assert {(r["row_index"], r["repeat_index"]) for r in records} == {(i, k) for i in range(150) for k in range(2)}
     metrics = json.loads(output.with_name("sharded.metrics.json").read_text())
     assert metrics["rollouts"] == 100 and metrics["skipped_already_done"] == 200
 

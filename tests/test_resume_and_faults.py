@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,9 +26,12 @@ from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, em
 AGENT = "simple_weather_simple_agent"
 
 
+def records_of(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]  # every line must parse
+
+
 def keys_of(path: Path) -> list[tuple[str, int]]:
-    records = [json.loads(line) for line in path.read_text().splitlines()]  # every line must parse
-    return [(r["row_hash"], r["repeat_index"]) for r in records]
+    return [(r["row_hash"], r["repeat_index"]) for r in records_of(path)]
 
 
 @pytest.fixture
@@ -109,14 +113,21 @@ def test_failed_rows_are_kept_skipped_on_rerun_and_retried_on_request(tmp_path: 
     with emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 2}) as config:
         first = collect_rows(config, rows, output, num_samples_in_parallel=1)
         assert first["failed"] == 2 and first["succeeded"] == 4
+        failed = {key for key, record in zip(keys_of(output), records_of(output), strict=True) if record["error"]}
+        assert len(failed) == 2
         again = collect_rows(config, rows, output)
         assert again["rollouts"] == 0 and again["skipped_already_done"] == 6
         retried = collect_rows(config, rows, output, retry_failed=True)
     assert retried["rollouts"] == 2 and retried["failed"] == 0
-    records = [json.loads(line) for line in output.read_text().splitlines()]
+    records = records_of(output)
     assert len(records) == 6 and all(r["error"] is None for r in records)
-    set_aside = (tmp_path / "out.jsonl.retried_failures.jsonl").read_text().splitlines()
+    keys = keys_of(output)
+    assert len(set(keys)) == 6
+    assert set(keys[4:]) == failed, "the retry ran exactly the failed rollouts, appended after the kept ones"
+    set_aside_path = tmp_path / "out.jsonl.retried_failures.jsonl"
+    set_aside = set_aside_path.read_text().splitlines()
     assert len(set_aside) == 2 and all(json.loads(line)["error"] for line in set_aside)
+    assert set(keys_of(set_aside_path)) == failed
 
 
 def test_changed_settings_are_reported_not_mixed(tmp_path: Path) -> None:

@@ -82,6 +82,7 @@ def test_rerun_resumes_without_duplicates_and_overwrite_starts_over(running: Glo
     run_collection(running, output_jsonl_fpath=str(output), limit=6)
     lines = output.read_text().splitlines()
     output.write_text("\n".join(lines[:3]) + "\n" + lines[3][: len(lines[3]) // 2])  # lost 2 rows, tore 1
+    kept = {json.loads(line)["row_index"] for line in lines[:3]}  # rows finish in any order
 
     summary = run_collection(running, output_jsonl_fpath=str(output), limit=6)
 
@@ -89,10 +90,14 @@ def test_rerun_resumes_without_duplicates_and_overwrite_starts_over(running: Glo
     records = read_records(output)  # every line parses: the torn one was moved aside
     keys = [(r["row_hash"], r["repeat_index"]) for r in records]
     assert len(keys) == len(set(keys)) == 6
+    assert records[:3] == [json.loads(line) for line in lines[:3]], "finished records are kept as they were"
+    assert sorted(r["row_index"] for r in records[3:]) == sorted(set(range(6)) - kept), "only the missing rows ran"
     assert (tmp_path / "rollouts.jsonl.torn").read_text() == lines[3][: len(lines[3]) // 2] + "\n"
 
     summary = run_collection(running, output_jsonl_fpath=str(output), limit=6, overwrite=True)
     assert summary["skipped_already_done"] == 0 and len(read_records(output)) == 6
+    assert summary["rollouts"] == 6
+    assert sorted(r["row_index"] for r in read_records(output)) == list(range(6))
 
 
 def test_responses_create_params_overrides_reach_the_model(

@@ -119,8 +119,13 @@ def test_model_filter_keeps_the_rollouts_a_model_served(api: httpx.Client, recor
 def test_error_filter_splits_failed_from_succeeded(api: httpx.Client, records: list[dict[str, Any]]) -> None:
     failed = rows(api, error="failed")
     assert [r["index"] for r in failed["rows"]] == [len(records) - 2]
-    assert rows(api, error="succeeded")["matched"] == len(records) - 1
+    assert [i for i, r in enumerate(records) if r["error"] is not None] == [len(records) - 2]
+    assert records[-2]["error"] == FAILED_ERROR
+    succeeded = rows(api, error="succeeded")
+    assert succeeded["matched"] == len(records) - 1
+    assert [r["index"] for r in succeeded["rows"]] == [i for i in range(len(records)) if i != len(records) - 2]
     assert rows(api, error="all")["matched"] == len(records)
+    assert [r["index"] for r in rows(api, error="all")["rows"]] == list(range(len(records)))
     assert api.get("/api/rollouts", params={"error": "broken"}).status_code == 422
 
 

@@ -151,6 +151,14 @@ def test_v1_responses_runs_the_loop_without_a_session(stub_cluster: Cluster) -> 
     body = response.json()
     outputs = [item["output"] for item in body["output"] if item["type"] == "function_call_output"]
     assert len(outputs) == 2 and all("weather" in json.loads(o) for o in outputs)
+    cities = {
+        item["call_id"]: json.loads(item["arguments"])["city"]
+        for item in body["output"]
+        if item["type"] == "function_call" and item["name"] == "get_weather"
+    }
+    assert sorted(cities.values()) == ["Lisbon", "Oslo"]  # the row's expected_cities
+    for item in (i for i in body["output"] if i["type"] == "function_call_output"):
+        assert json.loads(item["output"])["weather"].startswith(f"The weather in {cities[item['call_id']]} is ")
     assert body["output"][-1]["type"] == "message"
     assert body["usage"]["calls"] == 2
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -231,7 +232,9 @@ def test_responses_two_turn_tool_conversation_through_a_chat_upstream(cluster: C
 
 
 def test_responses_carry_nemo_gym_metadata_and_usage_cost(cluster: Cluster) -> None:
+    started = time.perf_counter()
     answer = cluster.post("chat_model", "/v1/responses", {"input": "Weather in Oslo?", "tools": [WEATHER_TOOL]})
+    round_trip_s = time.perf_counter() - started
 
     assert answer.status_code == 200, answer.text
     body = answer.json()
@@ -241,7 +244,7 @@ def test_responses_carry_nemo_gym_metadata_and_usage_cost(cluster: Cluster) -> N
     assert meta["provider"] == "StubProvider"
     assert meta["upstream_api"] == "chat_completions"
     assert isinstance(meta["latency_s"], float)
-    assert 0 <= meta["latency_s"] < 30
+    assert 0 < meta["latency_s"] <= round_trip_s  # the upstream call is part of our request to the model server
     assert body["model"] == cluster.stub.model_label
     assert body["usage"]["cost"] == pytest.approx(COST_PER_CALL_USD)
     assert body["usage"]["input_tokens"] > 0
