@@ -275,6 +275,16 @@ def env_yaml_with_a_tab(env: Env) -> Seen:
     return main_of(dump_config.main, CONFIG_PATHS)
 
 
+def env_yaml_broken_on_its_key_line(env: Env) -> Seen:
+    env.write("env.yaml", "policy_model_name: openai/gpt-4-turbo\npolicy_api_key: hf_LEAKCANARY01: x\n")
+    return main_of(dump_config.main, CONFIG_PATHS)
+
+
+def input_in_latin1(env: Env) -> Seen:
+    (env.tmp / "in.jsonl").write_bytes((ROW + "\n" + ROW.replace("Paris", "Zürich") + "\n").encode("latin-1"))
+    return collect("+input_jsonl_fpath=in.jsonl")(env)
+
+
 def ng_run_with_a_busy_port(key: str) -> Runner:
     """ng_run with `+<key>=<a port something listens on>`."""
 
@@ -513,6 +523,27 @@ CASES = [
         fix=("+head_server.port=11000",),
     ),
     Case(
+        "misspelled top-level key on the command line (+head_servr.port)",
+        seed_configs("+head_servr.port=12000"),
+        ConfigError,
+        where=("'head_servr'", "(from the command line: +head_servr.port=12000)"),
+        fix=("did you mean +head_server.port=12000?",),
+    ),
+    Case(
+        "misspelled top-level key in env.yaml (startup_timout_s)",
+        seed_configs(startup_timout_s=5),
+        ConfigError,
+        where=("'startup_timout_s' (from env.yaml)",),
+        fix=("Rename `startup_timout_s:` to `startup_timeout_s:` in env.yaml",),
+    ),
+    Case(
+        "YAML syntax error on the line of a secret (ng_dump_config)",
+        env_yaml_broken_on_its_key_line,
+        2,
+        where=("env.yaml:2:32: not valid YAML", "policy_api_key: ***REDACTED***\n"),
+        fix=("Fix the syntax at that line",),
+    ),
+    Case(
         "startup_timeout_s is not a number (ng_run)",
         cli(ng_run_cli.main, CONFIG_PATHS, "+startup_timeout_s=soon", with_env_yaml=True),
         2,
@@ -609,6 +640,13 @@ CASES = [
         2,
         where=("in.jsonl:1", "with an `input`"),
         fix=('e.g. {"responses_create_params": {"input"',),
+    ),
+    Case(
+        "input file not UTF-8",
+        input_in_latin1,
+        2,
+        where=("in.jsonl:2: not UTF-8: byte 0xfc at byte offset", "lines that are not UTF-8: 2"),
+        fix=("iconv -f latin1 -t utf-8", "+input_jsonl_fpath="),
     ),
     Case("empty input file", collect_rows("", "  "), 2, where=("in.jsonl",), fix=("one JSON object",)),
     Case("limit=0", collect("+limit=0"), 2, where=("+limit",), fix=("greater than or equal to 1",)),

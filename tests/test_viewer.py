@@ -348,6 +348,35 @@ def test_lines_that_are_not_records_are_skipped_with_their_line_numbers(
         assert api.get("/api/rollouts/1").json()["line"] == 5
 
 
+def test_rollouts_recorded_twice_are_warned_about_with_how_many_and_where(
+    sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = sample.read_text().splitlines()
+    path = tmp_path / "twice.jsonl"
+    # lines[12] is the same row as lines[0] run on the other model (other settings): not a duplicate
+    path.write_text("\n".join([lines[0], lines[1], lines[12], lines[0], lines[1], lines[0]]) + "\n")
+    first = json.loads(lines[0])
+    message = (
+        "3 record(s) repeat the rollout key of an earlier record with the same settings (2 rollout(s) recorded "
+        f"more than once), e.g. row_hash {first['row_hash']} repeat_index {first['repeat_index']} on lines 1, 4 "
+        "and 6; were two collectors writing this file at once? Every copy is listed."
+    )
+    output = tmp_path / "twice.html"
+    main([f"+jsonl_fpath={path}", f"+output_html={output}"])
+    captured = capsys.readouterr()
+    assert f"warning: {path}:4: {message}" in captured.err.splitlines()
+    assert "6 rollouts (0 failed)" in captured.out
+    embedded = json.loads(DATA_BLOCK.search(output.read_text())[1])
+    assert embedded["meta"]["warnings"] == [{"line": 4, "message": message}]
+    with serve(path) as api:
+        meta = api.get("/api/meta").json()
+        assert meta["warnings"] == [{"line": 4, "message": message}] and meta["total"] == 6
+        with path.open("a") as handle:  # a second writer still at it
+            handle.write(lines[1] + "\n")
+        assert rows(api)["total"] == 7
+        assert api.get("/api/meta").json()["warnings"][0]["message"].startswith("4 record(s) repeat")
+
+
 def test_a_record_missing_fields_is_still_shown(tmp_path: Path) -> None:
     path = tmp_path / "odd.jsonl"
     path.write_text('{"reward": "high", "models": "m", "usage": [1], "input": "x"}\n')

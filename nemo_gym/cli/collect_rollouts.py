@@ -8,11 +8,14 @@ next to the output as `<output stem>.metrics.json`.
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 from nemo_gym.collection.inputs import InputError
+from nemo_gym.collection.output_lock import OutputLocked
 from nemo_gym.collection.resume import (
     SettingsChanged,
 )
@@ -24,14 +27,21 @@ from nemo_gym.console import fail, print_flushed, run_async
 from nemo_gym.servers.gc_tuning import tune_for_many_in_flight
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    # SIGTERM while the run starts or ends (the collection itself drains on it) unwinds like Ctrl-C instead of
+    # killing the process on the spot, so the output's lock file is removed on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         config = load_global_config(args)
         settings = settings_from(config)
         tune_for_many_in_flight()
         summary = run_async(collect(config, settings))
-    except (ConfigError, InputError, SettingsChanged) as exc:
+    except (ConfigError, InputError, SettingsChanged, OutputLocked) as exc:
         fail(command_redactor(args).text(str(exc)))
     except Interrupted as exc:
         fail(str(exc), code=130)

@@ -23,12 +23,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     except MissingExtra as exc:
         fail(str(exc))
     from nemo_gym.collection.inputs import InputError, read_rows
+    from nemo_gym.collection.output_lock import OutputLocked
     from nemo_gym.collection.resume import SettingsChanged
     from nemo_gym.compare.plan import build_comparison, plan
     from nemo_gym.compare.run import (
         EXIT_INTERRUPTED,
         ComparisonRun,
         display_path,
+        hold_outputs,
         report,
         settings_from,
         with_free_head_port,
@@ -56,13 +58,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     code = 0
     stopped: list[str] = []
     if not settings.report_only:
-        with (settings.output_dir / "servers.log").open("a", encoding="utf-8") as log:
-            run = ComparisonRun(cluster, variants, settings, log)
-            try:
+        try:
+            with (
+                hold_outputs(cluster, variants, settings) as locks,
+                (settings.output_dir / "servers.log").open("a", encoding="utf-8") as log,
+            ):
+                run = ComparisonRun(cluster, variants, settings, log, locks)
                 code = run.run()
-            except (SettingsChanged, InputError, ConfigError) as exc:
-                fail(redactor.text(str(exc)))
-            stopped = run.stopped
+                stopped = run.stopped
+        except (SettingsChanged, InputError, ConfigError, OutputLocked) as exc:
+            fail(redactor.text(str(exc)))
     comparison = build_comparison(variants, settings, rows, dataset=display_path(settings.input_jsonl_fpath))
     report(comparison, settings.output_dir, redactor)
     for line in stopped:

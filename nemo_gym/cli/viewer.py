@@ -73,7 +73,10 @@ def settings_from(overrides: JSONObject) -> ViewerSettings:
 
 
 def report_warnings(index: RolloutIndex) -> None:
-    """The skipped lines, on stderr (the page lists them too)."""
+    """Rollouts recorded more than once and the skipped lines, on stderr (the page lists them too)."""
+    duplicate = index.duplicate_warning()
+    if duplicate is not None:
+        print_flushed(f"warning: {duplicate.text(index.path)}", err=True)
     problems = [*index.warnings, *([index.pending] if index.pending else [])]
     for warning in problems[:MAX_WARNINGS_PRINTED]:
         print_flushed(f"warning: {warning.text(index.path)}", err=True)

@@ -8,16 +8,20 @@ appending results of another experiment.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
 
+from nemo_gym.collection.inputs import InputError
+from nemo_gym.console import print_flushed
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
 # Instance keys that change how a server runs, not what it answers.
@@ -42,10 +46,60 @@ OPERATIONAL_KEYS = frozenset(
     }
 )
 Key = tuple[str, int]
+EXAMPLE_LINES = 5
+Warn = Callable[[str], None]
 
 
 class SettingsChanged(Exception):
     """The output holds rollouts made with other settings; the message lists what changed and the ways out."""
+
+
+@dataclass
+class DuplicateKeys:
+    """Records repeating the rollout key (row_hash, repeat_index) of an earlier record made with the same settings
+    fingerprint: two writers at once, or a file joined with itself. The same key under another fingerprint is a
+    rollout of another experiment (a file joining runs of several models), not a duplicate."""
+
+    first_lines: dict[tuple[str | None, Key], int] = field(default_factory=dict)
+    repeated: set[tuple[str | None, Key]] = field(default_factory=set)
+    extra_records: int = 0
+    example: tuple[tuple[str | None, Key], list[int]] | None = None
+    """The first repeated key and the lines it is on (the first few)."""
+    example_count: int = 0
+
+    def see(self, fingerprint: str | None, key: Key, line: int) -> int | None:
+        """Note the record at `line`; the line of the earlier record with its key, when it repeats one."""
+        scoped = (fingerprint, key)
+        first = self.first_lines.setdefault(scoped, line)
+        if first == line:
+            return None
+        self.extra_records += 1
+        self.repeated.add(scoped)
+        if self.example is None:
+            self.example, self.example_count = (scoped, [first]), 1
+        if self.example[0] == scoped:
+            self.example_count += 1
+            if len(self.example[1]) < EXAMPLE_LINES:
+                self.example[1].append(line)
+        return first
+
+    def summary(self) -> str:
+        """How many, and one example with its line numbers."""
+        (_, (row, repeat)), lines = self.example or ((None, ("?", 0)), [0])
+        more = self.example_count - len(lines)
+        shown = ", ".join(map(str, lines[:-1])) + f" and {lines[-1]}" + (f" (and {more} more)" if more else "")
+        return (
+            f"{self.extra_records} record(s) repeat the rollout key of an earlier record with the same settings "
+            f"({len(self.repeated)} rollout(s) recorded more than once), e.g. row_hash {row} repeat_index {repeat} "
+            f"on lines {shown}; were two collectors writing this file at once?"
+        )
+
+    def __bool__(self) -> bool:
+        return self.extra_records > 0
+
+
+def warn_on_stderr(message: str) -> None:
+    print_flushed(f"warning: {message}", err=True)
 
 
 @dataclass
@@ -56,10 +110,25 @@ class OutputState:
     failed: set[Key] = field(default_factory=set)
     fingerprints: set[str] = field(default_factory=set)
     unreadable_lines: int = 0
+    duplicates: DuplicateKeys = field(default_factory=DuplicateKeys)
 
     @property
     def done(self) -> set[Key]:
         return self.succeeded | self.failed
+
+
+def unwritable(path: Path, exc: OSError, consequence: str, then: str = "re-run the same command") -> str:
+    """A file next to the output that cannot be written: which, why, what that means for the run, and the fix."""
+    if path.is_dir():
+        fix = f"remove or rename the directory {path}"
+    elif exc.errno == errno.ENOSPC:
+        fix = f"free disk space on the file system of {path.parent}"
+    else:
+        fix = f"make {path.parent} writable for this user (and {path.name}, if it exists)"
+    return (
+        f"Cannot write {path}: {exc.strerror or exc}. {consequence} Fix: {fix} (or choose another "
+        f"+output_jsonl_fpath=...), then {then}."
+    )
 
 
 def repair_torn_tail(path: Path) -> int:
@@ -72,37 +141,58 @@ def repair_torn_tail(path: Path) -> int:
         if data.endswith(b"\n"):
             return 0
         cut = data.rfind(b"\n") + 1
-        with path.with_name(path.name + ".torn").open("ab") as torn:
-            torn.write(data[cut:] + b"\n")
+        torn_path = path.with_name(path.name + ".torn")
+        try:
+            with torn_path.open("ab") as torn:
+                torn.write(data[cut:] + b"\n")
+                torn.flush()
+                os.fsync(torn.fileno())
+        except OSError as exc:  # before the truncation: the fragment is still in the output
+            raise InputError(
+                unwritable(
+                    torn_path,
+                    exc,
+                    f"{path} ends with an unfinished line ({len(data) - cut} bytes, left by an interrupted run) that "
+                    "must be moved there before this run appends; nothing was changed and no rollout has run.",
+                )
+            ) from None
         handle.truncate(cut)
         return len(data) - cut
 
 
-def _keyed_records(path: Path) -> Iterator[tuple[Key, RolloutRecord] | None]:
-    """Each line's rollout key and record, or None for a line that is not a record (no `row_hash`). A record
-    written by an older version may lack some of RolloutRecord's keys: readers use `.get`."""
+def _keyed_records(path: Path) -> Iterator[tuple[int, tuple[Key, RolloutRecord] | None]]:
+    """Each line's number and its rollout key and record, or None for a line that is not a record (no `row_hash`).
+    A record written by an older version may lack some of RolloutRecord's keys: readers use `.get`."""
     if not path.exists():
         return
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
-                yield None
+                yield number, None
                 continue
             if not isinstance(record, dict) or "row_hash" not in record:
-                yield None
+                yield number, None
                 continue
-            yield (str(record["row_hash"]), int(record.get("repeat_index", 0))), cast(RolloutRecord, record)
+            key = (str(record["row_hash"]), int(record.get("repeat_index", 0)))
+            yield number, (key, cast(RolloutRecord, record))
 
 
-def scan_output(path: Path) -> OutputState:
+def _fingerprint_of(record: RolloutRecord) -> str | None:
+    value = record.get("fingerprint")
+    return None if value is None else str(value)
+
+
+def scan_output(path: Path, warn: Warn | None = warn_on_stderr) -> OutputState:
+    """What `path` holds; `warn` is told about rollouts recorded more than once."""
     state = OutputState()
-    for item in _keyed_records(path):
+    for number, item in _keyed_records(path):
         if item is None:
             state.unreadable_lines += 1
             continue
         key, record = item
+        state.duplicates.see(_fingerprint_of(record), key, number)
         if record.get("error") is None:
             state.succeeded.add(key)
             state.failed.discard(key)
@@ -110,15 +200,25 @@ def scan_output(path: Path) -> OutputState:
             state.failed.add(key)
         if record.get("fingerprint"):
             state.fingerprints.add(str(record["fingerprint"]))
+    if state.duplicates and warn is not None:
+        warn(f"{path}: {state.duplicates.summary()} Each rollout counts once (a success over a failure).")
     return state
 
 
-def read_records(path: Path) -> dict[Key, RolloutRecord]:
-    """One record per rollout key, a success winning over a failure of the same rollout; unreadable lines skipped."""
+def read_records(path: Path, warn: Warn | None = warn_on_stderr) -> dict[Key, RolloutRecord]:
+    """One record per rollout key, a success winning over a failure of the same rollout; unreadable lines skipped;
+    `warn` is told about rollouts recorded more than once."""
     records: dict[Key, RolloutRecord] = {}
-    for item in _keyed_records(path):
-        if item is not None and (item[0] not in records or records[item[0]].get("error") is not None):
-            records[item[0]] = item[1]
+    duplicates = DuplicateKeys()
+    for number, item in _keyed_records(path):
+        if item is None:
+            continue
+        key, record = item
+        duplicates.see(_fingerprint_of(record), key, number)
+        if key not in records or records[key].get("error") is not None:
+            records[key] = record
+    if duplicates and warn is not None:
+        warn(f"{path}: {duplicates.summary()} Each rollout counts once (a success over a failure).")
     return records
 
 
@@ -137,15 +237,30 @@ def set_aside_failures(path: Path) -> int:
             (moved if isinstance(record, dict) and record.get("error") is not None else kept).append(line)
     if not moved:
         return 0
-    with path.with_name(path.name + ".retried_failures.jsonl").open("ab") as side:
-        side.writelines(moved)
-        side.flush()
-        os.fsync(side.fileno())
+    side_path = path.with_name(path.name + ".retried_failures.jsonl")
     temporary = path.with_name(path.name + ".tmp")
-    with temporary.open("wb") as handle:
-        handle.writelines(kept)
-        handle.flush()
-        os.fsync(handle.fileno())
+    writing = temporary
+    try:  # both files written before the output is replaced: a failure leaves the output as it was
+        with temporary.open("wb") as handle:
+            handle.writelines(kept)
+            handle.flush()
+            os.fsync(handle.fileno())
+        writing = side_path
+        with side_path.open("ab") as side:
+            side.writelines(moved)
+            side.flush()
+            os.fsync(side.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise InputError(
+            unwritable(
+                writing,
+                exc,
+                f"+retry_failed moves the {len(moved)} failed records of {path} through it; nothing was moved and no "
+                "rollout has run.",
+            )
+        ) from None
     os.replace(temporary, path)
     return len(moved)
 
@@ -190,7 +305,18 @@ def check_settings(output: Path, state: OutputState, settings: Mapping[str, Any]
             "to resume it."
         )
     known[current] = dict(settings)
-    settings_path(output).write_text(json.dumps(known, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    path = settings_path(output)
+    try:
+        path.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(
+            unwritable(
+                path,
+                exc,
+                "It keeps the settings behind each record's fingerprint, so that resuming with other settings is "
+                "refused with the difference spelled out; no rollout has run.",
+            )
+        ) from None
     return current
 
 

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shlex
 import signal
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from tqdm import tqdm
 
 from nemo_gym.collection.collector import CollectionSettings, Collector
 from nemo_gym.collection.inputs import InputError, read_rows
+from nemo_gym.collection.output_lock import OutputLock, refuse_input_as_output
 from nemo_gym.collection.ray_sharding import ShardedCollector
 from nemo_gym.collection.resume import (
     check_settings,
@@ -26,10 +29,11 @@ from nemo_gym.collection.resume import (
     result_settings,
     scan_output,
     set_aside_failures,
+    unwritable,
 )
 from nemo_gym.config.errors import COMMAND_LINE, ConfigError
 from nemo_gym.config.paths import resolve_input_path
-from nemo_gym.config.secrets import Redactor, collect_secrets
+from nemo_gym.config.secrets import Redactor, collect_secrets, command_redactor
 from nemo_gym.config.settings import check_setting_names, settings_problems
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.console import print_flushed
@@ -106,18 +110,52 @@ def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
     return shlex.join(["ng_collect_rollouts", *args])
 
 
-async def collect(config: GlobalConfig, settings: CollectionSettings) -> CollectionSummary:
+def command_line(config: GlobalConfig) -> str:
+    """This process's command line with its secrets redacted: what a lock file says its owner runs."""
+    args = sys.argv[1:]
+    return command_redactor(args, config.data).text(shlex.join([Path(sys.argv[0]).name, *args]))
+
+
+async def collect(
+    config: GlobalConfig, settings: CollectionSettings, *, output_lock: OutputLock | None = None
+) -> CollectionSummary:
     """Run a whole collection against the running ng_run (found through `config`'s head server) and write its
     metrics next to the output. Raises RunStopped (Interrupted on a signal) when it ends early for a reason the user
-    must act on; every finished rollout is in the output by then."""
+    must act on; every finished rollout is in the output by then. The output's lock is held throughout, taken here
+    (OutputLocked when another process holds it, before anything is written) unless the caller holds it already
+    and passes it as `output_lock` (ng_compare_models locks every model's file before it starts a server)."""
     rows = read_rows(settings.input_jsonl_fpath, settings.limit)
     output = settings.output_jsonl_fpath
+    refuse_input_as_output(settings.input_jsonl_fpath, output)
     if output.is_dir():
         raise InputError(
             f"+output_jsonl_fpath={output} is a directory; give a file path such as {output / 'rollouts.jsonl'}."
         )
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"Cannot write +output_jsonl_fpath={output}: {exc.strerror or exc}. Choose a path in a writable directory."
+        ) from None
+    if output_lock is not None and not output_lock.covers(output):
+        raise ValueError(f"output_lock is the lock of {output_lock.output}, not of {output}")
+    held: contextlib.AbstractContextManager[OutputLock] = (
+        contextlib.nullcontext(output_lock)
+        if output_lock is not None
+        else OutputLock.acquire(output, command=command_line(config))
+    )
+    with held as lock:
+        if output_lock is None and (note := lock.note()):
+            print_flushed(note, err=lock.unprotected)
+        return await _collect_locked(config, settings, rows)
+
+
+async def _collect_locked(
+    config: GlobalConfig, settings: CollectionSettings, rows: list[JSONObject]
+) -> CollectionSummary:
+    """The collection itself, once this process holds the output's lock."""
+    output = settings.output_jsonl_fpath
+    try:
         output.open("a", encoding="utf-8").close()
     except OSError as exc:
         raise InputError(
@@ -132,9 +170,8 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> Collect
                 f"No agent named '{settings.agent_name}' is running. Agents: "
                 f"{', '.join(agents) or 'none'}. Pass one of them as +agent_name=..."
             )
-        output.parent.mkdir(parents=True, exist_ok=True)
         if settings.overwrite and output.exists():
-            output.unlink()
+            Path(os.path.realpath(output)).unlink()  # through a symlink: the file it names, whose lock is held
         if repair_torn_tail(output):
             print_flushed(
                 f"{output} ended with an unfinished line (an interrupted run); moved it to "
@@ -150,7 +187,7 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> Collect
                 f"+retry_failed: {moved} failed records moved to {output.name}.retried_failures.jsonl; "
                 "their rollouts run again."
             )
-            state = scan_output(output)
+            state = scan_output(output, warn=None)  # what it had to say, it said above
         collector = (
             sharded_collector(config, settings, servers, redactor, run_fingerprint, listing)
             if settings.ray_address or settings.num_collectors > 1
@@ -182,14 +219,14 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> Collect
         "stopped_early": collector.stop_reason or collector.budget_reached,
         "interrupted": collector.interrupted,
     }
-    metrics_path(output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     done_now = metrics.summary()["rollouts"]
+    unwritten = _write_metrics(metrics_path(output), summary)
     if collector.stop_reason is not None:
         raise RunStopped(
             f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
             f"and are kept in {output}. Fix the cause (for 402: add credits, or raise the model server's "
             f"max_cost_usd if it names one; for 401: check policy_api_key), then re-run the same "
-            f"command to resume: {resume_command(settings, config)}"
+            f"command to resume: {resume_command(settings, config)}{unwritten}"
         )
     if collector.budget_reached is not None and not collector.interrupted:
         print_flushed(
@@ -200,9 +237,23 @@ async def collect(config: GlobalConfig, settings: CollectionSettings) -> Collect
         raise Interrupted(
             f"Interrupted: {done_now} rollouts finished in this run and are kept in {output}; "
             f"rollouts still in flight were cancelled and will run again. Resume with: "
-            f"{resume_command(settings, config)}"
+            f"{resume_command(settings, config)}{unwritten}"
         )
+    if unwritten:
+        raise RunStopped(f"{done_now} rollouts finished in this run and are kept in {output}.{unwritten}")
     return summary
+
+
+def _write_metrics(path: Path, summary: CollectionSummary) -> str:
+    """Write the metrics file; when it cannot be written, a paragraph for the run's final message that carries the
+    metrics themselves: a re-run's metrics cover only the rollouts it runs, so these would be lost."""
+    text = json.dumps(summary, indent=2) + "\n"
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        kept = "A re-run cannot recount this run's metrics: they follow this message instead."
+        return "\n" + unwritable(path, exc, kept, then="later runs write theirs there") + "\n" + text.rstrip()
+    return ""
 
 
 def sharded_collector(
@@ -254,13 +305,16 @@ def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[N
         )
         collector.stop()
 
+    previous = {sig: signal.getsignal(sig) for sig in signals}
     for sig in signals:
         loop.add_signal_handler(sig, on_signal)
     try:
         yield
     finally:
         for sig in signals:
-            loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)  # which leaves the default, not what was there before
+            if previous[sig] is not None:
+                signal.signal(sig, previous[sig])
 
 
 def format_summary(summary: Mapping[str, Any]) -> str:

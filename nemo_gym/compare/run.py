@@ -5,13 +5,16 @@ resumable, the report written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
 from pydantic import ValidationError
 
-from nemo_gym.collection.run import Interrupted, RunStopped, collect
+from nemo_gym.collection.output_lock import OutputLock, refuse_input_as_output
+from nemo_gym.collection.run import Interrupted, RunStopped, collect, command_line
 from nemo_gym.compare.plan import ComparisonSettings, Variant
 from nemo_gym.compare.report import write_report
 from nemo_gym.compare.statistics import Comparison
@@ -56,15 +59,41 @@ def with_free_head_port(config: GlobalConfig) -> GlobalConfig:
     return GlobalConfig(data={**config.data, "head_server": head}, origins=config.origins)
 
 
+@contextlib.contextmanager
+def hold_outputs(
+    config: GlobalConfig, variants: list[Variant], settings: ComparisonSettings
+) -> Iterator[dict[Path, OutputLock]]:
+    """Every model's rollouts file locked for the whole comparison, before a server starts: a file a live
+    collector (or another comparison) writes is refused at once, instead of after the models before it ran."""
+    command = command_line(config)
+    with contextlib.ExitStack() as stack:
+        locks: dict[Path, OutputLock] = {}
+        for variant in variants:
+            refuse_input_as_output(settings.input_jsonl_fpath, variant.rollouts_path)
+            variant.rollouts_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = stack.enter_context(OutputLock.acquire(variant.rollouts_path, command=command))
+            if note := lock.note():
+                print_flushed(note, err=lock.unprotected)
+            locks[variant.rollouts_path] = lock
+        yield locks
+
+
 class ComparisonRun:
-    """Starts the servers once, then collects every variant in turn; Ctrl-C stops after the current rollouts."""
+    """Starts the servers once, then collects every variant in turn; Ctrl-C stops after the current rollouts. The
+    caller holds every variant's output lock (`hold_outputs`) and passes them in."""
 
     def __init__(
-        self, config: GlobalConfig, variants: list[Variant], settings: ComparisonSettings, log: TextIO
+        self,
+        config: GlobalConfig,
+        variants: list[Variant],
+        settings: ComparisonSettings,
+        log: TextIO,
+        locks: dict[Path, OutputLock],
     ) -> None:
         self.config = config
         self.variants = variants
         self.settings = settings
+        self.locks = locks
         self.runner = Runner(config, startup_timeout_s=settings.startup_timeout_s, log=self._log_line)
         self.log = log
         self.stopped: list[str] = []
@@ -102,7 +131,9 @@ class ComparisonRun:
                 return 1
             print_flushed(f"[{number}/{len(self.variants)}] {variant.label} -> {variant.rollouts_path}")
             try:
-                summary = asyncio.run(collect(self.config, variant.collection_settings(self.settings)))
+                settings = variant.collection_settings(self.settings)
+                lock = self.locks[variant.rollouts_path]
+                summary = asyncio.run(collect(self.config, settings, output_lock=lock))
             except Interrupted:
                 return EXIT_INTERRUPTED
             except RunStopped as exc:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import orjson
 
+from nemo_gym.collection.resume import DuplicateKeys
 from nemo_gym.protocol.types import RECORD_KEYS, JSONObject
 
 ErrorFilter = Literal["all", "failed", "succeeded"]
@@ -257,6 +258,8 @@ class RolloutIndex:
         self.pending: LineWarning | None = None
         """The last line when it has no newline yet and is not JSON: probably still being written."""
         self.models: dict[str, int] = {}
+        self.duplicates = DuplicateKeys()
+        """Records repeating an earlier record's rollout key with the same settings: the file had two writers."""
         self._indexed_bytes = 0
         self._lines = 0
         self._tail_digest = b""
@@ -311,6 +314,7 @@ class RolloutIndex:
 
     def _reset(self) -> None:
         self.entries, self.warnings, self.pending, self.models = [], [], None, {}
+        self.duplicates = DuplicateKeys()
         self._indexed_bytes, self._lines, self._tail_digest = 0, 0, b""
 
     def _prefix_unchanged(self) -> bool:
@@ -365,12 +369,33 @@ class RolloutIndex:
         self.entries.append(entry)
         for model in entry.models:
             self.models[model] = self.models.get(model, 0) + 1
+        if "row_hash" in record:
+            fingerprint = record.get("fingerprint")
+            self.duplicates.see(
+                sys.intern(fingerprint) if isinstance(fingerprint, str) else None,
+                (str(record["row_hash"]), _count(record.get("repeat_index")) or 0),
+                line,
+            )
+
+    def duplicate_warning(self) -> LineWarning | None:
+        """One warning for every record that repeats an earlier one's rollout key, at the first such line."""
+        with self.lock:
+            example = self.duplicates.example
+            if example is None:
+                return None
+            return LineWarning(example[1][1], f"{self.duplicates.summary()} Every copy is listed.")
+
+    def all_warnings(self) -> list[LineWarning]:
+        """Duplicated rollouts first, then the skipped lines, then a last line still being written."""
+        with self.lock:
+            duplicate = self.duplicate_warning()
+            return [*([duplicate] if duplicate else []), *self.warnings, *([self.pending] if self.pending else [])]
 
     # ------------------------------------------------------------ what the API serves
 
     def meta(self, *, max_warnings: int = 100) -> JSONObject:
         with self.lock:
-            warnings = [*self.warnings, *([self.pending] if self.pending else [])]
+            warnings = self.all_warnings()
             rewards = [e.reward for e in self.entries if e.reward is not None]
             return {
                 "path": str(self.path),

@@ -321,6 +321,15 @@ class OpenAIModelServer(BaseModelServer):
     def served_model(self) -> str:
         return self.config.model
 
+    @property
+    def served_models(self) -> list[str]:
+        """`model`, its fallback models, then each fallback endpoint's: an answer may come from any of them, so a
+        request may name any of them (it is still routed from `model` on, as configured)."""
+        chain = [self.config.model, *self.config.fallback_models]
+        for fallback in self.config.fallbacks:
+            chain += [fallback.model, *fallback.fallback_models]
+        return list(dict.fromkeys(chain))
+
     def error_answer(self, exc: Exception) -> JSONResponse | None:
         if isinstance(exc, UpstreamError):
             return JSONResponse(

@@ -194,7 +194,7 @@ def test_responses_two_turn_tool_conversation_through_a_chat_upstream(cluster: C
     first = cluster.post(
         "chat_model",
         "/v1/responses",
-        {"model": "agent-asked-for-this", "instructions": "Use the tool.", "input": [user], "tools": [WEATHER_TOOL]},
+        {"model": CONFIGURED_MODEL, "instructions": "Use the tool.", "input": [user], "tools": [WEATHER_TOOL]},
     )
 
     assert first.status_code == 200, first.text
@@ -278,7 +278,7 @@ def test_responses_api_upstream_gets_the_request_at_its_responses_endpoint(clust
     first = cluster.post(
         "responses_model",
         "/v1/responses",
-        {"model": "agent-asked", "input": [user], "tools": [WEATHER_TOOL], "stream": False},
+        {"model": CONFIGURED_MODEL, "input": [user], "tools": [WEATHER_TOOL], "stream": False},
     )
     assert first.status_code == 200, first.text
     ResponsesResponse.model_validate(first.json())
@@ -314,7 +314,7 @@ def test_chat_completions_pass_through_a_chat_upstream_for_two_turns(cluster: Cl
     first = cluster.post(
         "chat_model",
         "/v1/chat/completions",
-        {"model": "agent-asked", "messages": messages, "tools": [CHAT_WEATHER_TOOL]},
+        {"model": CONFIGURED_MODEL, "messages": messages, "tools": [CHAT_WEATHER_TOOL]},
     )
 
     assert first.status_code == 200, first.text
