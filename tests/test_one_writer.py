@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,8 @@ from nemo_gym.servers.commands import CommandProcess
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, emulated_cluster, write_rows
+from nemo_gym.testing.processes import collector_argv as testing_collector_argv
+from nemo_gym.testing.processes import wait_for_lines
 
 AGENT = "simple_weather_simple_agent"
 HOLDER = (
@@ -50,28 +51,11 @@ def keys_of(path: Path) -> list[tuple[str, int]]:
 
 
 def collector_argv(rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
-    return [
-        "ng_collect_rollouts",
-        f"+agent_name={AGENT}",
-        f"+input_jsonl_fpath={rows}",
-        f"+output_jsonl_fpath={output}",
-        "+num_samples_in_parallel=4",
-        f"+head_server.port={head_port}",
-        *extra,
-    ]
+    return testing_collector_argv(AGENT, rows, output, head_port, *extra)
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-
-
-def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not reach {count} lines")
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import resource
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from nemo_gym.servers.commands import CommandProcess
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, emulated_cluster, write_rows
+from nemo_gym.testing.processes import collector_argv as testing_collector_argv
+from nemo_gym.testing.processes import wait_for_lines
 
 AGENT = "simple_weather_simple_agent"
 
@@ -43,24 +44,7 @@ def slow_cluster() -> Iterator[tuple[OpenRouterEmulator, int]]:
 
 
 def collector_argv(rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
-    return [
-        "ng_collect_rollouts",
-        f"+agent_name={AGENT}",
-        f"+input_jsonl_fpath={rows}",
-        f"+output_jsonl_fpath={output}",
-        "+num_samples_in_parallel=4",
-        f"+head_server.port={head_port}",
-        *extra,
-    ]
-
-
-def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not reach {count} lines")
+    return testing_collector_argv(AGENT, rows, output, head_port, *extra)
 
 
 def collector_under_way(slow_cluster: tuple, tmp_path: Path, *, lines: int) -> tuple[int, Path, Path, CommandProcess]:

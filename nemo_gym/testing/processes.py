@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -65,3 +66,27 @@ def collected_records(
     if collected.returncode != 0:
         raise AssertionError(f"ng_collect_rollouts exited {collected.returncode}: {collected.stderr[-3000:]}")
     return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+def collector_argv(agent: str, rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
+    """`ng_collect_rollouts` of `agent` over `rows` into `output`, 4 in flight, against the head server on
+    `head_port`."""
+    return [
+        "ng_collect_rollouts",
+        f"+agent_name={agent}",
+        f"+input_jsonl_fpath={rows}",
+        f"+output_jsonl_fpath={output}",
+        "+num_samples_in_parallel=4",
+        f"+head_server.port={head_port}",
+        *extra,
+    ]
+
+
+def wait_for_lines(path: Path, count: int, timeout_s: float = 60) -> None:
+    """Until `path` holds `count` whole lines (a collection under way has written that many records)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{path} did not reach {count} lines")
