@@ -32,7 +32,7 @@ from nemo_gym.servers.commands import CommandProcess
 from nemo_gym.servers.processes import free_port
 from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.emulated import EMULATOR_KEY, FAST_RETRY, collect_rows, emulated_cluster, write_rows
-from nemo_gym.testing.processes import collector_argv as testing_collector_argv
+from nemo_gym.testing.processes import collector_argv as collector_argv_of
 from nemo_gym.testing.processes import wait_for_lines
 
 AGENT = "simple_weather_simple_agent"
@@ -51,7 +51,7 @@ def keys_of(path: Path) -> list[tuple[str, int]]:
 
 
 def collector_argv(rows: Path, output: Path, head_port: int, *extra: str) -> list[str]:
-    return testing_collector_argv(AGENT, rows, output, head_port, *extra)
+    return collector_argv_of(AGENT, rows, output, head_port, *extra)
 
 
 def run(argv: list[str], cwd: Path, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
