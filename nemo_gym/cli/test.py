@@ -17,19 +17,12 @@ from pathlib import Path
 from nemo_gym.config.paths import SERVER_TYPES, available_impls, resolve_input_path
 from nemo_gym.console import fail, overrides_or_fail, print_flushed
 from nemo_gym.extras import folder_requirements_problem
-from nemo_gym.servers.datacheck import check_resources_server
+from nemo_gym.servers.datacheck import check_resources_server, display_path
 
 
 def is_resources_server(folder: Path) -> bool:
     """Folders under a `resources_servers/` directory are resources servers; model and agent folders are not."""
     return folder.resolve().parent.name == "resources_servers"
-
-
-def display_folder(folder: Path) -> str:
-    try:
-        return str(folder.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(folder)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -54,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{folder} has no tests/ folder (expected {tests}). Is +entrypoint a server folder such as "
             "responses_api_models/openai_model?"
         )
-    missing = folder_requirements_problem(folder, display_folder(folder))
+    missing = folder_requirements_problem(folder, display_path(folder))
     if missing is not None:
         fail(missing)
     data_ok = True
