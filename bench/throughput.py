@@ -277,7 +277,7 @@ def collect(head_port: int, rows: Path, output: Path, parallel: int, roots: list
         raise RuntimeError(f"ng_collect_rollouts failed ({process.returncode}):\n{stderr.decode()[-3000:]}")
     metrics = json.loads(output.with_name(output.stem + ".metrics.json").read_text())
     spent = cpu_between(before, usage)
-    wall = metrics["wall_time_s"] or 1.0
+    wall = metrics["this_run"]["wall_time_s"] or 1.0
     return {
         "metrics": metrics,
         "cpu_s": spent,
@@ -333,10 +333,10 @@ def pipeline_row(result: dict[str, Any], parallel: int, ceiling: float, stub_pid
         "in_flight": parallel,
         "rollouts": rollouts,
         "failed": metrics["failed"],
-        "rollouts_per_s": metrics["rollouts_per_s"],
+        "rollouts_per_s": metrics["this_run"]["rollouts_per_s"],
         "model_calls_per_rollout": round(calls, 3),
-        "upstream_requests_per_s": round(metrics["rollouts_per_s"] * calls, 1),
-        "share_of_stub_ceiling": round(metrics["rollouts_per_s"] * calls / ceiling, 3),
+        "upstream_requests_per_s": round(metrics["this_run"]["rollouts_per_s"] * calls, 1),
+        "share_of_stub_ceiling": round(metrics["this_run"]["rollouts_per_s"] * calls / ceiling, 3),
         "cpu_ms_per_rollout": round(1000 * framework_cpu / rollouts, 2),
         "cpu_ms_per_rollout_by_process": {k: round(1000 * v / rollouts, 2) for k, v in sorted(result["cpu_s"].items())},
         "peak_rss_mb_by_process": _rss_by_label(usage),
@@ -424,14 +424,14 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
     metrics = result["metrics"]
     calls = metrics["model_calls"] / metrics["rollouts"]
     ideal = settings["latency_in_flight"] / (calls * settings["latency_ms"] / 1000)
-    steady = result["steady_rollouts_per_s"] or metrics["rollouts_per_s"]
+    steady = result["steady_rollouts_per_s"] or metrics["this_run"]["rollouts_per_s"]
     figures = {
         "latency_ms": settings["latency_ms"],
         "in_flight": settings["latency_in_flight"],
         "rollouts": metrics["rollouts"],
         "failed": metrics["failed"],
         "model_calls_per_rollout": round(calls, 3),
-        "rollouts_per_s_whole_run": metrics["rollouts_per_s"],
+        "rollouts_per_s_whole_run": metrics["this_run"]["rollouts_per_s"],
         "rollouts_per_s": steady,
         "ideal_rollouts_per_s": round(ideal, 1),
         "share_of_ideal": round(steady / ideal, 3),
@@ -442,7 +442,7 @@ def latency_run(directory: Path, settings: dict[str, Any]) -> dict[str, Any]:
     }
     print(
         f"  {settings['latency_ms']} ms upstream, {settings['latency_in_flight']} in flight: {steady:.1f} "
-        f"rollouts/s steady ({metrics['rollouts_per_s']:.1f} over the whole run) of {ideal:.0f} ideal "
+        f"rollouts/s steady ({metrics['this_run']['rollouts_per_s']:.1f} over the whole run) of {ideal:.0f} ideal "
         f"({figures['share_of_ideal']:.0%})",
         flush=True,
     )

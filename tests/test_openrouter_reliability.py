@@ -133,14 +133,25 @@ def test_spent_credits_stop_the_run_and_keep_every_finished_row(tmp_path: Path) 
     assert EMULATOR_KEY not in output.read_text() + message
 
 
-def test_persistent_429_is_recorded_with_what_to_do(emulator: OpenRouterEmulator, tmp_path: Path) -> None:
-    emulator.inject(PRIMARY, ["rate_limit"] * 50)
-    rows = write_rows(tmp_path / "rows.jsonl", 1)
-    with emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 3}) as config:
-        collect_rows(config, rows, tmp_path / "out.jsonl")
-    (record,) = records_of(tmp_path / "out.jsonl")
-    assert "HTTP 429" in record["error"] and "num_samples_in_parallel" in record["error"]
-    assert "gave up after 3 attempts" in record["error"]
+def test_a_persistent_429_stops_the_run_resumably_and_records_no_failure(
+    emulator: OpenRouterEmulator, tmp_path: Path
+) -> None:
+    emulator.inject(PRIMARY, ["rate_limit"] * 500)
+    rows, output = write_rows(tmp_path / "rows.jsonl", 3), tmp_path / "out.jsonl"
+    with (
+        emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 3}) as config,
+        pytest.raises(RunStopped) as stopped,
+    ):
+        collect_rows(config, rows, output, outage_timeout_s=2)
+    message = str(stopped.value)
+    assert "did not answer for" in message and "+outage_timeout_s=2" in message
+    assert "HTTP 429" in message and "num_samples_in_parallel" in message, "the upstream's advice is passed on"
+    assert "gave up after 3 attempts" in message
+    assert "re-run the same command to resume: ng_collect_rollouts" in message
+    assert output.read_text() == "", "a rate limit says nothing about the rows: none is recorded as failed"
+    metrics = json.loads(metrics_path(output).read_text())
+    assert metrics["rollouts"] == 0 and metrics["stopped_early"] and metrics["this_run"]["outages"] == 1
+    assert metrics["this_run"]["rollouts_rerun_after_outage"] >= 3
 
 
 def test_a_model_without_tool_support_is_a_404_naming_the_cause(emulator: OpenRouterEmulator, tmp_path: Path) -> None:

@@ -442,7 +442,8 @@ def test_a_collection_sharded_over_collector_actors_writes_each_rollout_once_and
     assert len(records) == 300 and len({(r["row_hash"], r["repeat_index"]) for r in records}) == 300
     assert {(r["row_index"], r["repeat_index"]) for r in records} == {(i, k) for i in range(150) for k in range(2)}
     metrics = json.loads(output.with_name("sharded.metrics.json").read_text())
-    assert metrics["rollouts"] == 100 and metrics["skipped_already_done"] == 200
+    assert metrics["this_run"]["rollouts"] == 100 and metrics["this_run"]["skipped_already_done"] == 200
+    assert metrics["rollouts"] == 300 and metrics["complete"] is True
 
 
 def test_num_workers_on_ray_is_refused_with_what_to_use_instead(tmp_path: Path) -> None:

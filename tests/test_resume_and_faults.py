@@ -92,7 +92,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(slow_cluster: tuple, tmp_pa
 
 def test_failed_rows_are_kept_skipped_on_rerun_and_retried_on_request(tmp_path: Path) -> None:
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=2))
-    emulator.inject("openai/gpt-4o-mini", ["unavailable"] * 4)
+    emulator.inject("openai/gpt-4o-mini", ["finish_reason_error"] * 4)  # the provider breaks off: this row's failure
     rows, output = write_rows(tmp_path / "rows.jsonl", 6), tmp_path / "out.jsonl"
     with emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 2}) as config:
         first = collect_rows(config, rows, output, num_samples_in_parallel=1)
@@ -100,9 +100,11 @@ def test_failed_rows_are_kept_skipped_on_rerun_and_retried_on_request(tmp_path: 
         failed = {key for key, record in zip(keys_of(output), records_of(output), strict=True) if record["error"]}
         assert len(failed) == 2
         again = collect_rows(config, rows, output)
-        assert again["rollouts"] == 0 and again["skipped_already_done"] == 6
+        assert again["this_run"]["rollouts"] == 0 and again["this_run"]["skipped_already_done"] == 6
+        assert (again["rollouts"], again["failed"]) == (6, 2), "the metrics describe the whole file"
         retried = collect_rows(config, rows, output, retry_failed=True)
-    assert retried["rollouts"] == 2 and retried["failed"] == 0
+    assert retried["this_run"]["rollouts"] == 2 and retried["this_run"]["failed"] == 0
+    assert (retried["rollouts"], retried["failed"], retried["complete"]) == (6, 0, True)
     records = records_of(output)
     assert len(records) == 6 and all(r["error"] is None for r in records)
     keys = keys_of(output)
@@ -222,7 +224,10 @@ def test_two_thousand_rollouts_in_flight_against_a_slow_upstream(tmp_path: Path)
             ng_run.close()
     assert collect.returncode == 0, collect.stderr[-2000:]
     metrics = json.loads((tmp_path / "out.metrics.json").read_text())
-    print(f"2000 in flight: {metrics['wall_time_s']}s, collector {collector_rss_mb:.0f} MB, servers {server_rss_mb}")
+    print(
+        f"2000 in flight: {metrics['this_run']['wall_time_s']}s, collector {collector_rss_mb:.0f} MB, "
+        f"servers {server_rss_mb}"
+    )
     assert metrics["rollouts"] == 2000 and metrics["failed"] == 0, metrics["errors"]
     assert len(set(keys_of(output))) == 2000
     assert collector_rss_mb < 1024, f"collector peaked at {collector_rss_mb:.0f} MB"

@@ -86,7 +86,8 @@ def test_rerun_resumes_without_duplicates_and_overwrite_starts_over(running: Glo
 
     summary = run_collection(running, output_jsonl_fpath=str(output), limit=6)
 
-    assert summary["skipped_already_done"] == 3 and summary["rollouts"] == 3
+    assert summary["this_run"]["skipped_already_done"] == 3 and summary["this_run"]["rollouts"] == 3
+    assert summary["rollouts"] == 6 and summary["complete"] is True, "the metrics describe the whole file"
     records = read_records(output)  # every line parses: the torn one was moved aside
     keys = [(r["row_hash"], r["repeat_index"]) for r in records]
     assert len(keys) == len(set(keys)) == 6
@@ -95,8 +96,8 @@ def test_rerun_resumes_without_duplicates_and_overwrite_starts_over(running: Glo
     assert (tmp_path / "rollouts.jsonl.torn").read_text() == lines[3][: len(lines[3]) // 2] + "\n"
 
     summary = run_collection(running, output_jsonl_fpath=str(output), limit=6, overwrite=True)
-    assert summary["skipped_already_done"] == 0 and len(read_records(output)) == 6
-    assert summary["rollouts"] == 6
+    assert summary["this_run"]["skipped_already_done"] == 0 and len(read_records(output)) == 6
+    assert summary["rollouts"] == summary["this_run"]["rollouts"] == 6
     assert sorted(r["row_index"] for r in read_records(output)) == list(range(6))
 
 

@@ -51,7 +51,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         fail("interrupted; finished rollouts are in the output. Re-run the same command to resume.", code=130)
     print_flushed(f"Metrics (also in {metrics_path(Path(summary['output_jsonl_fpath']))}):")
     print_flushed(format_summary(summary))
-    sys.exit(1 if summary["succeeded"] == 0 and summary["rollouts"] > 0 else 0)
+    this_run = summary["this_run"]
+    sys.exit(1 if this_run["succeeded"] == 0 and this_run["rollouts"] > 0 else 0)
 
 
 if __name__ == "__main__":

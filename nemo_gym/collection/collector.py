@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -13,14 +15,37 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.collection.inputs import row_hash
 from nemo_gym.collection.metrics import Metrics
+from nemo_gym.collection.outage import OutageWatch, is_outage
 from nemo_gym.collection.records import build_record
 from nemo_gym.config.secrets import Redactor
+from nemo_gym.console import print_flushed
 from nemo_gym.http.pool import TransportError
-from nemo_gym.http.server_client import UNAVAILABLE_ERROR, ServerCallError, ServerClient
-from nemo_gym.protocol.types import JSONObject, RolloutRecord
+from nemo_gym.http.server_client import SPENT_KEY, UNAVAILABLE_ERROR, ServerCallError, ServerClient
+from nemo_gym.protocol.types import JSONObject, RolloutRecord, Usage
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
 """A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
+
+ACCOUNT_HINT = (
+    "Fix the cause (for 402: add credits, or raise the model server's max_cost_usd if it names one; for 401: "
+    "check policy_api_key), then re-run the same command to resume"
+)
+OUTAGE_HINT = (
+    "Nothing was recorded for the rollouts the outage broke. Bring the system back (is ng_run still running? its "
+    "log says why a server stopped; is the model server's base_url reachable?), then re-run the same command to "
+    "resume"
+)
+
+Job = tuple[int, int]
+"""(row index, repeat index)"""
+
+
+@dataclass(frozen=True)
+class OutageFailure:
+    """A rollout that failed because the system was down: not recorded; its job runs again."""
+
+    message: str
+    spent: Usage | None
 
 
 class Progress(Protocol):
@@ -75,6 +100,13 @@ class CollectionSettings(BaseModel):
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may finish before they are cancelled"
     )
+    outage_timeout_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long to wait for a server or the upstream that "
+        "stopped answering to come back before the run stops (resumably); rollouts the outage broke run again and "
+        "are never recorded as failures",
+    )
 
 
 REPLICA_RETRY_BASE_S = 0.25
@@ -100,7 +132,16 @@ class Collector:
         self.fingerprint = fingerprint
         self.metrics = Metrics()
         self.stop_reason: str | None = None
-        """Set when a failure means every further rollout would fail too (credits spent, key rejected)."""
+        """Set when a failure means every further rollout would fail too (credits spent, key rejected, an outage
+        that outlasted `outage_timeout_s`)."""
+        self.stop_hint = ACCOUNT_HINT
+        """What the user should do about `stop_reason` before resuming."""
+        self.outage = OutageWatch(settings.outage_timeout_s)
+        self._again: deque[Job] = deque()
+        """Jobs an outage broke, to run before the rest."""
+        self._strikes: dict[Job, tuple[int, int, int]] = {}
+        """job -> (outage failures, records written when it first and when it last failed so)."""
+        self._written = 0
         self.interrupted = False
         self.budget_reached: str | None = None
         self.in_flight = 0
@@ -113,10 +154,12 @@ class Collector:
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
 
-    def stop(self, reason: str | None = None) -> None:
+    def stop(self, reason: str | None = None, *, hint: str | None = None) -> None:
         """Start no new rollouts; those in flight may finish (see `run`)."""
         if reason is not None:
-            self.stop_reason = self.stop_reason or reason
+            if self.stop_reason is None:
+                self.stop_reason = reason
+                self.stop_hint = hint or self.stop_hint
         else:
             self.interrupted = True
         self._stop.set()
@@ -147,10 +190,11 @@ class Collector:
             "responses_create_params": {**row["responses_create_params"], **self.settings.responses_create_params},
         }
 
-    async def run_one(self, row: JSONObject, row_index: int, repeat_index: int) -> RolloutRecord | None:
-        """The rollout's record; None when the run must stop (nothing is recorded, so a re-run redoes it)."""
+    async def run_one(self, row: JSONObject, row_index: int, repeat_index: int) -> RolloutRecord | OutageFailure | None:
+        """The rollout's record; an OutageFailure when the system was down (its job runs again); None when the run
+        must stop (nothing is recorded, so a re-run redoes it)."""
         started = time.perf_counter()
-        result, error = None, None
+        result, error, spent = None, None, None
         try:
             result = await self._run_on_some_replica(self.prepared_row(row))
             if not isinstance(result, dict) or "reward" not in result:
@@ -160,14 +204,29 @@ class Collector:
                     '({"reward": <float>, ...}) plus `response`; check that agent\'s log.'
                 )
                 result = None
-        except ServerCallError as exc:
-            if exc.status_code in RUN_STOPPING_STATUSES:
-                self.stop(self.redactor.text(str(exc)))
+        except (ServerCallError, TransportError) as exc:
+            spent = _spent(exc)
+            message = self.redactor.text(f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, ServerCallError) and exc.status_code in RUN_STOPPING_STATUSES:
+                self.metrics.add_unrecorded(spent)
+                self.stop(self.redactor.text(str(exc)), hint=ACCOUNT_HINT)
                 return None
-            error = f"ServerCallError: {exc}"
-        except TransportError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        record = build_record(
+            if is_outage(exc):
+                return OutageFailure(message, spent)
+            error = message
+        return self._record(row, row_index, repeat_index, result, error, spent, started)
+
+    def _record(
+        self,
+        row: JSONObject,
+        row_index: int,
+        repeat_index: int,
+        result: Any,
+        error: str | None,
+        spent: Usage | None,
+        started: float,
+    ) -> RolloutRecord:
+        return build_record(
             row=row,
             row_index=row_index,
             repeat_index=repeat_index,
@@ -177,8 +236,8 @@ class Collector:
             latency_s=time.perf_counter() - started,
             fingerprint=self.fingerprint,
             digest=self.row_hashes.get(row_index),
+            spent=spent,
         )
-        return record
 
     async def _run_on_some_replica(self, row: JSONObject) -> Any:
         """The agent's `/run`, started again (after a short wait) when a replica it needed went away: the restarted
@@ -199,22 +258,39 @@ class Collector:
     ) -> Metrics:
         """`num_samples_in_parallel` workers take jobs until none are left or `stop()` is called; after a stop,
         rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
-        pending = iter(jobs)
+        pending = deque(jobs)
 
         async def worker() -> None:
-            for row_index, repeat_index in pending:
-                if not await self._budget_allows_one_more():
-                    return
-                self.in_flight += 1
+            while (turn := await self.outage.turn(self._stop)) != "stop":
                 try:
-                    record = await self.run_one(rows[row_index], row_index, repeat_index)
+                    job = self._next_job(pending, probe=turn == "probe")
+                    if job is None or not await self._budget_allows_one_more():
+                        return
+                    row_index, repeat_index = job
+                    self.in_flight += 1
+                    try:
+                        outcome = await self.run_one(rows[row_index], row_index, repeat_index)
+                    finally:
+                        self.in_flight -= 1
+                    if isinstance(outcome, OutageFailure):
+                        alone = not pending and not self._again and self.in_flight == 0
+                        outcome = self._after_outage_failure(job, outcome, rows[row_index], alone=alone)
+                    if outcome is not None:
+                        self._write(outcome, out, progress)
+                        self._written += 1
+                        if (lasted := self.outage.came_up()) is not None:
+                            print_flushed(
+                                f"\nThe system answers again after {lasted:.0f}s; "
+                                f"{len(self._again)} rollouts the outage broke run again.",
+                                err=True,
+                            )
                 finally:
-                    self.in_flight -= 1
-                if record is not None:
-                    self._write(record, out, progress)
+                    if turn == "probe":
+                        self.outage.probe_done()
                 finished, self._finished = self._finished, asyncio.Event()
                 finished.set()
 
+        watchdog = asyncio.create_task(self._watch_outage(progress))
         workers = [asyncio.create_task(worker()) for _ in range(self.settings.num_samples_in_parallel)]
         everything = asyncio.gather(*workers)
         stop_requested = asyncio.create_task(self._stop.wait())
@@ -234,9 +310,70 @@ class Collector:
             await asyncio.gather(*workers, return_exceptions=True)
         stop_requested.cancel()
         everything.cancel()
+        watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await everything
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+        self.metrics.outages = self.outage.count
+        self.metrics.outage_wait_s = self.outage.waited_s + self.outage.down_for_s()
         return self.metrics
+
+    def _next_job(self, pending: deque[Job], *, probe: bool) -> Job | None:
+        """Jobs an outage broke go first, except for a probe: a fresh job tells whether the system is back without
+        betting on a row that may fail by itself."""
+        first, then = (pending, self._again) if probe else (self._again, pending)
+        if first:
+            return first.popleft()
+        return then.popleft() if then else None
+
+    def _after_outage_failure(
+        self, job: Job, failure: OutageFailure, row: JSONObject, *, alone: bool
+    ) -> RolloutRecord | None:
+        """Run the job again later, unless it keeps failing so while other rollouts get through (since its previous
+        failure, or since its first when it is the last job left): then the fault is this rollout's (a provider
+        that always fails on this prompt), and it is recorded as its failure."""
+        strikes, first_at, last_at = self._strikes.get(job, (0, self._written, self._written))
+        strikes += 1
+        others_got_through = self._written > last_at or (alone and self._written > first_at)
+        if strikes >= self.settings.max_rollout_attempts and others_got_through:
+            self._strikes.pop(job, None)
+            error = (
+                f"{failure.message} [failed this way {strikes} times while other rollouts got answers, so it is "
+                "recorded as this rollout's failure]"
+            )
+            return self._record(row, job[0], job[1], None, error, failure.spent, time.perf_counter())
+        self._strikes[job] = (strikes, first_at, self._written)
+        self.metrics.add_unrecorded(failure.spent)
+        self.metrics.requeued += 1
+        self._again.append(job)
+        if self.outage.went_down(failure.message):
+            print_flushed(
+                f"\nOutage: {failure.message[:300]}\nNo new rollouts; probing with one at a time for up to "
+                f"{self.settings.outage_timeout_s:g}s (+outage_timeout_s). Rollouts it broke are not recorded; "
+                "they run again.",
+                err=True,
+            )
+        return None
+
+    async def _watch_outage(self, progress: Progress | None) -> None:
+        """While the system is down: say so on the progress line each second, and stop the run once the outage
+        outlasts `outage_timeout_s` (rollouts in flight then get `drain_timeout_s`, as on Ctrl-C)."""
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.outage.down:
+                continue
+            waited = self.outage.down_for_s()
+            if progress is not None:
+                progress.set_postfix(
+                    outage=f"waiting {waited:.0f}/{self.settings.outage_timeout_s:g}s", queued=len(self._again)
+                )
+            if self.outage.expired and self.stop_reason is None:
+                self.stop(
+                    f"the system did not answer for {waited:.0f}s (+outage_timeout_s="
+                    f"{self.settings.outage_timeout_s:g}); last error: {self.outage.reason}",
+                    hint=OUTAGE_HINT,
+                )
 
     async def _budget_allows_one_more(self) -> bool:
         """Wait until one more rollout fits the budget, counting each one in flight at the dearest rollout so far
@@ -246,7 +383,7 @@ class Collector:
         while not self._stop.is_set():
             if budget is None:
                 return True
-            spent = float(self.metrics.usage["cost"] or 0.0)
+            spent = self.metrics.spent_usd
             finished = len(self.metrics.rewards) + self.metrics.failures
             if finished == 0 and self.in_flight == 0:
                 return True  # the first rollout gives the estimate to go by
@@ -284,3 +421,11 @@ class Collector:
                 cost=f"${cost:.4f} (${cost / elapsed_h:.2f}/h)" if cost is not None else "-",
                 refresh=False,
             )
+
+
+def _spent(exc: ServerCallError | TransportError) -> Usage | None:
+    """What a failed `/run` reported its model calls had spent."""
+    if not isinstance(exc, ServerCallError):
+        return None
+    spent = exc.detail.get(SPENT_KEY)
+    return spent if isinstance(spent, dict) and spent.get("calls") else None  # type: ignore[return-value]

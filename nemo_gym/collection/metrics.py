@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_gym.protocol.types import MetricsSummary, Usage
+from nemo_gym.protocol.types import MetricsSummary, RunFigures, Usage
 from nemo_gym.protocol.usage import add_usage, empty_usage
 
 
@@ -25,8 +25,16 @@ class Metrics:
     skipped: int = 0
     restarted: int = 0
     """Rollouts started again because a server replica they ran on went away."""
+    outages: int = 0
+    outage_wait_s: float = 0.0
+    requeued: int = 0
+    """Rollouts an outage broke, put back to run again (not recorded)."""
     cost_estimated: bool = False
     usage: Usage = field(default_factory=empty_usage)
+    failed_cost: float = 0.0
+    """USD that recorded failures had spent."""
+    unrecorded: Usage = field(default_factory=empty_usage)
+    """What rollouts that left no record (an outage broke them, or the run stopped on them) had spent."""
     errors: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
@@ -35,6 +43,7 @@ class Metrics:
             self.failures += 1
             kind = str(record["error"]).split(":", 1)[0][:80]
             self.errors[kind] = self.errors.get(kind, 0) + 1
+            self.failed_cost += float(record.get("cost_usd") or 0.0)
         else:
             self.rewards.append(float(record.get("reward") or 0.0))
             self.reward_sum += self.rewards[-1]
@@ -43,20 +52,29 @@ class Metrics:
         self.retries += int(record.get("retries") or 0)
         self.cost_estimated = self.cost_estimated or bool(record.get("cost_estimated"))
 
+    def add_unrecorded(self, spent: Mapping[str, Any] | None) -> None:
+        if spent:
+            self.unrecorded = add_usage(self.unrecorded, spent)
+
+    @property
+    def spent_usd(self) -> float:
+        """Everything this run is known to have spent upstream: its records' cost and what rollouts without one
+        spent. What `+max_cost_usd` counts."""
+        return float(self.usage["cost"] or 0.0) + float(self.unrecorded["cost"] or 0.0)
+
     @property
     def mean_reward(self) -> float | None:
         """A running mean: the progress bar asks for it after every record."""
         return self.reward_sum / len(self.rewards) if self.rewards else None
 
     def summary(self) -> MetricsSummary:
-        elapsed = time.perf_counter() - self.started
+        """The figures of the records added."""
         done = len(self.rewards) + self.failures
         rewards = self.rewards
         return {
             "rollouts": done,
             "succeeded": len(rewards),
             "failed": self.failures,
-            "skipped_already_done": self.skipped,
             "mean_reward": _round(self.mean_reward),
             "std_reward": _round(statistics.pstdev(rewards)) if rewards else None,
             "min_reward": _round(min(rewards)) if rewards else None,
@@ -68,17 +86,35 @@ class Metrics:
             "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
             "model_calls": self.usage["calls"],
             "upstream_retries": self.retries,
-            "rollouts_restarted": self.restarted,
             "cost_usd": self.usage["cost"],
             "cost_estimated": self.cost_estimated,
+            "failed_cost_usd": round(self.failed_cost, 10) if self.usage["cost"] is not None else None,
             "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
             "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
             "p50_latency_s": _round(percentile(self.latencies, 50)),
             "p95_latency_s": _round(percentile(self.latencies, 95)),
+            "errors": self.errors,
+        }
+
+    def run_figures(self) -> RunFigures:
+        """What the run these metrics were summed over did, and how fast."""
+        elapsed = time.perf_counter() - self.started
+        done = len(self.rewards) + self.failures
+        return {
+            "rollouts": done,
+            "succeeded": len(self.rewards),
+            "failed": self.failures,
+            "mean_reward": _round(self.mean_reward),
+            "skipped_already_done": self.skipped,
+            "rollouts_restarted": self.restarted,
+            "rollouts_rerun_after_outage": self.requeued,
+            "outages": self.outages,
+            "outage_wait_s": round(self.outage_wait_s, 1),
+            "cost_usd": self.usage["cost"],
+            "unrecorded_cost_usd": self.unrecorded["cost"],
             "wall_time_s": round(elapsed, 3),
             "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
-            "errors": self.errors,
         }
 
 

@@ -84,7 +84,12 @@ class CollectorShard:
         return {
             "stop_reason": collector.stop_reason,
             "budget_reached": collector.budget_reached,
+            "stop_hint": collector.stop_hint,
             "restarted": collector.metrics.restarted,
+            "requeued": collector.metrics.requeued,
+            "outages": collector.metrics.outages,
+            "outage_wait_s": collector.metrics.outage_wait_s,
+            "unrecorded": collector.metrics.unrecorded,
         }
 
 
@@ -106,8 +111,8 @@ class ShardedCollector(Collector):
         self.secrets = list(secrets)
         self.shards: list[Any] = []
 
-    def stop(self, reason: str | None = None) -> None:
-        super().stop(reason)
+    def stop(self, reason: str | None = None, *, hint: str | None = None) -> None:
+        super().stop(reason, hint=hint)
         for shard in self.shards:
             shard.stop.remote()
 
@@ -143,9 +148,14 @@ class ShardedCollector(Collector):
         try:
             await asyncio.gather(*(self._drain(stream, out, progress) for stream in streams))
             for outcome in await asyncio.gather(*(shard.outcome.remote() for shard in self.shards)):
-                self.stop_reason = self.stop_reason or outcome.get("stop_reason")
+                if outcome.get("stop_reason"):
+                    self.stop(outcome["stop_reason"], hint=outcome.get("stop_hint"))
                 self.budget_reached = self.budget_reached or outcome.get("budget_reached")
                 self.metrics.restarted += int(outcome.get("restarted") or 0)
+                self.metrics.requeued += int(outcome.get("requeued") or 0)
+                self.metrics.outages = max(self.metrics.outages, int(outcome.get("outages") or 0))
+                self.metrics.outage_wait_s = max(self.metrics.outage_wait_s, float(outcome.get("outage_wait_s") or 0))
+                self.metrics.add_unrecorded(outcome.get("unrecorded"))
         finally:
             for shard in self.shards:
                 with contextlib.suppress(Exception):

@@ -20,11 +20,13 @@ def build_record(
     latency_s: float,
     fingerprint: str | None = None,
     digest: str | None = None,
+    spent: Usage | None = None,
 ) -> RolloutRecord:
-    """One line of output: position, reward and the verifier's extra fields, usage, models, trajectory, input."""
+    """One line of output: position, reward and the verifier's extra fields, usage, models, trajectory, input.
+    `spent`: what a failed rollout's model calls had cost (it has no response to carry usage)."""
     result = dict(result or {})
     response: JSONObject = result.pop("response", None) or {}
-    usage: Usage | None = response.get("usage") or None
+    usage: Usage | None = response.get("usage") or spent or None
     meta: RolloutMetadata = response.get("nemo_gym") or {}
     core = {
         "row_index": row_index,

@@ -21,6 +21,7 @@ from typing import Any, cast
 import orjson
 
 from nemo_gym.collection.inputs import InputError
+from nemo_gym.collection.metrics import Metrics
 from nemo_gym.console import print_flushed
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
@@ -220,6 +221,30 @@ def read_records(path: Path, warn: Warn | None = warn_on_stderr) -> dict[Key, Ro
     if duplicates and warn is not None:
         warn(f"{path}: {duplicates.summary()} Each rollout counts once (a success over a failure).")
     return records
+
+
+def file_metrics(path: Path) -> Metrics:
+    """The metrics of every rollout `path` holds, each counted once as readers count it (a success over a failure,
+    the first copy otherwise), in one streaming pass: only failed records wait, until the end, in case a success of
+    the same rollout follows."""
+    metrics = Metrics()
+    succeeded: set[Key] = set()
+    failed: dict[Key, RolloutRecord] = {}
+    for _, item in _keyed_records(path):
+        if item is None:
+            continue
+        key, record = item
+        if key in succeeded:
+            continue
+        if record.get("error") is None:
+            succeeded.add(key)
+            failed.pop(key, None)
+            metrics.add(record)
+        elif key not in failed:  # kept without its trajectory and input, which its figures do not need
+            failed[key] = cast(RolloutRecord, {k: v for k, v in record.items() if k not in ("response", "input")})
+    for record in failed.values():
+        metrics.add(record)
+    return metrics
 
 
 def set_aside_failures(path: Path) -> int:

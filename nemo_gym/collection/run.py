@@ -25,6 +25,7 @@ from nemo_gym.collection.output_lock import OutputLock, refuse_input_as_output
 from nemo_gym.collection.ray_sharding import ShardedCollector
 from nemo_gym.collection.resume import (
     check_settings,
+    file_metrics,
     repair_torn_tail,
     result_settings,
     scan_output,
@@ -40,7 +41,7 @@ from nemo_gym.console import print_flushed
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.pool import make_http_client
 from nemo_gym.http.server_client import ServerClient, registry_from_head
-from nemo_gym.protocol.types import CollectionSummary, JSONObject
+from nemo_gym.protocol.types import CollectionSummary, JSONObject, RunFigures
 
 SETTING_KEYS = set(CollectionSettings.model_fields)
 
@@ -172,6 +173,9 @@ async def _collect_locked(
             )
         if settings.overwrite and output.exists():
             Path(os.path.realpath(output)).unlink()  # through a symlink: the file it names, whose lock is held
+        if settings.overwrite:  # its figures were the old file's
+            with contextlib.suppress(OSError):
+                metrics_path(output).unlink(missing_ok=True)
         if repair_torn_tail(output):
             print_flushed(
                 f"{output} ended with an unfinished line (an interrupted run); moved it to "
@@ -208,25 +212,16 @@ async def _collect_locked(
             tqdm(total=len(jobs), desc=settings.agent_name, unit="rollout", dynamic_ncols=True) as bar,
         ):
             metrics = await collector.run(rows, jobs, out, bar)
-    summary: CollectionSummary = {
-        "agent_name": settings.agent_name,
-        "input_jsonl_fpath": str(settings.input_jsonl_fpath),
-        "output_jsonl_fpath": str(output),
-        "rows": len(rows),
-        "num_repeats": settings.num_repeats,
-        "fingerprint": run_fingerprint,
-        **metrics.summary(),
-        "stopped_early": collector.stop_reason or collector.budget_reached,
-        "interrupted": collector.interrupted,
-    }
-    done_now = metrics.summary()["rollouts"]
+    this_run = metrics.run_figures()
+    summary = whole_file_summary(settings, len(rows), run_fingerprint, this_run)
+    summary["stopped_early"] = collector.stop_reason or collector.budget_reached
+    summary["interrupted"] = collector.interrupted
+    done_now = this_run["rollouts"]
     unwritten = _write_metrics(metrics_path(output), summary)
     if collector.stop_reason is not None:
         raise RunStopped(
-            f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run "
-            f"and are kept in {output}. Fix the cause (for 402: add credits, or raise the model server's "
-            f"max_cost_usd if it names one; for 401: check policy_api_key), then re-run the same "
-            f"command to resume: {resume_command(settings, config)}{unwritten}"
+            f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run and are "
+            f"kept in {output}. {collector.stop_hint}: {resume_command(settings, config)}{unwritten}"
         )
     if collector.budget_reached is not None and not collector.interrupted:
         print_flushed(
@@ -242,6 +237,51 @@ async def _collect_locked(
     if unwritten:
         raise RunStopped(f"{done_now} rollouts finished in this run and are kept in {output}.{unwritten}")
     return summary
+
+
+def whole_file_summary(
+    settings: CollectionSettings, rows: int, fingerprint: str | None, this_run: RunFigures
+) -> CollectionSummary:
+    """The metrics file's content: the figures of every record the output holds now (one streaming pass), the
+    spend of rollouts that left no record over all runs (carried over from the previous metrics file), and this
+    run's own figures under `this_run`."""
+    output = settings.output_jsonl_fpath
+    figures = file_metrics(output).summary()
+    unrecorded = _round_usd(_earlier_unrecorded_usd(metrics_path(output), fingerprint), this_run["unrecorded_cost_usd"])
+    expected = rows * settings.num_repeats
+    return {
+        "agent_name": settings.agent_name,
+        "input_jsonl_fpath": str(settings.input_jsonl_fpath),
+        "output_jsonl_fpath": str(output),
+        "rows": rows,
+        "num_repeats": settings.num_repeats,
+        "fingerprint": fingerprint,
+        "expected_rollouts": expected,
+        "complete": figures["rollouts"] >= expected,
+        **figures,
+        "unrecorded_cost_usd": unrecorded,
+        "wasted_cost_usd": _round_usd(figures["failed_cost_usd"], unrecorded),
+        "this_run": this_run,
+        "stopped_early": None,
+        "interrupted": False,
+    }
+
+
+def _earlier_unrecorded_usd(path: Path, fingerprint: str | None) -> float | None:
+    """What earlier runs of the same output recorded as spent without a record (0 when unknown)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(earlier, dict) or earlier.get("fingerprint") != fingerprint:
+        return None
+    value = earlier.get("unrecorded_cost_usd")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _round_usd(*amounts: float | None) -> float | None:
+    known = [a for a in amounts if a is not None]
+    return round(sum(known), 10) if known else None
 
 
 def _write_metrics(path: Path, summary: CollectionSummary) -> str:
@@ -317,6 +357,13 @@ def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[N
                 signal.signal(sig, previous[sig])
 
 
-def format_summary(summary: Mapping[str, Any]) -> str:
+def format_summary(summary: Mapping[str, Any], indent: str = "  ") -> str:
+    """Aligned `key  value` lines; a nested mapping (`this_run`) as an indented block of its own."""
     width = max(len(k) for k in summary)
-    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in summary.items())
+    lines = []
+    for key, value in summary.items():
+        if isinstance(value, Mapping) and value and key != "errors":
+            lines += [f"{indent}{key}:", format_summary(value, indent + "  ")]
+        else:
+            lines.append(f"{indent}{key.ljust(width)}  {value}")
+    return "\n".join(lines)

@@ -143,8 +143,9 @@ class ComparisonRun:
             finally:
                 self._handle_signals()  # asyncio restores the default handlers when its run ends
             print_flushed(
-                f"  {summary['rollouts']} rollouts this run ({summary['skipped_already_done']} already "
-                f"done), mean reward {summary['mean_reward']}, cost ${summary['cost_usd'] or 0:.6f}"
+                f"  {summary['this_run']['rollouts']} rollouts this run "
+                f"({summary['this_run']['skipped_already_done']} already done); the file's {summary['rollouts']}: "
+                f"mean reward {summary['mean_reward']}, cost ${summary['cost_usd'] or 0:.6f}"
             )
         return 0
 

@@ -102,6 +102,10 @@ class OpenRouterEmulator:
         """Force the next attempts on `model_id` to hit `faults` (FaultRates field names), in order."""
         self._faults.inject(model_id, faults)
 
+    def clear_injected(self) -> int:
+        """Forget the injected faults not handed out yet (an outage ends); how many there were."""
+        return self._faults.clear()
+
     # ---------------------------------------------------------------- the app
 
     def app(self) -> FastAPI:

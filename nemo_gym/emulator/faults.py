@@ -45,6 +45,13 @@ class FaultSchedule:
         with self._lock:
             self._injected.setdefault(model_id, deque()).extend(queued)
 
+    def clear(self) -> int:
+        """Drop the faults injected and not yet handed out (the provider is healthy again); how many there were."""
+        with self._lock:
+            dropped = sum(len(queue) for queue in self._injected.values())
+            self._injected.clear()
+        return dropped
+
     def next(self, model: EmulatedModel) -> FaultKind | None:
         """The fault of the next attempt on `model`: the next injected one, else a draw from its rates."""
         with self._lock:

@@ -25,6 +25,11 @@ from nemo_gym.http.pool import JSON_HEADERS, HttpCaller, HttpResponse, Transport
 SESSION_HEADER = "X-NeMo-Gym-Session"
 UNAVAILABLE_ERROR = "replica_unavailable"
 """The error type of a 503 that means: a server replica this call needed went away; redoing the rollout may work."""
+OUTAGE_FLAG = "outage"
+"""Set (true) in an error body when the system failed, not the request: a server or the upstream was down or
+overloaded past its retries. Servers pass it on, so a collector can wait for the system instead of recording it."""
+SPENT_KEY = "spent"
+"""In a failed `/run`'s `error` object: the usage (with USD `cost`) its model calls had spent before it failed."""
 
 
 class ServerCallError(Exception):
@@ -38,6 +43,18 @@ class ServerCallError(Exception):
         self.body = body
         self.unavailable = unavailable
         """No replica that could serve the call answered (it died or is restarting): redoing the rollout may work."""
+
+    @property
+    def detail(self) -> dict[str, Any]:
+        """The answer's `error` object (empty when it had none)."""
+        error = self.body.get("error") if isinstance(self.body, dict) else None
+        return error if isinstance(error, dict) else {}
+
+    @property
+    def outage(self) -> bool:
+        """The system failed, not this request: a server unreachable or restarting, or the upstream down."""
+        detail = self.detail
+        return self.unavailable or detail.get("type") == UNAVAILABLE_ERROR or detail.get(OUTAGE_FLAG) is True
 
 
 @dataclass(frozen=True)

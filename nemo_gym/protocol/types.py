@@ -109,12 +109,11 @@ class RolloutRecord(TypedDict):
 
 
 class MetricsSummary(TypedDict):
-    """Aggregates over one run's records, as `ng_collect_rollouts` prints them."""
+    """Aggregates over a set of records (an output file's, or one run's)."""
 
     rollouts: int
     succeeded: int
     failed: int
-    skipped_already_done: int
     mean_reward: float | None
     std_reward: float | None
     min_reward: float | None
@@ -126,22 +125,46 @@ class MetricsSummary(TypedDict):
     reasoning_tokens: int
     model_calls: int
     upstream_retries: int
-    rollouts_restarted: int
     cost_usd: float | None
+    """USD the records spent, failed ones included."""
     cost_estimated: bool
+    failed_cost_usd: float | None
+    """USD that rollouts recorded as failed had spent."""
     cost_per_rollout_usd: float | None
     cost_per_reward_point_usd: float | None
     mean_latency_s: float | None
     p50_latency_s: float | None
     p95_latency_s: float | None
-    wall_time_s: float
-    rollouts_per_s: float | None
     errors: dict[str, int]
     """Failed rollouts by the kind of error (the text before the first colon)."""
 
 
+class RunFigures(TypedDict):
+    """What one run (one invocation of a collection, a segment of its output) did."""
+
+    rollouts: int
+    """Records this run wrote."""
+    succeeded: int
+    failed: int
+    mean_reward: float | None
+    skipped_already_done: int
+    rollouts_restarted: int
+    """Rollouts started again at once because a server replica they ran on went away."""
+    rollouts_rerun_after_outage: int
+    """Rollouts an outage broke, not recorded, run again (or left for the resume)."""
+    outages: int
+    outage_wait_s: float
+    cost_usd: float | None
+    """USD this run's records spent."""
+    unrecorded_cost_usd: float | None
+    """USD spent by rollouts that left no record (an outage broke them, or the run stopped on them)."""
+    wall_time_s: float
+    rollouts_per_s: float | None
+
+
 class CollectionSummary(MetricsSummary):
-    """`<output stem>.metrics.json`: a run's metrics with what was run and how it ended."""
+    """`<output stem>.metrics.json`: the figures of every record in the output (all runs, resumes and retried
+    failures), what was run, how this run ended and, under `this_run`, what this run alone did."""
 
     agent_name: str
     input_jsonl_fpath: str
@@ -149,8 +172,16 @@ class CollectionSummary(MetricsSummary):
     rows: int
     num_repeats: int
     fingerprint: str | None
+    expected_rollouts: int
+    """rows x num_repeats: `complete` when the output holds a record for each."""
+    complete: bool
+    unrecorded_cost_usd: float | None
+    """USD spent by rollouts that left no record, over every run of this output that wrote its metrics."""
+    wasted_cost_usd: float | None
+    """USD that produced no usable sample: failed records' cost plus `unrecorded_cost_usd`."""
+    this_run: RunFigures
     stopped_early: str | None
-    """Why the run ended before its last rollout (spent credits, a rejected key, the budget), or None."""
+    """Why the run ended before its last rollout (spent credits, a rejected key, an outage, the budget), or None."""
     interrupted: bool
 
 

@@ -1,15 +1,26 @@
 """The agent-server base: `/v1/responses` runs the agent's loop for one Responses `create` body, `/run` is one scored
 rollout of a dataset row (seed a session, run the loop, verify). Subclasses implement `respond` and `run`.
+
+What a rollout spent is never lost with it: model calls made through `call_model` are tallied per `/run`, and a
+rollout that fails answers its error with `spent` (the usage and USD cost of its calls so far), which the collector
+records. A `/run` whose caller hung up (a cancelled rollout) is abandoned at once rather than run on at a cost.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from contextvars import ContextVar
+from typing import Any
 
 from fastapi import FastAPI, Request
 from pydantic import Field
 
-from nemo_gym.protocol.types import JSONObject
+from nemo_gym.http.server_client import SPENT_KEY
+from nemo_gym.protocol.types import JSONObject, Usage
+from nemo_gym.protocol.usage import add_usage, empty_usage
 from nemo_gym.servers.base import (
     BaseServer,
     BaseServerConfig,
@@ -19,6 +30,9 @@ from nemo_gym.servers.base import (
     post_route,
     read_json_object,
 )
+
+_rollout_usage: ContextVar[list[Usage] | None] = ContextVar("nemo_gym_rollout_usage", default=None)
+"""The usage of the `/run` being served in this task, in a one-item list so `call_model` can add to it."""
 
 
 class BaseAgentConfig(BaseServerConfig):
@@ -41,6 +55,15 @@ class BaseAgentServer(BaseServer, ABC):
     async def run(self, row: JSONObject) -> JSONObject:
         """One scored rollout: the verifier's answer (with a numeric `reward`) plus the final `response`."""
 
+    async def call_model(self, path: str, body: JSONObject) -> JSONObject:
+        """POST to the configured model server (`/v1/responses`, `/v1/chat/completions`), counting the answer's
+        usage towards the rollout being run, so a rollout that fails later still reports what it spent."""
+        answer: JSONObject = await self.servers.post(self.config.model_server.name, path, body)
+        tally = _rollout_usage.get()
+        if tally is not None:
+            tally[0] = add_usage(tally[0], (answer.get("usage") or {"calls": 1}) if isinstance(answer, dict) else None)
+        return answer
+
     def add_routes(self, app: FastAPI) -> None:
         @post_route(app, "/v1/responses")
         async def responses(request: Request) -> JSONResponse:
@@ -52,7 +75,46 @@ class BaseAgentServer(BaseServer, ABC):
             body = await read_json_object(request)
             if isinstance(body, JSONResponse):
                 return body
+            tally = [empty_usage()]
+            token = _rollout_usage.set(tally)
             try:
-                return JSONResponse(await self.run(body))
+                return JSONResponse(await _unless_caller_leaves(request, self.run(body)))
+            except CallerLeft:
+                content, status = error_body("The caller hung up; the rollout was abandoned.", "caller_left"), 499
             except ValueError as exc:
-                return JSONResponse(error_body(str(exc), "invalid_request"), 400)
+                content, status = error_body(str(exc), "invalid_request"), 400
+            except Exception as exc:  # noqa: BLE001 - answered as the server base answers it, plus what was spent
+                content, status = self.error_content(exc)
+            finally:
+                _rollout_usage.reset(token)
+            if tally[0]["calls"]:
+                content["error"][SPENT_KEY] = tally[0]
+            return JSONResponse(content, status)
+
+
+class CallerLeft(Exception):
+    """The client of a `/run` disconnected before its answer: the rollout was cancelled."""
+
+
+async def _unless_caller_leaves(request: Request, work: Awaitable[Any]) -> Any:
+    """`work`'s result; cancelled (raising CallerLeft) as soon as the caller disconnects, so a rollout its
+    collector gave up on makes no further paid calls."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise CallerLeft
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (the body was read, so the next ASGI message can only be the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

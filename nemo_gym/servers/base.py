@@ -24,7 +24,13 @@ from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.secrets import Redactor, collect_secrets
 from nemo_gym.config.types import GlobalConfig, InstanceSpec
 from nemo_gym.http.lean_client import PeerPool
-from nemo_gym.http.server_client import UNAVAILABLE_ERROR, ServerCallError, ServerClient, registry_from_config
+from nemo_gym.http.server_client import (
+    OUTAGE_FLAG,
+    UNAVAILABLE_ERROR,
+    ServerCallError,
+    ServerClient,
+    registry_from_config,
+)
 from nemo_gym.protocol.types import JSONObject
 
 logger = logging.getLogger(__name__)
@@ -268,15 +274,24 @@ class BaseServer:
 
         @app.exception_handler(ServerCallError)
         async def downstream_error(_: Request, exc: ServerCallError) -> JSONResponse:
-            if exc.unavailable:  # a replica behind this server went away: the caller may redo the whole rollout
-                return JSONResponse(error_body(redact(str(exc)), UNAVAILABLE_ERROR), 503)
-            status = exc.status_code if exc.status_code and exc.status_code >= 400 else 502
-            return JSONResponse(error_body(redact(str(exc)), "downstream_error"), status)
+            return JSONResponse(*self.error_content(exc))
 
         @app.exception_handler(Exception)
         async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-            logger.exception("Unhandled error in %s", self.name)
-            return JSONResponse(error_body(redact(f"{type(exc).__name__}: {exc}"), "internal_error"), 500)
+            return JSONResponse(*self.error_content(exc))
+
+    def error_content(self, exc: Exception) -> tuple[JSONObject, int]:
+        """The error body and status a call that raised `exc` is answered with: a failed call to another server keeps
+        its status (and says whether the system was down); anything else is this server's own 500."""
+        redact = self.redactor.text
+        if isinstance(exc, ServerCallError):
+            if exc.unavailable:  # a replica behind this server went away: the caller may redo the whole rollout
+                return error_body(redact(str(exc)), UNAVAILABLE_ERROR), 503
+            status = exc.status_code if exc.status_code and exc.status_code >= 400 else 502
+            outage = {OUTAGE_FLAG: True} if exc.outage else {}
+            return error_body(redact(str(exc)), "downstream_error", **outage), status
+        logger.exception("Unhandled error in %s", self.name)
+        return error_body(redact(f"{type(exc).__name__}: {exc}"), "internal_error"), 500
 
 
 Handler = Callable[[Request], Awaitable[Response]]

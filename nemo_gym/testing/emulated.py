@@ -129,5 +129,5 @@ def fault_run(
         "retries": summary["upstream_retries"],
         "mean_reward": summary["mean_reward"],
         "wall_time_s": round(time.perf_counter() - started, 2),
-        "rollouts_per_s": summary["rollouts_per_s"],
+        "rollouts_per_s": summary["this_run"]["rollouts_per_s"],
     }

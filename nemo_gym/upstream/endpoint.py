@@ -63,6 +63,13 @@ class UpstreamError(Exception):
         self.retryable = (upstream_status in RETRYABLE_STATUSES) if retryable is None else retryable
         self.retry_after_s = retry_after_s
 
+    @property
+    def outage(self) -> bool:
+        """The endpoint is down or overloaded (no connection, no answer in time, 5xx, 429) rather than refusing this
+        request: a collection waits for it to come back instead of recording the rollout as failed."""
+        status = self.upstream_status
+        return self.kind in ("connection", "timeout") or status == 429 or (status is not None and status >= 500)
+
 
 @dataclass
 class UpstreamCall:

@@ -147,4 +147,5 @@ class Router:
             upstream_status=last.upstream_status,
             body=last.body,
             retryable=False,
+            kind=last.kind,
         )

@@ -44,9 +44,7 @@ class SimpleAgentServer(BaseAgentServer):
         stop_reason: StopReason = "max_steps"
         meta: ModelCallMetadata = {}
         for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
-            response = await self.servers.post(
-                self.config.model_server.name, "/v1/responses", {**params, "input": items + trajectory}
-            )
+            response = await self.call_model("/v1/responses", {**params, "input": items + trajectory})
             usage = add_usage(usage, response.get("usage") or {"calls": 1})  # a call without usage still counts
             meta = response.get("nemo_gym") or {}
             served = meta.get("served_model") or response.get("model")

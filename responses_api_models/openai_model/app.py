@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.http.lean_client import UpstreamPool
 from nemo_gym.http.pool import make_http_client
+from nemo_gym.http.server_client import OUTAGE_FLAG
 from nemo_gym.protocol.conversion import (
     chat_to_responses_payload,
     chat_to_responses_request,
@@ -333,7 +334,12 @@ class OpenAIModelServer(BaseModelServer):
     def error_answer(self, exc: Exception) -> JSONResponse | None:
         if isinstance(exc, UpstreamError):
             return JSONResponse(
-                error_body(self.redactor.text(str(exc)), "upstream_error", upstream_status=exc.upstream_status),
+                error_body(
+                    self.redactor.text(str(exc)),
+                    "upstream_error",
+                    upstream_status=exc.upstream_status,
+                    **({OUTAGE_FLAG: True} if exc.outage else {}),
+                ),
                 exc.status_code,
             )
         if isinstance(exc, BudgetExhausted):
