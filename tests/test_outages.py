@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import socket
 import threading
 import time
@@ -22,7 +24,7 @@ from fastapi import FastAPI, Request
 
 from nemo_gym.collection.collector import CollectionSettings, Collector
 from nemo_gym.collection.metrics import Metrics
-from nemo_gym.collection.run import RunStopped, metrics_path
+from nemo_gym.collection.run import Interrupted, RunStopped, metrics_path
 from nemo_gym.config.secrets import Redactor
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
@@ -314,3 +316,36 @@ def test_an_agent_abandons_a_rollout_whose_caller_hung_up(tmp_path: Path) -> Non
         time.sleep(3.0)  # long enough for the first call to end and a second to start, had the rollout gone on
         calls = [r for r in emulator.requests if r.path.endswith("/chat/completions")]
     assert len(calls) == 1, "no model call after the collector hung up"
+
+
+def test_the_model_servers_ledger_counts_what_cancelled_rollouts_spent(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], latency_ms=800))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 4), tmp_path / "out.jsonl"
+
+    def interrupt_once_every_rollout_is_calling() -> None:
+        deadline = time.monotonic() + 30
+        while len(emulator.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)  # the collector's own handler: stop, and with no drain, cancel
+
+    with emulated_cluster(emulator) as config:
+        threading.Thread(target=interrupt_once_every_rollout_is_calling).start()
+        with pytest.raises(Interrupted):
+            collect_rows(config, rows, output, num_samples_in_parallel=4, drain_timeout_s=0)
+        billed = emulator.spent_usd
+    this_run = json.loads(metrics_path(output).read_text())["this_run"]
+    assert records_of(output) == [] and this_run["cost_usd"] is None
+    assert billed > 0 and this_run["model_servers_cost_usd"] == pytest.approx(billed)
+    assert len([r for r in emulator.requests if r.path.endswith("/chat/completions")]) == 4, (
+        "the agents abandoned the cancelled rollouts: no second call"
+    )
+
+
+def test_the_model_servers_ledger_agrees_with_the_records_of_a_clean_run(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY]))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 6), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator) as config:
+        summary = collect_rows(config, rows, output)
+    this_run = summary["this_run"]
+    assert emulator.spent_usd > 0 and this_run["cost_usd"] == pytest.approx(emulator.spent_usd)
+    assert this_run["model_servers_cost_usd"] == pytest.approx(this_run["cost_usd"])

@@ -113,6 +113,7 @@ class Metrics:
             "outage_wait_s": round(self.outage_wait_s, 1),
             "cost_usd": self.usage["cost"],
             "unrecorded_cost_usd": self.unrecorded["cost"],
+            "model_servers_cost_usd": None,
             "wall_time_s": round(elapsed, 3),
             "rollouts_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
         }

@@ -32,6 +32,7 @@ from nemo_gym.collection.resume import (
     set_aside_failures,
     unwritable,
 )
+from nemo_gym.collection.spend import read_ledger, settled_ledger
 from nemo_gym.config.errors import COMMAND_LINE, ConfigError
 from nemo_gym.config.paths import resolve_input_path
 from nemo_gym.config.secrets import Redactor, collect_secrets, command_redactor
@@ -206,18 +207,29 @@ async def _collect_locked(
                 f"Resuming {output}: {collector.metrics.skipped} rollouts already done{failed_note}, "
                 f"{len(jobs)} to run (+overwrite=true starts over)."
             )
+        ledger_before = await read_ledger(servers)
         with (
             _stop_on_signals(collector, settings.drain_timeout_s),
             output.open("a", encoding="utf-8") as out,
             tqdm(total=len(jobs), desc=settings.agent_name, unit="rollout", dynamic_ncols=True) as bar,
         ):
             metrics = await collector.run(rows, jobs, out, bar)
+        ledger_after = await settled_ledger(servers) if ledger_before.reporting else None
     this_run = metrics.run_figures()
+    if ledger_after is not None and ledger_after.reporting:
+        this_run["model_servers_cost_usd"] = round(max(0.0, ledger_after.cost_usd - ledger_before.cost_usd), 10)
     summary = whole_file_summary(settings, len(rows), run_fingerprint, this_run)
     summary["stopped_early"] = collector.stop_reason or collector.budget_reached
     summary["interrupted"] = collector.interrupted
     done_now = this_run["rollouts"]
     unwritten = _write_metrics(metrics_path(output), summary)
+    if (beyond := _beyond_records(this_run)) is not None:
+        print_flushed(
+            f"The model servers billed ${beyond:.6f} more than this run's records account for: calls of rollouts "
+            "cancelled while in flight (or other clients of the same servers). In the metrics as "
+            "this_run.model_servers_cost_usd.",
+            err=True,
+        )
     if collector.stop_reason is not None:
         raise RunStopped(
             f"The run stopped early: {collector.stop_reason}\n{done_now} rollouts finished in this run and are "
@@ -265,6 +277,15 @@ def whole_file_summary(
         "stopped_early": None,
         "interrupted": False,
     }
+
+
+def _beyond_records(this_run: RunFigures) -> float | None:
+    """USD the model servers' ledgers show beyond what this run's records and unrecorded rollouts account for."""
+    billed = this_run["model_servers_cost_usd"]
+    if billed is None:
+        return None
+    beyond = billed - float(this_run["cost_usd"] or 0.0) - float(this_run["unrecorded_cost_usd"] or 0.0)
+    return round(beyond, 10) if beyond > 1e-9 else None
 
 
 def _earlier_unrecorded_usd(path: Path, fingerprint: str | None) -> float | None:

@@ -158,6 +158,9 @@ class RunFigures(TypedDict):
     """USD this run's records spent."""
     unrecorded_cost_usd: float | None
     """USD spent by rollouts that left no record (an outage broke them, or the run stopped on them)."""
+    model_servers_cost_usd: float | None
+    """What the model servers billed upstream while this run ran, by their own ledgers: beyond `cost_usd` plus
+    `unrecorded_cost_usd` are the calls of rollouts cancelled mid-flight (or other clients of the same servers)."""
     wall_time_s: float
     rollouts_per_s: float | None
 

@@ -318,6 +318,12 @@ class OpenAIModelServer(BaseModelServer):
             "cost_estimated": bool((result.get("usage") or {}).get("cost_estimated")),
         }
 
+    def health_details(self) -> JSONObject:
+        """What this server spent upstream since it started: a collector reads it before and after a run to count
+        what no record holds (rollouts cancelled while their calls were in flight)."""
+        meter = self.cost
+        return {"spend": {"cost_usd": round(meter.spent_usd, 10), "calls": meter.calls, "in_flight": meter.in_flight}}
+
     @property
     def served_model(self) -> str:
         return self.config.model
