@@ -349,3 +349,31 @@ def test_the_model_servers_ledger_agrees_with_the_records_of_a_clean_run(tmp_pat
     this_run = summary["this_run"]
     assert emulator.spent_usd > 0 and this_run["cost_usd"] == pytest.approx(emulator.spent_usd)
     assert this_run["model_servers_cost_usd"] == pytest.approx(this_run["cost_usd"])
+
+
+def test_a_command_line_model_no_server_serves_stops_the_run_at_the_first_rollout(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY]))
+    rows, output = write_rows(tmp_path / "rows.jsonl", 20), tmp_path / "out.jsonl"
+    with emulated_cluster(emulator) as config, pytest.raises(RunStopped) as stopped:
+        collect_rows(
+            config, rows, output, num_samples_in_parallel=2, responses_create_params={"model": "acme/not-served"}
+        )
+    message = str(stopped.value)
+    assert "asks for model 'acme/not-served'" in message and "Drop +responses_create_params.model" in message
+    assert "re-run the same command" in message
+    assert records_of(output) == [], "every row would fail the same way: none is recorded"
+    assert not [r for r in emulator.requests if r.path.endswith("/chat/completions")], "nothing was paid for"
+
+
+def test_a_model_named_by_a_row_is_that_rows_failure(tmp_path: Path) -> None:
+    emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY]))
+    rows = write_rows(tmp_path / "rows.jsonl", 3)
+    lines = [json.loads(line) for line in rows.read_text().splitlines()]
+    lines[1]["responses_create_params"]["model"] = "acme/not-served"
+    rows.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    output = tmp_path / "out.jsonl"
+    with emulated_cluster(emulator) as config:
+        summary = collect_rows(config, rows, output)
+    assert summary["failed"] == 1 and summary["succeeded"] == 2
+    (failed,) = [r for r in records_of(output) if r["error"]]
+    assert "acme/not-served" in failed["error"] and failed["input"]["responses_create_params"]["model"]

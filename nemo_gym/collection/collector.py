@@ -20,7 +20,13 @@ from nemo_gym.collection.records import build_record
 from nemo_gym.config.secrets import Redactor
 from nemo_gym.console import print_flushed
 from nemo_gym.http.pool import TransportError
-from nemo_gym.http.server_client import SPENT_KEY, UNAVAILABLE_ERROR, ServerCallError, ServerClient
+from nemo_gym.http.server_client import (
+    MODEL_NOT_SERVED,
+    SPENT_KEY,
+    UNAVAILABLE_ERROR,
+    ServerCallError,
+    ServerClient,
+)
 from nemo_gym.protocol.types import JSONObject, RolloutRecord, Usage
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
@@ -207,14 +213,26 @@ class Collector:
         except (ServerCallError, TransportError) as exc:
             spent = _spent(exc)
             message = self.redactor.text(f"{type(exc).__name__}: {exc}")
-            if isinstance(exc, ServerCallError) and exc.status_code in RUN_STOPPING_STATUSES:
+            if isinstance(exc, ServerCallError) and (hint := self._stops_the_run(exc)):
                 self.metrics.add_unrecorded(spent)
-                self.stop(self.redactor.text(str(exc)), hint=ACCOUNT_HINT)
+                self.stop(self.redactor.text(str(exc)), hint=hint)
                 return None
             if is_outage(exc):
                 return OutageFailure(message, spent)
             error = message
         return self._record(row, row_index, repeat_index, result, error, spent, started)
+
+    def _stops_the_run(self, exc: ServerCallError) -> str | None:
+        """What to do, when this failure means every further rollout would fail the same way: a rejected key, spent
+        credits, or a `+responses_create_params.model` that no model server serves."""
+        if exc.status_code in RUN_STOPPING_STATUSES:
+            return ACCOUNT_HINT
+        if exc.detail.get("code") == MODEL_NOT_SERVED and "model" in self.settings.responses_create_params:
+            return (
+                "Drop +responses_create_params.model (the agent's model server answers with its configured model), "
+                "or start a model server for that model and an agent that uses it; then re-run the same command"
+            )
+        return None
 
     def _record(
         self,

@@ -28,6 +28,8 @@ UNAVAILABLE_ERROR = "replica_unavailable"
 OUTAGE_FLAG = "outage"
 """Set (true) in an error body when the system failed, not the request: a server or the upstream was down or
 overloaded past its retries. Servers pass it on, so a collector can wait for the system instead of recording it."""
+MODEL_NOT_SERVED = "model_not_served"
+"""The error `code` of a model server's 400 for a request naming a model it does not serve (agents pass it on)."""
 SPENT_KEY = "spent"
 """In a failed `/run`'s `error` object: the usage (with USD `cost`) its model calls had spent before it failed."""
 

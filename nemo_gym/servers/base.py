@@ -288,8 +288,10 @@ class BaseServer:
             if exc.unavailable:  # a replica behind this server went away: the caller may redo the whole rollout
                 return error_body(redact(str(exc)), UNAVAILABLE_ERROR), 503
             status = exc.status_code if exc.status_code and exc.status_code >= 400 else 502
-            outage = {OUTAGE_FLAG: True} if exc.outage else {}
-            return error_body(redact(str(exc)), "downstream_error", **outage), status
+            passed_on: dict[str, Any] = {OUTAGE_FLAG: True} if exc.outage else {}
+            if isinstance(code := exc.detail.get("code"), str):  # what the server that refused said it was
+                passed_on["code"] = code
+            return error_body(redact(str(exc)), "downstream_error", **passed_on), status
         logger.exception("Unhandled error in %s", self.name)
         return error_body(redact(f"{type(exc).__name__}: {exc}"), "internal_error"), 500
 

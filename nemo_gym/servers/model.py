@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 
+from nemo_gym.http.server_client import MODEL_NOT_SERVED
 from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.base import BaseServer, JSONResponse, error_body, post_route, read_json_object
 
@@ -25,6 +26,14 @@ ModelAPI = Literal["responses", "chat_completions"]
 
 class InvalidRequest(Exception):
     """The request asks for something this model server does not do; the message says what to change."""
+
+    code: str | None = None
+
+
+class ModelNotServed(InvalidRequest):
+    """The request names a model this server does not serve: every request naming it would fail the same way."""
+
+    code = MODEL_NOT_SERVED
 
 
 class BaseModelServer(BaseServer, ABC):
@@ -74,7 +83,7 @@ class BaseModelServer(BaseServer, ABC):
                 f"{serves}: {keep} to be answered by it."
             )
         model = model if len(model) <= 80 else model[:77] + "..."
-        raise InvalidRequest(
+        raise ModelNotServed(
             f"This request asks for model '{model}', which model server '{self.name}' does not serve: it serves "
             f"{serves}. To use '{model}', start a model server for it (an instance with `model: {model}`, and the "
             f"agent's `model_server` pointing at it) or change `model` in the config of '{self.name}'; to be "
@@ -84,7 +93,8 @@ class BaseModelServer(BaseServer, ABC):
     def error_answer(self, exc: Exception) -> JSONResponse | None:
         """The answer for an exception of a call, or None to leave it to the server base's error handlers."""
         if isinstance(exc, InvalidRequest):
-            return JSONResponse(error_body(str(exc), "invalid_request"), 400)
+            code = {"code": exc.code} if exc.code else {}
+            return JSONResponse(error_body(str(exc), "invalid_request", **code), 400)
         return None
 
     def add_routes(self, app: FastAPI) -> None:
