@@ -356,7 +356,8 @@ def table(figures: dict[str, Any]) -> str:
     ]
     for row in figures["scenarios"]:
         if "error" in row:
-            lines.append(f"| `{row['scenario']}` | could not run: {row['error']} | | | | |")
+            last = row["error"].strip().splitlines()[-1][:200]
+            lines.append(f"| `{row['scenario']}` | could not run: {last} | | | | |")
         elif row["scenario"] == "upstream_blip":
             run = row.get("run") or {}
             lines.append(

@@ -345,6 +345,7 @@ def test_lines_that_are_not_records_are_skipped_with_their_line_numbers(
     with serve(path) as api:
         meta = api.get("/api/meta").json()
         assert [w["line"] for w in meta["warnings"]] == [2, 4] and meta["total"] == 2
+        assert (meta["duplicated_rollouts"], meta["skipped_lines"]) == (0, 2)
         assert api.get("/api/rollouts/1").json()["line"] == 5
 
 
@@ -371,6 +372,7 @@ def test_rollouts_recorded_twice_are_warned_about_with_how_many_and_where(
     with serve(path) as api:
         meta = api.get("/api/meta").json()
         assert meta["warnings"] == [{"line": 4, "message": message}] and meta["total"] == 6
+        assert (meta["duplicated_rollouts"], meta["skipped_lines"]) == (2, 0)
         with path.open("a") as handle:  # a second writer still at it
             handle.write(lines[1] + "\n")
         assert rows(api)["total"] == 7

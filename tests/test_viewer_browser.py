@@ -290,6 +290,19 @@ def test_written_page_shows_markup_as_text(chromium: Any, sample: Path, tmp_path
         session.check_clean()
 
 
+def test_a_rollout_recorded_twice_is_named_as_such_in_the_warnings_header(
+    chromium: Any, sample: Path, tmp_path: Path
+) -> None:
+    lines = sample.read_text().splitlines()
+    path = tmp_path / "twice.jsonl"
+    path.write_text("\n".join([lines[0], lines[1], lines[0], "{not json"]) + "\n")
+    with serve_in_thread(build_app(RolloutIndex.load(path))) as url, browsing(chromium) as session:
+        page = session.open(url + "/")
+        summary = page.locator("#warnings-summary").inner_text()
+        assert summary == "1 rollout recorded more than once; 1 line skipped: not rollout records"
+        session.check_clean()
+
+
 def test_skipped_lines_are_listed_on_the_page_with_their_numbers(chromium: Any, sample: Path, tmp_path: Path) -> None:
     lines = sample.read_text().splitlines()
     path = tmp_path / "mixed.jsonl"

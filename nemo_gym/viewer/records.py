@@ -407,6 +407,8 @@ class RolloutIndex:
                 "reward_max": max(rewards) if rewards else None,
                 "warnings": [{"line": w.line, "message": w.message} for w in warnings[:max_warnings]],
                 "warnings_total": len(warnings),
+                "duplicated_rollouts": len(self.duplicates.repeated),
+                "skipped_lines": len(self.warnings) + (1 if self.pending else 0),
                 "record_keys": list(RECORD_KEYS),
             }
 

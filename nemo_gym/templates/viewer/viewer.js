@@ -173,7 +173,10 @@
     const skipped = meta.warnings_total;
     $("warnings").hidden = skipped === 0;
     if (skipped) {
-      $("warnings-summary").textContent = `${plural(skipped, "line")} skipped: not rollout records`;
+      const parts = [];
+      if (meta.duplicated_rollouts) parts.push(`${plural(meta.duplicated_rollouts, "rollout")} recorded more than once`);
+      if (meta.skipped_lines) parts.push(`${plural(meta.skipped_lines, "line")} skipped: not rollout records`);
+      $("warnings-summary").textContent = parts.join("; ");
       const items = meta.warnings.map((w) => el("li", { "data-line": w.line }, `line ${w.line}: ${w.message}`));
       if (skipped > meta.warnings.length) items.push(el("li", {}, `… and ${count(skipped - meta.warnings.length)} more`));
       $("warnings-list").replaceChildren(...items);
