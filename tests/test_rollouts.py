@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from nemo_gym.collection.inputs import InputError, read_rows
-from nemo_gym.collection.run import collect, metrics_path, settings_from
+from nemo_gym.collection.run import RunStopped, collect, metrics_path, settings_from
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.paths import project_root
 from nemo_gym.config.types import GlobalConfig
@@ -119,7 +119,7 @@ def test_an_unknown_agent_is_an_error_listing_the_agents(running: GlobalConfig, 
         run_collection(running, output_jsonl_fpath=str(tmp_path / "o.jsonl"), agent_name="nope")
 
 
-def test_failed_rollouts_are_recorded_not_dropped(tmp_path: Path) -> None:
+def test_a_dead_upstream_stops_the_run_instead_of_recording_failed_rollouts(tmp_path: Path) -> None:
     dead_upstream = f"http://127.0.0.1:{free_port()}/v1"
     data = {
         "policy_model": openai_model_block(
@@ -132,11 +132,12 @@ def test_failed_rollouts_are_recorded_not_dropped(tmp_path: Path) -> None:
         with serve_in_thread(build_head_app(config), port=head_port):
             cfg = GlobalConfig(data={**config.data, "head_server": {"port": head_port}}, origins={})
             output = tmp_path / "o.jsonl"
-            summary = run_collection(cfg, output_jsonl_fpath=str(output), limit=3)
-    records = read_records(output)
-    assert len(records) == 3 and summary["failed"] == 3 and summary["succeeded"] == 0
-    assert all(r["reward"] is None and "Cannot connect" in r["error"] for r in records)
-    assert API_KEY not in output.read_text()
+            with pytest.raises(RunStopped) as stopped:
+                run_collection(cfg, output_jsonl_fpath=str(output), limit=3, outage_timeout_s=1)
+    assert read_records(output) == [], "an upstream nobody can reach says nothing about the rows"
+    message = str(stopped.value)
+    assert "Cannot connect" in message and "re-run the same command to resume" in message
+    assert API_KEY not in message and API_KEY not in metrics_path(output).read_text()
 
 
 def test_the_head_server_must_be_running(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_an_unwritable_torn_file_leaves_the_output_as_it_was(cluster: GlobalConf
 
 def test_unwritable_retried_failures_leave_the_output_as_it_was(tmp_path: Path) -> None:
     emulator = OpenRouterEmulator(EmulatorConfig(keys=[EMULATOR_KEY], seed=2))
-    emulator.inject("openai/gpt-4o-mini", ["unavailable"] * 4)
+    emulator.inject("openai/gpt-4o-mini", ["finish_reason_error"] * 4)  # two rows' own failures
     rows, output = write_rows(tmp_path / "rows.jsonl", 4), tmp_path / "out.jsonl"
     with emulated_cluster(emulator, retry={**FAST_RETRY, "max_attempts": 2}) as config:
         assert collect_rows(config, rows, output, num_samples_in_parallel=1)["failed"] == 2
