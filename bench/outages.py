@@ -293,6 +293,8 @@ def _scenario(
             figures["collector_output_tail"] = collector.output[-2000:]
         return
 
+    noticed = collector.wait_for("Outage:", RUN_TIMEOUT_S)
+    figures["seconds_to_outage_notice"] = round(time.monotonic() - killed_at, 2) if noticed else None
     code = collector.wait(RUN_TIMEOUT_S)
     stopped_at = time.monotonic()
     figures["exit_code"] = code
@@ -350,7 +352,7 @@ def _scenario(
 
 def table(figures: dict[str, Any]) -> str:
     lines = [
-        "| scenario | rows recorded at stop | junk failure records | exit code | seconds to stop "
+        "| scenario | rows recorded at stop | junk failure records | exit code | seconds to stop (to `Outage:`) "
         "| resumed run complete exactly |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -372,9 +374,14 @@ def table(figures: dict[str, Any]) -> str:
             lines.append(
                 f"| `{row['scenario']}` | {row['rows_recorded_at_stop']} of {figures['settings']['rows']} "
                 f"| {row['junk_failure_records']} | {row['exit_code']} | {row['seconds_to_stop']:.1f} "
+                f"({_seconds(row.get('seconds_to_outage_notice'))}) "
                 f"| {'yes' if row['resumed_complete_exactly'] else 'NO'} |"
             )
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f}"
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ def test_an_upstream_that_goes_away_and_comes_back_breaks_no_rollout(tmp_path: P
     assert len(records) == len(keys_of(records)) == 40, "every row exactly once"
     assert all(r["error"] is None for r in records), [r["error"] for r in records if r["error"]][:2]
     this_run = summary["this_run"]
-    assert this_run["outages"] == 1 and this_run["rollouts_rerun_after_outage"] >= 1
+    assert this_run["outages"] >= 1 and this_run["rollouts_rerun_after_outage"] >= 1
     assert this_run["outage_wait_s"] >= 1.0
 
 

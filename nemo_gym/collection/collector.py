@@ -265,7 +265,12 @@ class Collector:
             try:
                 return await self.servers.post(self.settings.agent_name, "/run", row)
             except ServerCallError as exc:
-                if not _replica_lost(exc) or attempt >= self.settings.max_rollout_attempts or self._abort.is_set():
+                if (
+                    not _replica_lost(exc)
+                    or attempt >= self.settings.max_rollout_attempts
+                    or self._stop.is_set()  # stopping: it would not be recorded anyway, and runs again on resume
+                    or self.outage.down  # the system is down: the probes find out when it is back
+                ):
                     raise
             self.metrics.restarted += 1
             await asyncio.sleep(min(REPLICA_RETRY_BASE_S * 2 ** (attempt - 1), 4.0))
@@ -367,7 +372,7 @@ class Collector:
         self._again.append(job)
         if self.outage.went_down(failure.message):
             print_flushed(
-                f"\nOutage: {failure.message[:300]}\nNo new rollouts; probing with one at a time for up to "
+                f"\nOutage: {failure.message}\nNo new rollouts; probing with one at a time for up to "
                 f"{self.settings.outage_timeout_s:g}s (+outage_timeout_s). Rollouts it broke are not recorded; "
                 "they run again.",
                 err=True,
