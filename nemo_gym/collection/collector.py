@@ -120,10 +120,7 @@ REPLICA_RETRY_BASE_S = 0.25
 
 def _replica_lost(exc: ServerCallError) -> bool:
     """The agent could not be reached, or it answered that a replica behind it went away mid-rollout."""
-    if exc.unavailable:
-        return True
-    error = exc.body.get("error") if isinstance(exc.body, dict) else None
-    return exc.status_code == 503 and isinstance(error, dict) and error.get("type") == UNAVAILABLE_ERROR
+    return exc.unavailable or (exc.status_code == 503 and exc.detail.get("type") == UNAVAILABLE_ERROR)
 
 
 class Collector:
@@ -212,14 +209,13 @@ class Collector:
                 result = None
         except (ServerCallError, TransportError) as exc:
             spent = _spent(exc)
-            message = self.redactor.text(f"{type(exc).__name__}: {exc}")
             if isinstance(exc, ServerCallError) and (hint := self._stops_the_run(exc)):
                 self.metrics.add_unrecorded(spent)
                 self.stop(self.redactor.text(str(exc)), hint=hint)
                 return None
+            error = f"{type(exc).__name__}: {exc}"  # redacted once, where it is kept
             if is_outage(exc):
-                return OutageFailure(message, spent)
-            error = message
+                return OutageFailure(self.redactor.text(error), spent)
         return self._record(row, row_index, repeat_index, result, error, spent, started)
 
     def _stops_the_run(self, exc: ServerCallError) -> str | None:
