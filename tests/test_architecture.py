@@ -14,7 +14,19 @@ import nemo_gym
 from nemo_gym.testing.import_graph import ImportGraph, build_graph
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "protocol", "http", "upstream", "servers", "collection", "compare", "emulator", "viewer", "cli")
+PACKAGES = (
+    "config",
+    "protocol",
+    "http",
+    "upstream",
+    "servers",
+    "collection",
+    "compare",
+    "training",
+    "emulator",
+    "viewer",
+    "cli",
+)
 RESERVED_FOR_NEMO_GYM_API = (
     "base_resources_server",
     "openai_utils",

@@ -1,0 +1,2 @@
+"""From rollout files to training data: read and group records by row, profile rewards per row, export SFT / DPO /
+RL datasets."""

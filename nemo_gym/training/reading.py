@@ -1,0 +1,249 @@
+"""Rollout files read back as rows: every rollout of a dataset row together, in bounded memory, with what was skipped
+and why.
+
+Records are written as rollouts finish, so a row's repeats are scattered through a file and across files (shards,
+runs, models). Small inputs are grouped in memory. Larger ones are first dealt into bucket files on disk by row hash
+and each bucket is grouped on its own, so memory follows the bucket size, never the input's size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import zlib
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, cast
+
+import orjson
+
+from nemo_gym.protocol.types import JSONObject, RolloutRecord
+
+IN_MEMORY_BYTES = 32 * 1024 * 1024
+"""Inputs up to this size (in file bytes) are grouped in memory; larger ones go through bucket files."""
+BUCKET_BYTES = 16 * 1024 * 1024
+"""Target size of one bucket file: what is held in memory at once when grouping a large input."""
+
+SKIP_REASONS: dict[str, str] = {
+    "not_json": "lines that are not JSON (torn by a crash mid-write, or not a rollouts file)",
+    "not_a_record": "JSON lines that are not rollout records (no `row_hash`): is another kind of file mixed in?",
+    "failed": "failed rollouts (`error` set): nothing to learn from; ng_viewer shows why they failed, "
+    "+retry_failed=true on the collection runs them again",
+    "no_reward": "records without a numeric `reward` (and no error): written by something other than a collection?",
+    "duplicate": "copies of a rollout already read (same row, repeat, agent and settings): a file given twice or "
+    "overlapping shards; each rollout counts once, a success over a failure",
+    "other_agent": "rollouts of agents not selected (+agent_name)",
+}
+"""Why a line or record was left out, as a sentence a user can act on."""
+
+
+class TrainingInputError(Exception):
+    """Rollout files that cannot be read as asked; the message says what and how to fix it."""
+
+
+@dataclass
+class ReadReport:
+    """What reading the files met: usable records, and what was skipped, how often, where first and why."""
+
+    files: list[str]
+    lines: int = 0
+    records: int = 0
+    """Usable rollouts: numeric reward, each counted once."""
+    rows: int = 0
+    """Rows with at least one usable rollout (or, when failures are kept, one rollout at all)."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    first_at: dict[str, str] = field(default_factory=dict)
+    """reason -> `file:line` of its first occurrence."""
+    agents: Counter[str] = field(default_factory=Counter)
+    fingerprints: Counter[str] = field(default_factory=Counter)
+    """Usable rollouts by the fingerprint of the settings that made them (None counted as `unknown`)."""
+
+    def skip(self, reason: str, where: str) -> None:
+        self.skipped[reason] += 1
+        self.first_at.setdefault(reason, where)
+
+    def explained(self) -> list[str]:
+        """One line per reason something was skipped: count, why, where first."""
+        return [
+            f"skipped {count} {SKIP_REASONS[reason]} (first at {self.first_at[reason]})"
+            for reason, count in sorted(self.skipped.items())
+        ]
+
+    def to_json(self) -> JSONObject:
+        return {
+            "files": self.files,
+            "lines": self.lines,
+            "records": self.records,
+            "rows": self.rows,
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_first_at": dict(sorted(self.first_at.items())),
+            "agents": dict(sorted(self.agents.items())),
+            "fingerprints": dict(sorted(self.fingerprints.items())),
+        }
+
+
+@dataclass
+class RowGroup:
+    """Every usable rollout of one dataset row, ordered by agent, settings and repeat."""
+
+    row_hash: str
+    records: list[RolloutRecord]
+    failed: list[RolloutRecord] = field(default_factory=list)
+    """Failed rollouts of the row; filled only when the reader keeps failures."""
+
+    @property
+    def input(self) -> JSONObject:
+        """The dataset row itself, as the first of its records carries it."""
+        first = self.records[0] if self.records else self.failed[0]
+        return cast(JSONObject, first.get("input") or {})
+
+    @property
+    def rewards(self) -> list[float]:
+        return [float(cast(float, record["reward"])) for record in self.records]
+
+    @property
+    def agent_name(self) -> str | None:
+        first = self.records[0] if self.records else self.failed[0]
+        return first.get("agent_name")
+
+
+class RolloutFiles:
+    """The rollout records of one or more files, grouped by row (`rows()`), skipping with a reason what cannot be
+    used. `report` fills in as the rows are read."""
+
+    def __init__(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        keep_failed: bool = False,
+        agent_names: Iterable[str] | None = None,
+        in_memory_bytes: int = IN_MEMORY_BYTES,
+        bucket_bytes: int = BUCKET_BYTES,
+        spill_dir: Path | None = None,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise TrainingInputError("No rollout files given: name one or more with +input_jsonl_fpath=...")
+        for path in self.paths:
+            if not path.is_file():
+                raise TrainingInputError(
+                    f"{path}: no such file. Name a rollouts file that ng_collect_rollouts wrote "
+                    '(+input_jsonl_fpath=..., a list for several: "+input_jsonl_fpath=[a.jsonl,b.jsonl]").'
+                )
+        self.keep_failed = keep_failed
+        self.agent_names = set(agent_names) if agent_names is not None else None
+        self.in_memory_bytes = in_memory_bytes
+        self.bucket_bytes = bucket_bytes
+        self.spill_dir = spill_dir
+        self.report = ReadReport(files=[str(p) for p in self.paths])
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.paths)
+
+    def rows(self) -> Iterator[RowGroup]:
+        """Each row's group once. In memory, rows come in the order they first appear; through buckets, bucket by
+        bucket."""
+        self.report = ReadReport(files=[str(p) for p in self.paths])
+        size = self.size_bytes
+        if size <= self.in_memory_bytes:
+            yield from self._group(self._parsed(self._lines()))
+            return
+        buckets = max(2, math.ceil(size / self.bucket_bytes))
+        with tempfile.TemporaryDirectory(prefix="nemo_gym_rows_", dir=self.spill_dir) as tmp:
+            paths = [Path(tmp) / f"bucket{i}.jsonl" for i in range(buckets)]
+            with contextlib.ExitStack() as stack:
+                handles: list[IO[bytes]] = [stack.enter_context(p.open("wb")) for p in paths]
+                for where, record in self._parsed(self._lines()):
+                    handles[_bucket_of(str(record["row_hash"]), buckets)].write(orjson.dumps([where, record]) + b"\n")
+            for path in paths:
+                yield from self._group(_read_bucket(path))
+                path.unlink()
+
+    def _lines(self) -> Iterator[tuple[str, bytes]]:
+        for path in self.paths:
+            with path.open("rb") as handle:
+                for number, line in enumerate(handle, start=1):
+                    if line.strip():
+                        yield f"{path}:{number}", line
+
+    def _parsed(self, lines: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, JSONObject]]:
+        report = self.report
+        for where, line in lines:
+            report.lines += 1
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                report.skip("not_json", where)
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("row_hash"), str):
+                report.skip("not_a_record", where)
+                continue
+            yield where, record
+
+    def _group(self, parsed: Iterator[tuple[str, JSONObject]]) -> Iterator[RowGroup]:
+        rows: dict[str, dict[tuple[Any, ...], tuple[str, JSONObject]]] = {}
+        for where, record in parsed:
+            identity = (record.get("agent_name"), record.get("fingerprint"), record.get("repeat_index"))
+            rollouts = rows.setdefault(record["row_hash"], {})
+            kept = rollouts.get(identity)
+            if kept is None:
+                rollouts[identity] = (where, record)
+            elif kept[1].get("error") is not None and record.get("error") is None:
+                rollouts[identity] = (where, record)  # a success over a failure of the same rollout
+                self.report.skip("duplicate", kept[0])
+            else:
+                self.report.skip("duplicate", where)
+        for digest, rollouts in rows.items():
+            group = self._usable(digest, rollouts.values())
+            if group is not None:
+                yield group
+
+    def _usable(self, digest: str, rollouts: Iterable[tuple[str, JSONObject]]) -> RowGroup | None:
+        report = self.report
+        usable: list[RolloutRecord] = []
+        failed: list[RolloutRecord] = []
+        for where, record in sorted(rollouts, key=lambda item: _order(item[1])):
+            if self.agent_names is not None and record.get("agent_name") not in self.agent_names:
+                report.skip("other_agent", where)
+            elif record.get("error") is not None:
+                report.skip("failed", where)
+                if self.keep_failed:
+                    failed.append(cast(RolloutRecord, record))
+            elif not _is_number(record.get("reward")):
+                report.skip("no_reward", where)
+            else:
+                usable.append(cast(RolloutRecord, record))
+                report.agents[str(record.get("agent_name"))] += 1
+                report.fingerprints[str(record.get("fingerprint") or "unknown")] += 1
+        if not usable and not failed:
+            return None
+        report.records += len(usable)
+        report.rows += 1
+        return RowGroup(row_hash=digest, records=usable, failed=failed)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _order(record: JSONObject) -> tuple[str, str, int]:
+    repeat = record.get("repeat_index")
+    return (str(record.get("agent_name")), str(record.get("fingerprint")), repeat if isinstance(repeat, int) else 0)
+
+
+def _bucket_of(digest: str, buckets: int) -> int:
+    try:
+        return int(digest[:12], 16) % buckets
+    except ValueError:  # not a sha256 hex digest: still spread evenly and deterministically
+        return zlib.crc32(digest.encode()) % buckets
+
+
+def _read_bucket(path: Path) -> Iterator[tuple[str, JSONObject]]:
+    with path.open("rb") as handle:
+        for line in handle:
+            where, record = orjson.loads(line)
+            yield where, record
