@@ -14,9 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nemo_gym.collection.collector import CollectionSettings, Collector
+    from nemo_gym.collection.advantages import RowGroup, group_advantages, group_records
+    from nemo_gym.collection.collector import CollectionSettings, Collector, RolloutSettings
     from nemo_gym.collection.inputs import InputError, read_rows
     from nemo_gym.collection.run import Interrupted, RunStopped, collect
+    from nemo_gym.collection.stream import BudgetReached, RolloutClient, launch_servers, rollouts
     from nemo_gym.config.errors import ConfigError
     from nemo_gym.config.loading import load_global_config
     from nemo_gym.config.secrets import Redactor
@@ -77,6 +79,15 @@ _EXPORTS: dict[str, str] = {
     "Collector": "nemo_gym.collection.collector",
     "read_rows": "nemo_gym.collection.inputs",
     "InputError": "nemo_gym.collection.inputs",
+    # training: rollouts of each step's batch as records, and group advantages
+    "RolloutClient": "nemo_gym.collection.stream",
+    "RolloutSettings": "nemo_gym.collection.collector",
+    "rollouts": "nemo_gym.collection.stream",
+    "launch_servers": "nemo_gym.collection.stream",
+    "BudgetReached": "nemo_gym.collection.stream",
+    "group_advantages": "nemo_gym.collection.advantages",
+    "group_records": "nemo_gym.collection.advantages",
+    "RowGroup": "nemo_gym.collection.advantages",
     # what records and metrics hold
     "RolloutRecord": "nemo_gym.protocol.types",
     "RolloutMetadata": "nemo_gym.protocol.types",
@@ -97,6 +108,7 @@ __all__ = [
     "BaseResourcesServer",
     "BaseServer",
     "BaseServerConfig",
+    "BudgetReached",
     "CollectionSettings",
     "CollectionSummary",
     "Collector",
@@ -112,8 +124,11 @@ __all__ = [
     "OpenRouterEmulator",
     "Redactor",
     "ResourcesServerConfig",
+    "RolloutClient",
     "RolloutMetadata",
     "RolloutRecord",
+    "RolloutSettings",
+    "RowGroup",
     "RunStopped",
     "ServerCallError",
     "ServerClient",
@@ -125,8 +140,12 @@ __all__ = [
     "VerifyRequest",
     "VerifyResponse",
     "collect",
+    "group_advantages",
+    "group_records",
+    "launch_servers",
     "load_global_config",
     "read_rows",
+    "rollouts",
     "serve_in_thread",
 ]
 

@@ -1,9 +1,10 @@
-"""`ng_collect_rollouts +agent_name=... +input_jsonl_fpath=... +output_jsonl_fpath=... [+limit=N]
+"""`ng_collect_rollouts [+agent_name=...] +input_jsonl_fpath=... +output_jsonl_fpath=... [+limit=N]
 [+num_repeats=K] [+num_samples_in_parallel=P] [+responses_create_params.temperature=0.7] [+overwrite=true]`
 
-Finds the agent through the running ng_run's head server, runs its `/run` once per row and repeat, appends one
-JSON line per rollout to the output (skipping rollouts already there), and prints and writes the run's metrics
-next to the output as `<output stem>.metrics.json`.
+Finds the agents through the running ng_run's head server, runs each row on the agent its `agent_ref` names (else
+on `+agent_name`) once per repeat, appends one JSON line per rollout to the output (skipping rollouts already
+there), and prints and writes the run's metrics (per agent too, when several ran) next to the output as
+`<output stem>.metrics.json`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The collection engine: drive an agent's `/run` concurrently, write one record per rollout, sum metrics."""
+"""The collection engine: drive the agents' `/run` concurrently, hand one record per rollout to a sink (a file for
+ng_collect_rollouts, a queue for a trainer's iterator), sum metrics."""
 
 from __future__ import annotations
 
@@ -6,14 +7,14 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nemo_gym.collection.inputs import row_hash
+from nemo_gym.collection.inputs import AGENT_REF, InputError, row_agent, row_hash
 from nemo_gym.collection.metrics import Metrics
 from nemo_gym.collection.outage import OutageWatch, is_outage
 from nemo_gym.collection.records import build_record
@@ -32,15 +33,19 @@ from nemo_gym.protocol.types import JSONObject, RolloutRecord, Usage
 RUN_STOPPING_STATUSES = frozenset({401, 402})
 """A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
 
-ACCOUNT_HINT = (
+ACCOUNT_FIX = (
     "Fix the cause (for 402: add credits, or raise the model server's max_cost_usd if it names one; for 401: "
-    "check policy_api_key), then re-run the same command to resume"
+    "check policy_api_key)"
 )
-OUTAGE_HINT = (
+OUTAGE_FIX = (
     "Nothing was recorded for the rollouts the outage broke. Bring the system back (is ng_run still running? its "
-    "log says why a server stopped; is the model server's base_url reachable?), then re-run the same command to "
-    "resume"
+    "log says why a server stopped; is the model server's base_url reachable?)"
 )
+MODEL_NOT_SERVED_FIX = (
+    "Drop +responses_create_params.model (the agent's model server answers with its configured model), "
+    "or start a model server for that model and an agent that uses it"
+)
+RESUME_TAIL = ", then re-run the same command to resume"
 
 Job = tuple[int, int]
 """(row index, repeat index)"""
@@ -64,21 +69,38 @@ class Progress(Protocol):
     ) -> None: ...
 
 
-class CollectionSettings(BaseModel):
-    """The `+key=value` settings of ng_collect_rollouts."""
+@runtime_checkable
+class RecordSink(Protocol):
+    """Where finished records go: `line` is the record as the redacted JSON line a rollouts file holds."""
+
+    def put(self, record: RolloutRecord, line: str) -> None: ...
+
+
+class LineWriter:
+    """ng_collect_rollouts' sink: each record as one whole line of the output, flushed, so a crash can tear at
+    most the line being written."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def put(self, record: RolloutRecord, line: str) -> None:
+        self.out.write(line + "\n")
+        self.out.flush()
+
+
+class RolloutSettings(BaseModel):
+    """What runs a batch of rollouts, wherever its records go: ng_collect_rollouts' settings without its files,
+    and a trainer's `RolloutClient` settings."""
 
     model_config = ConfigDict(extra="forbid")
-    agent_name: str
-    input_jsonl_fpath: Path
-    output_jsonl_fpath: Path
-    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows")
+    agent_name: str | None = Field(
+        default=None, description=f"The agent of rows without an `{AGENT_REF}` (optional when every row has one)"
+    )
     num_repeats: int = Field(default=1, ge=1, description="Rollouts per row")
     num_samples_in_parallel: int = Field(default=16, ge=1, description="Rollouts in flight at once")
     responses_create_params: JSONObject = Field(
         default_factory=dict, description="Merged over every row's responses_create_params, e.g. temperature"
     )
-    overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
-    retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
     max_cost_usd: float | None = Field(
         default=None,
         gt=0,
@@ -91,18 +113,6 @@ class CollectionSettings(BaseModel):
         description="Times a rollout is started when a server "
         "replica it ran on went away (died, restarting); other failures are recorded",
     )
-    ray_address: str | None = Field(
-        default=None,
-        description="Run the rollouts on this Ray cluster's actors "
-        "(`local`: the cluster ng_run +ray_address=local started)",
-    )
-    num_collectors: int = Field(
-        default=1,
-        ge=1,
-        description="Collector actors the rollouts are dealt out to "
-        "(with ray_address); this command stays the one writer of the output",
-    )
-    collector_num_cpus: float = Field(default=1.0, ge=0, description="CPUs each collector actor reserves on Ray")
     drain_timeout_s: float = Field(
         default=30.0, ge=0, description="On Ctrl-C, how long rollouts in flight may finish before they are cancelled"
     )
@@ -115,6 +125,28 @@ class CollectionSettings(BaseModel):
     )
 
 
+class CollectionSettings(RolloutSettings):
+    """The `+key=value` settings of ng_collect_rollouts."""
+
+    input_jsonl_fpath: Path
+    output_jsonl_fpath: Path
+    limit: int | None = Field(default=None, ge=1, description="Use only the first N rows")
+    overwrite: bool = Field(default=False, description="Start the output over instead of resuming it")
+    retry_failed: bool = Field(default=False, description="Run again the rollouts recorded as failed")
+    ray_address: str | None = Field(
+        default=None,
+        description="Run the rollouts on this Ray cluster's actors "
+        "(`local`: the cluster ng_run +ray_address=local started)",
+    )
+    num_collectors: int = Field(
+        default=1,
+        ge=1,
+        description="Collector actors the rollouts are dealt out to "
+        "(with ray_address); this command stays the one writer of the output",
+    )
+    collector_num_cpus: float = Field(default=1.0, ge=0, description="CPUs each collector actor reserves on Ray")
+
+
 REPLICA_RETRY_BASE_S = 0.25
 
 
@@ -124,21 +156,30 @@ def _replica_lost(exc: ServerCallError) -> bool:
 
 
 class Collector:
-    """Runs the rollouts of one collection with bounded concurrency and writes records as they finish."""
+    """Runs the rollouts of one collection with bounded concurrency and hands records to a sink as they finish.
+    Each row runs on its `agent_ref`'s agent, else on `settings.agent_name`."""
 
     def __init__(
-        self, settings: CollectionSettings, servers: ServerClient, redactor: Redactor, *, fingerprint: str | None = None
+        self,
+        settings: RolloutSettings,
+        servers: ServerClient,
+        redactor: Redactor,
+        *,
+        fingerprints: Mapping[str, str] | None = None,
+        known_rollout_cost_usd: float = 0.0,
     ) -> None:
+        """`fingerprints`: agent -> the fingerprint of its settings, carried by its records. `known_rollout_cost_usd`:
+        the dearest rollout seen before (earlier batches of a trainer), which the budget goes by from the start."""
         self.settings = settings
         self.servers = servers
         self.redactor = redactor
-        self.fingerprint = fingerprint
+        self.fingerprints = dict(fingerprints or {})
         self.metrics = Metrics()
         self.stop_reason: str | None = None
         """Set when a failure means every further rollout would fail too (credits spent, key rejected, an outage
         that outlasted `outage_timeout_s`)."""
-        self.stop_hint = ACCOUNT_HINT
-        """What the user should do about `stop_reason` before resuming."""
+        self.stop_fix = ACCOUNT_FIX
+        """What the user should do about `stop_reason` before running the rollouts again."""
         self.outage = OutageWatch(settings.outage_timeout_s)
         self._again: deque[Job] = deque()
         """Jobs an outage broke, to run before the rest."""
@@ -150,19 +191,29 @@ class Collector:
         self.in_flight = 0
         self.row_hashes: dict[int, str] = {}
         """row index -> row hash, computed once when planning (a row's repeats share it)."""
-        self._max_rollout_cost = 0.0
+        self._max_rollout_cost = known_rollout_cost_usd
         self._budget_hit = False
         self._finished = asyncio.Event()
         """Set (and replaced) each time a rollout finishes: what a worker waiting for budget room waits on."""
         self._stop = asyncio.Event()
         self._abort = asyncio.Event()
 
-    def stop(self, reason: str | None = None, *, hint: str | None = None) -> None:
+    @property
+    def stop_hint(self) -> str:
+        """`stop_fix` as ng_collect_rollouts says it: then re-run the same command."""
+        return self.stop_fix + RESUME_TAIL
+
+    @property
+    def max_rollout_cost_usd(self) -> float:
+        """The dearest rollout so far: what the budget counts each rollout in flight at."""
+        return self._max_rollout_cost
+
+    def stop(self, reason: str | None = None, *, fix: str | None = None) -> None:
         """Start no new rollouts; those in flight may finish (see `run`)."""
         if reason is not None:
             if self.stop_reason is None:
                 self.stop_reason = reason
-                self.stop_hint = hint or self.stop_hint
+                self.stop_fix = fix or self.stop_fix
         else:
             self.interrupted = True
         self._stop.set()
@@ -174,7 +225,8 @@ class Collector:
         self._stop.set()
         self._abort.set()
 
-    def plan(self, rows: list[JSONObject], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
+    def plan(self, rows: Sequence[JSONObject], done: set[tuple[str, int]]) -> list[tuple[int, int]]:
+        """Every (row, repeat) not `done` (keyed by row hash and repeat index); counts the others as skipped."""
         jobs = []
         for row_index, row in enumerate(rows):
             digest = self.row_hashes[row_index] = row_hash(row)
@@ -184,6 +236,13 @@ class Collector:
                 else:
                     jobs.append((row_index, repeat_index))
         return jobs
+
+    def agent_of(self, row: JSONObject) -> str:
+        """The agent that runs `row`: its `agent_ref`, else `settings.agent_name` (callers check every row first)."""
+        agent = row_agent(row) or self.settings.agent_name
+        if agent is None:
+            raise InputError(f"A row names no agent (no `{AGENT_REF}`) and no agent_name was given: {str(row)[:200]}")
+        return agent
 
     def prepared_row(self, row: JSONObject) -> JSONObject:
         if not self.settings.responses_create_params:
@@ -198,20 +257,21 @@ class Collector:
         must stop (nothing is recorded, so a re-run redoes it)."""
         started = time.perf_counter()
         result, error, spent = None, None, None
+        agent = self.agent_of(row)
         try:
-            result = await self._run_on_some_replica(self.prepared_row(row))
+            result = await self._run_on_some_replica(agent, self.prepared_row(row))
             if not isinstance(result, dict) or "reward" not in result:
                 error = (
-                    f"BadAgentResponse: agent '{self.settings.agent_name}' answered /run without a numeric "
+                    f"BadAgentResponse: agent '{agent}' answered /run without a numeric "
                     f"`reward`: {str(result)[:300]}. An agent's /run must return the verifier's answer "
                     '({"reward": <float>, ...}) plus `response`; check that agent\'s log.'
                 )
                 result = None
         except (ServerCallError, TransportError) as exc:
             spent = _spent(exc)
-            if isinstance(exc, ServerCallError) and (hint := self._stops_the_run(exc)):
+            if isinstance(exc, ServerCallError) and (fix := self._stops_the_run(exc)):
                 self.metrics.add_unrecorded(spent)
-                self.stop(self.redactor.text(str(exc)), hint=hint)
+                self.stop(self.redactor.text(str(exc)), fix=fix)
                 return None
             error = f"{type(exc).__name__}: {exc}"  # redacted once, where it is kept
             if is_outage(exc):
@@ -222,12 +282,9 @@ class Collector:
         """What to do, when this failure means every further rollout would fail the same way: a rejected key, spent
         credits, or a `+responses_create_params.model` that no model server serves."""
         if exc.status_code in RUN_STOPPING_STATUSES:
-            return ACCOUNT_HINT
+            return ACCOUNT_FIX
         if exc.detail.get("code") == MODEL_NOT_SERVED and "model" in self.settings.responses_create_params:
-            return (
-                "Drop +responses_create_params.model (the agent's model server answers with its configured model), "
-                "or start a model server for that model and an agent that uses it; then re-run the same command"
-            )
+            return MODEL_NOT_SERVED_FIX
         return None
 
     def _record(
@@ -240,26 +297,27 @@ class Collector:
         spent: Usage | None,
         started: float,
     ) -> RolloutRecord:
+        agent = self.agent_of(row)
         return build_record(
             row=row,
             row_index=row_index,
             repeat_index=repeat_index,
-            agent_name=self.settings.agent_name,
+            agent_name=agent,
             result=result,
             error=self.redactor.text(error) if error else None,
             latency_s=time.perf_counter() - started,
-            fingerprint=self.fingerprint,
+            fingerprint=self.fingerprints.get(agent),
             digest=self.row_hashes.get(row_index),
             spent=spent,
         )
 
-    async def _run_on_some_replica(self, row: JSONObject) -> Any:
+    async def _run_on_some_replica(self, agent: str, row: JSONObject) -> Any:
         """The agent's `/run`, started again (after a short wait) when a replica it needed went away: the restarted
         or remaining replicas can do the rollout; nothing of the lost attempt is recorded."""
         attempt = 1
         while True:
             try:
-                return await self.servers.post(self.settings.agent_name, "/run", row)
+                return await self.servers.post(agent, "/run", row)
             except ServerCallError as exc:
                 if (
                     not _replica_lost(exc)
@@ -273,10 +331,16 @@ class Collector:
             attempt += 1
 
     async def run(
-        self, rows: list[JSONObject], jobs: Iterable[tuple[int, int]], out: TextIO, progress: Progress | None = None
+        self,
+        rows: Sequence[JSONObject] | Mapping[int, JSONObject],
+        jobs: Iterable[tuple[int, int]],
+        out: RecordSink | TextIO,
+        progress: Progress | None = None,
     ) -> Metrics:
         """`num_samples_in_parallel` workers take jobs until none are left or `stop()` is called; after a stop,
-        rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded)."""
+        rollouts in flight get `drain_timeout_s` to finish and are then cancelled (and not recorded). Records go to
+        `out`: a RecordSink, or a text file that gets one JSON line per record."""
+        sink = out if isinstance(out, RecordSink) else LineWriter(out)
         pending = deque(jobs)
 
         async def worker() -> None:
@@ -295,7 +359,7 @@ class Collector:
                         alone = not pending and not self._again and self.in_flight == 0
                         outcome = self._after_outage_failure(job, outcome, rows[row_index], alone=alone)
                     if outcome is not None:
-                        self._write(outcome, out, progress)
+                        self._write(outcome, sink, progress)
                         self._written += 1
                         if (lasted := self.outage.came_up()) is not None:
                             print_flushed(
@@ -391,7 +455,7 @@ class Collector:
                 self.stop(
                     f"the system did not answer for {waited:.0f}s (+outage_timeout_s="
                     f"{self.settings.outage_timeout_s:g}); last error: {self.outage.reason}",
-                    hint=OUTAGE_HINT,
+                    fix=OUTAGE_FIX,
                 )
 
     async def _budget_allows_one_more(self) -> bool:
@@ -404,9 +468,10 @@ class Collector:
                 return True
             spent = self.metrics.spent_usd
             finished = len(self.metrics.rewards) + self.metrics.failures
-            if finished == 0 and self.in_flight == 0:
+            estimated = finished > 0 or self._max_rollout_cost > 0  # by this run's rollouts, or by earlier ones
+            if not estimated and self.in_flight == 0:
                 return True  # the first rollout gives the estimate to go by
-            if finished and spent + (self.in_flight + 1) * self._max_rollout_cost <= budget:
+            if estimated and spent + (self.in_flight + 1) * self._max_rollout_cost <= budget:
                 return True
             if self.in_flight == 0:
                 self._budget_hit = True
@@ -417,16 +482,18 @@ class Collector:
         return False
 
     def _budget_message(self, spent: float, budget: float, finished: int) -> str:
+        each = f"about ${spent / finished:.6f} each, " if finished else ""
         return (
-            f"spent ${spent:.6f} of the ${budget:g} budget over {finished} rollouts (about "
-            f"${spent / finished:.6f} each, the dearest ${self._max_rollout_cost:.6f}); one more could pass it"
+            f"spent ${spent:.6f} of the ${budget:g} budget over {finished} rollouts ({each}the dearest "
+            f"${self._max_rollout_cost:.6f}); one more could pass it"
         )
 
-    def _write(self, record: RolloutRecord, out: TextIO, progress: Progress | None, *, line: str | None = None) -> None:
-        """Append the record (`line`: its redacted JSON, when a collector actor made it already) and count it."""
-        # One write of one whole line, flushed: a crash can tear at most the line being written.
-        out.write((line if line is not None else self.redactor.json_line(record)) + "\n")
-        out.flush()
+    def _write(
+        self, record: RolloutRecord, sink: RecordSink, progress: Progress | None, *, line: str | None = None
+    ) -> None:
+        """Hand the record to the sink (`line`: its redacted JSON, when a collector actor made it already) and count
+        it."""
+        sink.put(record, line if line is not None else self.redactor.json_line(record))
         self.metrics.add(record)
         self._max_rollout_cost = max(self._max_rollout_cost, float(record.get("cost_usd") or 0.0))
         if progress is not None:

@@ -17,36 +17,33 @@ from typing import Any, TextIO
 
 import orjson
 
-from nemo_gym.collection.collector import CollectionSettings, Collector, Progress
+from nemo_gym.collection.collector import CollectionSettings, Collector, LineWriter, Progress, RecordSink
 from nemo_gym.collection.metrics import Metrics
 from nemo_gym.config.secrets import Redactor
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.server_client import ServerClient
-from nemo_gym.protocol.types import JSONObject
+from nemo_gym.protocol.types import JSONObject, RolloutRecord
 from nemo_gym.servers.gc_tuning import tune_for_many_in_flight
 
 
 class _Lines:
-    """The file-like end of a collector inside an actor: each written line goes to the stream instead."""
+    """The sink of a collector inside an actor: each record's line goes to the stream instead of a file."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
 
-    def write(self, text: str) -> None:
-        self.queue.put_nowait(text)
-
-    def flush(self) -> None:
-        pass
+    def put(self, record: RolloutRecord, line: str) -> None:
+        self.queue.put_nowait(line)
 
 
 class CollectorShard:
     """One Ray actor's share of a collection: runs its rollouts, yields each record's (redacted) JSON line."""
 
-    def __init__(self, settings: JSONObject, head_url: str, secrets: list[str], fingerprint: str | None) -> None:
+    def __init__(self, settings: JSONObject, head_url: str, secrets: list[str], fingerprints: dict[str, str]) -> None:
         self.settings = CollectionSettings.model_validate(settings)
         self.head_url = head_url
         self.redactor = Redactor(secrets)
-        self.fingerprint = fingerprint
+        self.fingerprints = fingerprints
         self.collector: Collector | None = None
         tune_for_many_in_flight()
 
@@ -54,8 +51,8 @@ class CollectorShard:
         lines = _Lines()
         async with PeerPool(max_connections=max(64, self.settings.num_samples_in_parallel * 2)) as pool:
             servers = ServerClient({}, pool, head_url=self.head_url)
-            self.collector = Collector(self.settings, servers, self.redactor, fingerprint=self.fingerprint)
-            running = asyncio.ensure_future(self.collector.run(rows, jobs, lines))  # type: ignore[arg-type]
+            self.collector = Collector(self.settings, servers, self.redactor, fingerprints=self.fingerprints)
+            running = asyncio.ensure_future(self.collector.run(rows, jobs, lines))
             try:
                 while not (running.done() and lines.queue.empty()):
                     getter = asyncio.ensure_future(lines.queue.get())
@@ -84,7 +81,7 @@ class CollectorShard:
         return {
             "stop_reason": collector.stop_reason,
             "budget_reached": collector.budget_reached,
-            "stop_hint": collector.stop_hint,
+            "stop_fix": collector.stop_fix,
             "restarted": collector.metrics.restarted,
             "requeued": collector.metrics.requeued,
             "outages": collector.metrics.outages,
@@ -104,15 +101,16 @@ class ShardedCollector(Collector):
         *,
         head_url: str,
         secrets: Sequence[str],
-        fingerprint: str | None = None,
+        fingerprints: Mapping[str, str] | None = None,
     ) -> None:
-        super().__init__(settings, servers, redactor, fingerprint=fingerprint)
+        super().__init__(settings, servers, redactor, fingerprints=fingerprints)
+        self.collection = settings
         self.head_url = head_url
         self.secrets = list(secrets)
         self.shards: list[Any] = []
 
-    def stop(self, reason: str | None = None, *, hint: str | None = None) -> None:
-        super().stop(reason, hint=hint)
+    def stop(self, reason: str | None = None, *, fix: str | None = None) -> None:
+        super().stop(reason, fix=fix)
         for shard in self.shards:
             shard.stop.remote()
 
@@ -125,20 +123,21 @@ class ShardedCollector(Collector):
         self,
         rows: Sequence[JSONObject] | Mapping[int, JSONObject],
         jobs: Any,
-        out: TextIO,
+        out: RecordSink | TextIO,
         progress: Progress | None = None,
     ) -> Metrics:
         import ray
 
+        sink = out if isinstance(out, RecordSink) else LineWriter(out)
         jobs = list(jobs)
-        count = max(1, min(self.settings.num_collectors, len(jobs)))
-        per_shard = self.settings.model_dump(mode="json")
-        per_shard["num_samples_in_parallel"] = math.ceil(self.settings.num_samples_in_parallel / count)
-        if self.settings.max_cost_usd is not None:  # each shard keeps to its part of the budget
-            per_shard["max_cost_usd"] = self.settings.max_cost_usd / count
-        actor_class = ray.remote(CollectorShard).options(num_cpus=self.settings.collector_num_cpus)
+        count = max(1, min(self.collection.num_collectors, len(jobs)))
+        per_shard = self.collection.model_dump(mode="json")
+        per_shard["num_samples_in_parallel"] = math.ceil(self.collection.num_samples_in_parallel / count)
+        if self.collection.max_cost_usd is not None:  # each shard keeps to its part of the budget
+            per_shard["max_cost_usd"] = self.collection.max_cost_usd / count
+        actor_class = ray.remote(CollectorShard).options(num_cpus=self.collection.collector_num_cpus)
         self.shards = [
-            actor_class.remote(per_shard, self.head_url, self.secrets, self.fingerprint) for _ in range(count)
+            actor_class.remote(per_shard, self.head_url, self.secrets, self.fingerprints) for _ in range(count)
         ]
         shares = [jobs[k::count] for k in range(count)]
         streams = [
@@ -146,10 +145,10 @@ class ShardedCollector(Collector):
             for shard, share in zip(self.shards, shares, strict=True)
         ]
         try:
-            await asyncio.gather(*(self._drain(stream, out, progress) for stream in streams))
+            await asyncio.gather(*(self._drain(stream, sink, progress) for stream in streams))
             for outcome in await asyncio.gather(*(shard.outcome.remote() for shard in self.shards)):
                 if outcome.get("stop_reason"):
-                    self.stop(outcome["stop_reason"], hint=outcome.get("stop_hint"))
+                    self.stop(outcome["stop_reason"], fix=outcome.get("stop_fix"))
                 self.budget_reached = self.budget_reached or outcome.get("budget_reached")
                 self.metrics.restarted += int(outcome.get("restarted") or 0)
                 self.metrics.requeued += int(outcome.get("requeued") or 0)
@@ -164,9 +163,9 @@ class ShardedCollector(Collector):
             ray.shutdown()
         return self.metrics
 
-    async def _drain(self, stream: Any, out: TextIO, progress: Progress | None) -> None:
+    async def _drain(self, stream: Any, sink: RecordSink, progress: Progress | None) -> None:
         async for ref in stream:
             if self._abort.is_set():
                 return
-            line = (await ref).rstrip("\n")  # the shard wrote it as a whole line
-            self._write(orjson.loads(line), out, progress, line=line)
+            line = await ref  # the redacted JSON line the shard's collector made
+            self._write(orjson.loads(line), sink, progress, line=line)

@@ -3,7 +3,8 @@
 Records are keyed by (row_hash, repeat_index): the content of the row, not its position, so reordering the input
 is harmless. Each record also carries the fingerprint of the settings that produced it (agent, model server, sampling
 parameters); a re-run with different settings is refused with the difference spelled out instead of silently
-appending results of another experiment.
+appending results of another experiment. A collection whose rows name several agents (`agent_ref`) has one
+fingerprint per agent, and each of them is checked.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, cast
 
 import orjson
 
-from nemo_gym.collection.inputs import InputError
+from nemo_gym.collection.inputs import AGENT_REF, InputError
 from nemo_gym.collection.metrics import Metrics
 from nemo_gym.console import print_flushed
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
@@ -110,6 +111,10 @@ class OutputState:
     succeeded: set[Key] = field(default_factory=set)
     failed: set[Key] = field(default_factory=set)
     fingerprints: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+    """The agents that ran the records (their `agent_name`)."""
+    default_agents: set[str] = field(default_factory=set)
+    """The agents that ran records of rows naming no agent (`agent_ref`): the collection's `agent_name` then."""
     unreadable_lines: int = 0
     duplicates: DuplicateKeys = field(default_factory=DuplicateKeys)
 
@@ -201,6 +206,10 @@ def scan_output(path: Path, warn: Warn | None = warn_on_stderr) -> OutputState:
             state.failed.add(key)
         if record.get("fingerprint"):
             state.fingerprints.add(str(record["fingerprint"]))
+        if record.get("agent_name"):
+            state.agents.add(str(record["agent_name"]))
+            if _names_no_agent(record.get("input")):
+                state.default_agents.add(str(record["agent_name"]))
     if state.duplicates and warn is not None:
         warn(f"{path}: {state.duplicates.summary()} Each rollout counts once (a success over a failure).")
     return state
@@ -227,7 +236,19 @@ def file_metrics(path: Path) -> Metrics:
     """The metrics of every rollout `path` holds, each counted once as readers count it (a success over a failure,
     the first copy otherwise), in one streaming pass: only failed records wait, until the end, in case a success of
     the same rollout follows."""
+    return file_metrics_by_agent(path)[0]
+
+
+def file_metrics_by_agent(path: Path) -> tuple[Metrics, dict[str, Metrics]]:
+    """`file_metrics`, and the same per agent (each record's `agent_name`), in the same one pass."""
     metrics = Metrics()
+    by_agent: dict[str, Metrics] = {}
+
+    def add(record: RolloutRecord) -> None:
+        metrics.add(record)
+        agent = str(record.get("agent_name"))
+        by_agent.setdefault(agent, Metrics()).add(record)
+
     succeeded: set[Key] = set()
     failed: dict[Key, RolloutRecord] = {}
     for _, item in _keyed_records(path):
@@ -239,12 +260,12 @@ def file_metrics(path: Path) -> Metrics:
         if record.get("error") is None:
             succeeded.add(key)
             failed.pop(key, None)
-            metrics.add(record)
+            add(record)
         elif key not in failed:  # kept without its trajectory and input, which its figures do not need
             failed[key] = cast(RolloutRecord, {k: v for k, v in record.items() if k not in ("response", "input")})
     for record in failed.values():
-        metrics.add(record)
-    return metrics
+        add(record)
+    return metrics, by_agent
 
 
 def set_aside_failures(path: Path) -> int:
@@ -318,18 +339,34 @@ def settings_path(output: Path) -> Path:
 
 def check_settings(output: Path, state: OutputState, settings: Mapping[str, Any]) -> str:
     """The fingerprint of `settings`, after making sure the output holds no rollouts made with other settings."""
-    current = fingerprint(settings)
+    return _check(output, state, {"": settings})[""]
+
+
+def check_agent_settings(
+    output: Path, state: OutputState, settings_by_agent: Mapping[str, Mapping[str, Any]]
+) -> dict[str, str]:
+    """agent -> the fingerprint of its settings (`result_settings`), for a collection whose rows several agents run,
+    after making sure every record in the output was made with the current settings of one of them. Pass every
+    running agent that this run's rows or the output's records (`OutputState.agents`) name."""
+    return _check(output, state, settings_by_agent)
+
+
+def _check(output: Path, state: OutputState, candidates: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """The fingerprint of each candidate's settings; SettingsChanged when the output holds a record whose
+    fingerprint is none of them, with the difference from the current settings of that record's agent."""
+    current = {label: fingerprint(settings) for label, settings in candidates.items()}
     known = _load_known(output)
-    others = state.fingerprints - {current}
+    others = state.fingerprints - set(current.values())
     if others:
-        changes = [_describe_changes(known.get(other), settings) for other in sorted(others)]
+        changes = [_describe_changes(known.get(other), candidates) for other in sorted(others)]
         raise SettingsChanged(
             f"{output} already holds {len(state.done)} rollouts made with different settings "
             f"({'; '.join(changes)}). Mixing them would make one dataset of two experiments. Use another "
             "+output_jsonl_fpath=..., or +overwrite=true to start this one over, or put the old settings back "
             "to resume it."
         )
-    known[current] = dict(settings)
+    for label, settings in candidates.items():
+        known[current[label]] = dict(settings)
     path = settings_path(output)
     try:
         path.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -345,6 +382,24 @@ def check_settings(output: Path, state: OutputState, settings: Mapping[str, Any]
     return current
 
 
+def check_default_agent(output: Path, state: OutputState, agent_name: str | None) -> None:
+    """Rows naming no agent run on `agent_name`, and are keyed by their content alone: SettingsChanged when the
+    output holds such rows run by another agent (they would count as done, though this run would run them
+    elsewhere). `agent_name` None: this run has no such rows."""
+    others = sorted(state.default_agents - {agent_name}) if agent_name is not None else []
+    if others:
+        raise SettingsChanged(
+            f"{output} holds rollouts of rows without an `{AGENT_REF}` run by agent {', '.join(map(repr, others))}, "
+            f"but this run would run such rows on '{agent_name}' (+agent_name). Mixing them would make one dataset "
+            f"of two experiments. Use another +output_jsonl_fpath=..., or +overwrite=true to start this one over, "
+            f"or +agent_name={others[0]} to resume it."
+        )
+
+
+def _names_no_agent(row: Any) -> bool:
+    return isinstance(row, Mapping) and row.get(AGENT_REF) is None
+
+
 def _load_known(output: Path) -> JSONObject:
     path = settings_path(output)
     if not path.exists():
@@ -356,9 +411,18 @@ def _load_known(output: Path) -> JSONObject:
     return known if isinstance(known, dict) else {}
 
 
-def _describe_changes(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> str:
+def _describe_changes(old: Mapping[str, Any] | None, candidates: Mapping[str, Mapping[str, Any]]) -> str:
+    """How `old` differs from the current settings of the same agent (of the only agent, when there is one)."""
     if old is None:
         return "the earlier settings are not on record"
+    by_agent = {str(s.get("agent_name")): s for s in candidates.values()}
+    agent = str(old.get("agent_name"))
+    if agent in by_agent:
+        new = by_agent[agent]
+    elif len(candidates) == 1:
+        (new,) = candidates.values()
+    else:
+        return f"records of agent '{agent}', which is not among this run's agents ({', '.join(sorted(by_agent))})"
     changes = [f"{path}: {before!r} -> {after!r}" for path, before, after in _diff(old, new)]
     return ", ".join(changes[:6]) + (" ..." if len(changes) > 6 else "") if changes else "unknown change"
 

@@ -1,5 +1,8 @@
-"""One collection run as `ng_collect_rollouts` makes it: find the agent through the head server, resume the output,
+"""One collection run as `ng_collect_rollouts` makes it: find the agents through the head server, resume the output,
 collect with a progress bar, stop cleanly on signals, write the metrics. A Python user calls `collect` directly.
+
+Each row runs on the agent its `agent_ref` names (NeMo Gym's field), else on `+agent_name`; so one input file can
+mix environments, and the metrics are given per agent as well as overall.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,15 @@ import httpx
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from nemo_gym.collection.collector import CollectionSettings, Collector
-from nemo_gym.collection.inputs import InputError, read_rows
+from nemo_gym.collection.collector import CollectionSettings, Collector, LineWriter
+from nemo_gym.collection.inputs import Dataset, InputError, assign_agents, read_dataset, row_agent, unknown_agents
 from nemo_gym.collection.output_lock import OutputLock, refuse_input_as_output
 from nemo_gym.collection.ray_sharding import ShardedCollector
 from nemo_gym.collection.resume import (
-    check_settings,
-    file_metrics,
+    check_agent_settings,
+    check_default_agent,
+    file_metrics_by_agent,
+    fingerprint,
     repair_torn_tail,
     result_settings,
     scan_output,
@@ -45,6 +50,8 @@ from nemo_gym.http.server_client import ServerClient, registry_from_head
 from nemo_gym.protocol.types import CollectionSummary, JSONObject, RunFigures
 
 SETTING_KEYS = set(CollectionSettings.model_fields)
+AGENT_SETTING = "+agent_name"
+BY_AGENT_COLUMNS = ("rollouts", "failed", "mean_reward", "pass_rate", "cost_usd")
 
 
 class RunStopped(Exception):
@@ -69,8 +76,8 @@ def settings_from(config: GlobalConfig) -> CollectionSettings:
     except ValidationError as exc:
         raise ConfigError(
             f"ng_collect_rollouts settings are invalid: {settings_problems(exc)}. Required: "
-            "+agent_name=..., "
-            "+input_jsonl_fpath=..., +output_jsonl_fpath=..."
+            "+input_jsonl_fpath=..., +output_jsonl_fpath=..., and +agent_name=... unless every row names its agent "
+            "in `agent_ref`"
         ) from None
     settings.input_jsonl_fpath = resolve_input_path(settings.input_jsonl_fpath)
     return settings
@@ -83,20 +90,47 @@ def metrics_path(output: Path) -> Path:
 async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, JSONObject, JSONObject]:
     """The running instances, the (redacted) resolved config and the head's own listing, from ng_run's head
     server."""
+    return await discover_at(config.head_url, pool)
+
+
+async def discover_at(
+    head_url: str,
+    pool: PeerPool,
+    *,
+    how_to_point: str = "with +head_server.host=... +head_server.port=...",
+) -> tuple[ServerClient, JSONObject, JSONObject]:
+    """`discover` for a head server's URL; `how_to_point` says how the caller's user names another one."""
     try:
         async with make_http_client(max_connections=2) as http:
-            response = await http.get(config.head_url + "/instances", timeout=5.0)
+            response = await http.get(head_url + "/instances", timeout=5.0)
             response.raise_for_status()
-            served_config = await http.get(config.head_url + "/config", timeout=5.0)
+            served_config = await http.get(head_url + "/config", timeout=5.0)
             served_config.raise_for_status()
     except httpx.HTTPError as exc:
         raise ConfigError(
-            f"Cannot reach the ng_run head server at {config.head_url} ({type(exc).__name__}). "
-            "Start the servers first with ng_run in another terminal, or point at its head server "
-            "with +head_server.host=... +head_server.port=..."
+            f"Cannot reach the ng_run head server at {head_url} ({type(exc).__name__}). "
+            f"Start the servers first with ng_run in another terminal, or point at its head server {how_to_point}"
         ) from None
     listing = response.json()
-    return ServerClient(registry_from_head(listing), pool, head_url=config.head_url), served_config.json(), listing
+    return ServerClient(registry_from_head(listing), pool, head_url=head_url), served_config.json(), listing
+
+
+def running_agents(servers: ServerClient) -> list[str]:
+    return sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
+
+
+def agent_fingerprints(
+    agents: Iterable[str], served_config: Mapping[str, Any], responses_create_params: Mapping[str, Any]
+) -> dict[str, JSONObject]:
+    """agent -> the settings that decide what its rollouts look like (what its records' fingerprint is of)."""
+    return {agent: result_settings(agent, served_config, responses_create_params) for agent in sorted(set(agents))}
+
+
+def combined_fingerprint(fingerprints: Mapping[str, str]) -> str | None:
+    """The one agent's fingerprint, or one over all of them: what the metrics file's `fingerprint` says."""
+    if len(fingerprints) <= 1:
+        return next(iter(fingerprints.values()), None)
+    return fingerprint(fingerprints)
 
 
 def resume_command(settings: CollectionSettings, config: GlobalConfig) -> str:
@@ -126,7 +160,8 @@ async def collect(
     must act on; every finished rollout is in the output by then. The output's lock is held throughout, taken here
     (OutputLocked when another process holds it, before anything is written) unless the caller holds it already
     and passes it as `output_lock` (ng_compare_models locks every model's file before it starts a server)."""
-    rows = read_rows(settings.input_jsonl_fpath, settings.limit)
+    dataset = read_dataset(settings.input_jsonl_fpath, settings.limit)
+    assign_agents(dataset.rows, settings.agent_name, where=dataset.where, setting=AGENT_SETTING)
     output = settings.output_jsonl_fpath
     refuse_input_as_output(settings.input_jsonl_fpath, output)
     if output.is_dir():
@@ -149,14 +184,13 @@ async def collect(
     with held as lock:
         if output_lock is None and (note := lock.note()):
             print_flushed(note, err=lock.unprotected)
-        return await _collect_locked(config, settings, rows)
+        return await _collect_locked(config, settings, dataset)
 
 
-async def _collect_locked(
-    config: GlobalConfig, settings: CollectionSettings, rows: list[JSONObject]
-) -> CollectionSummary:
+async def _collect_locked(config: GlobalConfig, settings: CollectionSettings, dataset: Dataset) -> CollectionSummary:
     """The collection itself, once this process holds the output's lock."""
     output = settings.output_jsonl_fpath
+    rows = dataset.rows
     try:
         output.open("a", encoding="utf-8").close()
     except OSError as exc:
@@ -166,12 +200,11 @@ async def _collect_locked(
     redactor = Redactor(collect_secrets(config.data))
     async with PeerPool(max_connections=max(64, settings.num_samples_in_parallel * 2)) as pool:
         servers, served_config, listing = await discover(config, pool)
-        agents = sorted(n for n, a in servers.registry.items() if a.server_type == "responses_api_agents")
-        if settings.agent_name not in agents:
-            raise ConfigError(
-                f"No agent named '{settings.agent_name}' is running. Agents: "
-                f"{', '.join(agents) or 'none'}. Pass one of them as +agent_name=..."
-            )
+        running = running_agents(servers)
+        row_agents = assign_agents(rows, settings.agent_name, where=dataset.where, setting=AGENT_SETTING)
+        problem = unknown_agents(row_agents, running, rows=rows, where=dataset.where, setting=AGENT_SETTING)
+        if problem is not None:
+            raise ConfigError(problem)
         if settings.overwrite and output.exists():
             Path(os.path.realpath(output)).unlink()  # through a symlink: the file it names, whose lock is held
         if settings.overwrite:  # its figures were the old file's
@@ -183,8 +216,11 @@ async def _collect_locked(
                 f"{output.name}.torn, its rollout runs again."
             )
         state = scan_output(output)
-        run_fingerprint = check_settings(
-            output, state, result_settings(settings.agent_name, served_config, settings.responses_create_params)
+        uses_default = any(row_agent(row) is None for row in rows)
+        check_default_agent(output, state, settings.agent_name if uses_default else None)
+        involved = set(row_agents) | (state.agents & set(running))  # the output's other agents are checked too
+        fingerprints = check_agent_settings(
+            output, state, agent_fingerprints(involved, served_config, settings.responses_create_params)
         )
         if settings.retry_failed and state.failed:
             moved = set_aside_failures(output)
@@ -194,9 +230,9 @@ async def _collect_locked(
             )
             state = scan_output(output, warn=None)  # what it had to say, it said above
         collector = (
-            sharded_collector(config, settings, servers, redactor, run_fingerprint, listing)
+            sharded_collector(config, settings, servers, redactor, fingerprints, listing)
             if settings.ray_address or settings.num_collectors > 1
-            else Collector(settings, servers, redactor, fingerprint=run_fingerprint)
+            else Collector(settings, servers, redactor, fingerprints=fingerprints)
         )
         jobs = collector.plan(rows, state.done)
         if collector.metrics.skipped:
@@ -211,14 +247,14 @@ async def _collect_locked(
         with (
             _stop_on_signals(collector, settings.drain_timeout_s),
             output.open("a", encoding="utf-8") as out,
-            tqdm(total=len(jobs), desc=settings.agent_name, unit="rollout", dynamic_ncols=True) as bar,
+            tqdm(total=len(jobs), desc=_progress_label(row_agents), unit="rollout", dynamic_ncols=True) as bar,
         ):
-            metrics = await collector.run(rows, jobs, out, bar)
+            metrics = await collector.run(rows, jobs, LineWriter(out), bar)
         ledger_after = await settled_ledger(servers) if ledger_before.reporting else None
     this_run = metrics.run_figures()
     if ledger_after is not None and ledger_after.reporting:
         this_run["model_servers_cost_usd"] = round(max(0.0, ledger_after.cost_usd - ledger_before.cost_usd), 10)
-    summary = whole_file_summary(settings, len(rows), run_fingerprint, this_run)
+    summary = whole_file_summary(settings, len(rows), fingerprints, this_run, agents=sorted(set(row_agents)))
     summary["stopped_early"] = collector.stop_reason or collector.budget_reached
     summary["interrupted"] = collector.interrupted
     done_now = this_run["rollouts"]
@@ -251,32 +287,52 @@ async def _collect_locked(
     return summary
 
 
+def _progress_label(agents: Iterable[str]) -> str:
+    names = sorted(set(agents))
+    return names[0] if len(names) == 1 else f"{len(names)} agents"
+
+
 def whole_file_summary(
-    settings: CollectionSettings, rows: int, fingerprint: str | None, this_run: RunFigures
+    settings: CollectionSettings,
+    rows: int,
+    fingerprints: Mapping[str, str],
+    this_run: RunFigures,
+    *,
+    agents: list[str],
 ) -> CollectionSummary:
-    """The metrics file's content: the figures of every record the output holds now (one streaming pass), the
-    spend of rollouts that left no record over all runs (carried over from the previous metrics file), and this
-    run's own figures under `this_run`."""
+    """The metrics file's content: the figures of every record the output holds now (one streaming pass), per agent
+    too when several agents made them, the spend of rollouts that left no record over all runs (carried over from
+    the previous metrics file), and this run's own figures under `this_run`."""
     output = settings.output_jsonl_fpath
-    figures = file_metrics(output).summary()
-    unrecorded = _round_usd(_earlier_unrecorded_usd(metrics_path(output), fingerprint), this_run["unrecorded_cost_usd"])
+    overall, by_agent = file_metrics_by_agent(output)
+    figures = overall.summary()
+    run_fingerprint = combined_fingerprint(fingerprints)
+    unrecorded = _round_usd(
+        _earlier_unrecorded_usd(metrics_path(output), run_fingerprint), this_run["unrecorded_cost_usd"]
+    )
     expected = rows * settings.num_repeats
-    return {
+    summary: CollectionSummary = {
         "agent_name": settings.agent_name,
+        "agents": agents,
         "input_jsonl_fpath": str(settings.input_jsonl_fpath),
         "output_jsonl_fpath": str(output),
         "rows": rows,
         "num_repeats": settings.num_repeats,
-        "fingerprint": fingerprint,
+        "fingerprint": run_fingerprint,
+        "fingerprints": dict(sorted(fingerprints.items())),
         "expected_rollouts": expected,
         "complete": figures["rollouts"] >= expected,
-        **figures,
+        # mypy wants a ** item to show that the optional `by_agent` is absent; MetricsSummary has no such key.
+        **figures,  # type: ignore[typeddict-item]
         "unrecorded_cost_usd": unrecorded,
         "wasted_cost_usd": _round_usd(figures["failed_cost_usd"], unrecorded),
         "this_run": this_run,
         "stopped_early": None,
         "interrupted": False,
     }
+    if len(by_agent) > 1:
+        summary["by_agent"] = {agent: by_agent[agent].summary() for agent in sorted(by_agent)}
+    return summary
 
 
 def _beyond_records(this_run: RunFigures) -> float | None:
@@ -322,7 +378,7 @@ def sharded_collector(
     settings: CollectionSettings,
     servers: ServerClient,
     redactor: Redactor,
-    fingerprint: str | None,
+    fingerprints: Mapping[str, str],
     listing: JSONObject,
 ) -> Collector:
     """A collector whose rollouts run on `num_collectors` Ray actors (imported only for such a run)."""
@@ -344,7 +400,7 @@ def sharded_collector(
         redactor,
         head_url=config.head_url,
         secrets=sorted(collect_secrets(config.data)),
-        fingerprint=fingerprint,
+        fingerprints=fingerprints,
     )
 
 
@@ -379,12 +435,24 @@ def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[N
 
 
 def format_summary(summary: Mapping[str, Any], indent: str = "  ") -> str:
-    """Aligned `key  value` lines; a nested mapping (`this_run`) as an indented block of its own."""
-    width = max(len(k) for k in summary)
+    """Aligned `key  value` lines; a nested mapping (`this_run`) as an indented block of its own; `by_agent` as a
+    table, one line per agent."""
+    shown = {k: v for k, v in summary.items() if k != "by_agent"}
+    width = max(len(k) for k in shown)
     lines = []
-    for key, value in summary.items():
-        if isinstance(value, Mapping) and value and key != "errors":
+    for key, value in shown.items():
+        if isinstance(value, Mapping) and value and key not in ("errors", "fingerprints"):
             lines += [f"{indent}{key}:", format_summary(value, indent + "  ")]
         else:
             lines.append(f"{indent}{key.ljust(width)}  {value}")
+    if by_agent := summary.get("by_agent"):
+        lines += [f"{indent}by_agent:", format_by_agent(by_agent, indent + "  ")]
     return "\n".join(lines)
+
+
+def format_by_agent(by_agent: Mapping[str, Mapping[str, object]], indent: str = "  ") -> str:
+    """The main figures of each agent's records as aligned columns."""
+    table: list[tuple[str, ...]] = [("agent", *BY_AGENT_COLUMNS)]
+    table += [(agent, *(str(figures.get(c)) for c in BY_AGENT_COLUMNS)) for agent, figures in by_agent.items()]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)

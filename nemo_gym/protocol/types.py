@@ -37,6 +37,21 @@ class Usage(TypedDict):
     """Present and true once some call's cost was computed from prices rather than reported."""
 
 
+class TokenInfoStatus(TypedDict):
+    """What a model call recorded for training, when the model server's `return_token_id_information` is on: the
+    three fields sit on the call's last output item; this says which of them the upstream gave."""
+
+    source: str
+    """Where they came from: `vllm` (exact ids), `llama_cpp` (exact ids, the bundled model), `chat_logprobs`
+    (Chat Completions logprobs and token strings, e.g. OpenRouter: no ids) or `responses_logprobs`."""
+    token_ids: Literal["present", "missing"]
+    """`prompt_token_ids` and `generation_token_ids`."""
+    logprobs: Literal["present", "missing"]
+    """`generation_log_probs`."""
+    detail: NotRequired[str]
+    """Why something is missing, e.g. the provider returned no logprobs although asked."""
+
+
 class ModelCallMetadata(TypedDict, total=False):
     """`response["nemo_gym"]` as a model server answers one call: who served it and what it took."""
 
@@ -54,6 +69,8 @@ class ModelCallMetadata(TypedDict, total=False):
     failovers: list[str]
     """Each target given up on, with why: `<endpoint/model>: <status>`."""
     cost_estimated: bool
+    token_info: TokenInfoStatus
+    """Only with `return_token_id_information` on."""
 
 
 class AgentTurn(TypedDict):
@@ -81,6 +98,42 @@ class RolloutMetadata(ModelCallMetadata, total=False):
     """The models that served, in the order they first did."""
     turns: list[AgentTurn]
     agent_latency_s: float
+    token_ids: TokenIdsSummary
+    """Only when some model call recorded token information: are the calls' token ids one contiguous stream?"""
+
+
+class TokenTurnSummary(TypedDict):
+    """One model call of a rollout, as far as its token information goes (lengths, not the ids themselves)."""
+
+    turn: int
+    """The model call's index in the rollout (0-based)."""
+    prompt_tokens: int | None
+    """len(prompt_token_ids); None when the upstream gave no ids."""
+    generation_tokens: int | None
+    generation_log_probs: int | None
+
+
+class TokenMismatch(TypedDict):
+    """Where a call's prompt stops continuing the previous calls' prompt + generation ids."""
+
+    turn: int
+    position: int
+    """Index into that call's `prompt_token_ids`."""
+    expected: int | None
+    """The id the earlier calls imply there."""
+    found: int | None
+    """The id the prompt has there; None when the prompt is shorter than what came before."""
+
+
+class TokenIdsSummary(TypedDict):
+    """`response["nemo_gym"]["token_ids"]`: each call's prompt ids must start with the previous call's prompt +
+    generation ids (what a trainer that concatenates them assumes); when the upstream re-tokenised the history
+    differently, `contiguous` is false and `first_mismatch` says where."""
+
+    turns: list[TokenTurnSummary]
+    contiguous: bool | None
+    """None when no call has ids (OpenRouter gives logprobs only): there is nothing to check."""
+    first_mismatch: TokenMismatch | None
 
 
 class RolloutRecord(TypedDict):
@@ -169,12 +222,18 @@ class CollectionSummary(MetricsSummary):
     """`<output stem>.metrics.json`: the figures of every record in the output (all runs, resumes and retried
     failures), what was run, how this run ended and, under `this_run`, what this run alone did."""
 
-    agent_name: str
+    agent_name: str | None
+    """`+agent_name`: the agent of rows without an `agent_ref` (None when every row names its agent)."""
+    agents: list[str]
+    """Every agent this run's rows are run by (their `agent_ref`, else `agent_name`)."""
     input_jsonl_fpath: str
     output_jsonl_fpath: str
     rows: int
     num_repeats: int
     fingerprint: str | None
+    """Of the settings behind the records: the one agent's, or with several agents one over all of `fingerprints`."""
+    fingerprints: dict[str, str]
+    """agent -> the fingerprint its records carry."""
     expected_rollouts: int
     """rows x num_repeats: `complete` when the output holds a record for each."""
     complete: bool
@@ -186,6 +245,8 @@ class CollectionSummary(MetricsSummary):
     stopped_early: str | None
     """Why the run ended before its last rollout (spent credits, a rejected key, an outage, the budget), or None."""
     interrupted: bool
+    by_agent: NotRequired[dict[str, MetricsSummary]]
+    """The same figures per agent (the records' `agent_name`), when the output holds records of more than one."""
 
 
 RECORD_KEYS: tuple[str, ...] = tuple(RolloutRecord.__annotations__)
