@@ -26,6 +26,12 @@ IN_MEMORY_BYTES = 32 * 1024 * 1024
 """Inputs up to this size (in file bytes) are grouped in memory; larger ones go through bucket files."""
 BUCKET_BYTES = 16 * 1024 * 1024
 """Target size of one bucket file: what is held in memory at once when grouping a large input."""
+MAX_OPEN_BUCKETS = 256
+"""Bucket files written at once (each an open file): when this many buckets of `BUCKET_BYTES` are too few for an
+input, the buckets that come out too large are dealt again into smaller ones."""
+MAX_SPLIT_LEVELS = 3
+"""How often an oversized bucket is dealt again; a bucket that stays large holds few rows with many rollouts each
+(a row's rollouts can never be split), which is grouped as it is."""
 
 SKIP_REASONS: dict[str, str] = {
     "not_json": "lines that are not JSON (torn by a crash mid-write, or not a rollouts file)",
@@ -34,7 +40,8 @@ SKIP_REASONS: dict[str, str] = {
     "+retry_failed=true on the collection runs them again",
     "no_reward": "records without a numeric `reward` (and no error): written by something other than a collection?",
     "duplicate": "copies of a rollout already read (same row, repeat, agent and settings): a file given twice or "
-    "overlapping shards; each rollout counts once, a success over a failure",
+    "overlapping shards; each rollout counts once, a success over a failure (for more rollouts per row, collect "
+    "more repeats into the same output: +num_repeats=K resumes it with the new repeats)",
     "other_agent": "rollouts of agents not selected (+agent_name)",
 }
 """Why a line or record was left out, as a sentence a user can act on."""
@@ -60,10 +67,23 @@ class ReadReport:
     agents: Counter[str] = field(default_factory=Counter)
     fingerprints: Counter[str] = field(default_factory=Counter)
     """Usable rollouts by the fingerprint of the settings that made them (None counted as `unknown`)."""
+    _first_position: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def skip(self, reason: str, where: str) -> None:
+        """Count a skip at `where` (`file:line`); `first_at` keeps the earliest in the inputs' order, whichever
+        order the rows were grouped in (bucket by bucket for big inputs)."""
         self.skipped[reason] += 1
-        self.first_at.setdefault(reason, where)
+        position = self._position(where)
+        if reason not in self._first_position or position < self._first_position[reason]:
+            self._first_position[reason] = position
+            self.first_at[reason] = where
+
+    def _position(self, where: str) -> tuple[int, int]:
+        path, _, line = where.rpartition(":")
+        try:
+            return self.files.index(path), int(line)
+        except ValueError:
+            return len(self.files), 0
 
     def explained(self) -> list[str]:
         """One line per reason something was skipped: count, why, where first."""
@@ -149,19 +169,32 @@ class RolloutFiles:
         bucket."""
         self.report = ReadReport(files=[str(p) for p in self.paths])
         size = self.size_bytes
+        parsed = self._parsed(self._lines())
         if size <= self.in_memory_bytes:
-            yield from self._group(self._parsed(self._lines()))
+            yield from self._group(parsed)
             return
-        buckets = max(2, math.ceil(size / self.bucket_bytes))
         with tempfile.TemporaryDirectory(prefix="nemo_gym_rows_", dir=self.spill_dir) as tmp:
-            paths = [Path(tmp) / f"bucket{i}.jsonl" for i in range(buckets)]
-            with contextlib.ExitStack() as stack:
-                handles: list[IO[bytes]] = [stack.enter_context(p.open("wb")) for p in paths]
-                for where, record in self._parsed(self._lines()):
-                    handles[_bucket_of(str(record["row_hash"]), buckets)].write(orjson.dumps([where, record]) + b"\n")
-            for path in paths:
+            yield from self._through_buckets(parsed, size, Path(tmp), level=0)
+
+    def _through_buckets(
+        self, parsed: Iterator[tuple[str, JSONObject]], size: int, folder: Path, level: int
+    ) -> Iterator[RowGroup]:
+        """Deal the records into bucket files by row hash (so a row's rollouts share a bucket, in the order they
+        were read), then group one bucket at a time; a bucket still too large is dealt again, one level down."""
+        count = min(MAX_OPEN_BUCKETS, max(2, math.ceil(size / self.bucket_bytes)))
+        here = Path(tempfile.mkdtemp(prefix=f"level{level}_", dir=folder))
+        paths = [here / f"bucket{i}.jsonl" for i in range(count)]
+        with contextlib.ExitStack() as stack:
+            handles: list[IO[bytes]] = [stack.enter_context(p.open("wb")) for p in paths]
+            for where, record in parsed:
+                handles[_bucket_of(str(record["row_hash"]), count, level)].write(orjson.dumps([where, record]) + b"\n")
+        for path in paths:
+            bucket_size = path.stat().st_size
+            if bucket_size > 2 * self.bucket_bytes and level + 1 < MAX_SPLIT_LEVELS:
+                yield from self._through_buckets(_read_bucket(path), bucket_size, here, level + 1)
+            else:
                 yield from self._group(_read_bucket(path))
-                path.unlink()
+            path.unlink()
 
     def _lines(self) -> Iterator[tuple[str, bytes]]:
         for path in self.paths:
@@ -235,11 +268,12 @@ def _order(record: JSONObject) -> tuple[str, str, int]:
     return (str(record.get("agent_name")), str(record.get("fingerprint")), repeat if isinstance(repeat, int) else 0)
 
 
-def _bucket_of(digest: str, buckets: int) -> int:
-    try:
-        return int(digest[:12], 16) % buckets
-    except ValueError:  # not a sha256 hex digest: still spread evenly and deterministically
-        return zlib.crc32(digest.encode()) % buckets
+def _bucket_of(digest: str, buckets: int, level: int = 0) -> int:
+    """The bucket of a row hash; each level spreads by another function, so a bucket dealt again splits."""
+    if level == 0:
+        with contextlib.suppress(ValueError):  # not a hex digest: crc32 still spreads it evenly
+            return int(digest[:12], 16) % buckets
+    return zlib.crc32(f"{level}:{digest}".encode()) % buckets
 
 
 def _read_bucket(path: Path) -> Iterator[tuple[str, JSONObject]]:
