@@ -83,3 +83,15 @@ def other_weather(server: BaseResourcesServer) -> Callable[[Session, str, BaseMo
         return {**answer, "weather": "It changed since."}
 
     return call_tool
+
+
+def judged(server: BaseResourcesServer, model_server: str) -> Verify:
+    """The server's verifier asking the model server `model_server` once per record first, as a judge does (its
+    answer unused): calls the model servers' ledgers count while a re-verification runs."""
+    original = server.verify
+
+    async def verify(session: Session, request: VerifyRequest) -> VerifyResponse:
+        await server.servers.post(model_server, "/v1/responses", {"input": "Is the weather report right? Paris"})
+        return await original(session, request)
+
+    return verify

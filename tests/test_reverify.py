@@ -36,7 +36,15 @@ from nemo_gym.servers.serving import serve_in_thread
 from nemo_gym.testing.cluster import openai_model_block, serve_config, simple_weather_blocks
 from nemo_gym.testing.processes import wait_for_lines
 from nemo_gym.testing.stub_upstream import StubUpstream
-from tests.reverify_verifiers import all_or_nothing, going_down_after, other_weather, passing_mark, refusing, slowed
+from tests.reverify_verifiers import (
+    all_or_nothing,
+    going_down_after,
+    judged,
+    other_weather,
+    passing_mark,
+    refusing,
+    slowed,
+)
 
 EXAMPLES = project_root() / "resources_servers/simple_weather/data/example.jsonl"
 API_KEY = "sk-or-v1-reverify-test-key-24680"
@@ -118,6 +126,22 @@ def test_an_unchanged_verifier_gives_every_reward_again_without_a_model_call(clu
     assert (summary["rescored"], summary["unchanged"], summary["changed"], summary["failed_now"]) == (24, 24, 0, 0)
     assert summary["replayed_tool_calls"] > 0 and summary["differing_tool_outputs"] == 0
     assert summary["mean_reward_before"] == summary["mean_reward_after"]
+
+
+def test_a_verifier_that_asks_a_model_shows_in_the_model_servers_figures(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """reverify makes no model call itself; the model servers' ledgers (their /health `spend`) show any made while it
+    ran, here by a judge-like verifier."""
+    weather = cluster.servers["simple_weather"]
+    monkeypatch.setattr(weather, "verify", judged(weather, "policy_model"))
+    before = cluster.model_requests
+
+    summary = run_reverify(cluster, cluster.rollouts, tmp_path / "o.jsonl", limit=3)
+
+    assert cluster.model_requests - before == summary["model_calls"] == 3
+    assert summary["model_servers_cost_usd"] > 0 and summary["cost_usd"] == 0.0, "no record's cost is the judge's"
+    assert "The model servers served 3 calls while this ran" in capsys.readouterr().err
 
 
 def test_without_replaying_the_tool_calls_a_session_verifier_sees_none(cluster: Cluster, tmp_path: Path) -> None:
@@ -268,6 +292,8 @@ def test_bad_lines_are_counted_and_explained_and_the_rest_is_rescored(
             json.dumps(foreign_agent),
             lines[0],  # the same rollout again
             "[1, 2, 3]",
+            "",  # a blank line is no problem
+            "{not JSON",
             *lines[4:],
             lines[1][:50],  # a run was writing the file: its last line is torn
         ],
@@ -283,10 +309,12 @@ def test_bad_lines_are_counted_and_explained_and_the_rest_is_rescored(
     assert skipped["records without the `input` row or the `response` to verify"] == 1
     assert skipped["records repeating a rollout another record of the input holds"] == 1
     assert skipped["torn last line (a run was writing the file)"] == 1
+    assert skipped["lines that are not JSON"] == 1 and len(skipped) == 6, "a blank line is not skipped as a problem"
     unknown = next(reason for reason in skipped if "math_simple_agent" in reason)
     assert "does not configure" in unknown and "+resources_server=" in unknown and "simple_weather" in unknown
     err = capsys.readouterr().err
-    assert f"Skipped in {source}:" in err and "[lines 2, 6]" in err and "[line 3]" in err, "where each problem is"
+    assert f"Skipped in {source}:" in err and "[lines 2, 6]" in err, "where each problem is"
+    assert "[line 3]" in err and "[line 8]" in err
 
     with_override = run_reverify(cluster, source, tmp_path / "all.jsonl", resources_server="simple_weather")
     assert with_override["rescored"] == 22, "+resources_server verifies the unknown agent's records too"

@@ -16,8 +16,9 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -166,23 +167,51 @@ def repair_torn_tail(path: Path) -> int:
         return len(data) - cut
 
 
-def _keyed_records(path: Path) -> Iterator[tuple[int, tuple[Key, RolloutRecord] | None]]:
-    """Each line's number and its rollout key and record, or None for a line that is not a record (no `row_hash`).
+class Unread(StrEnum):
+    """Why a line of a rollouts file holds no record."""
+
+    BLANK = "blank"
+    TORN = "torn"
+    """Not JSON and not ended by a newline: the last line, which a writer had not finished."""
+    NOT_JSON = "not JSON"
+    NOT_A_RECORD = "not a record"
+    """JSON, but not an object with a `row_hash`."""
+
+
+K = TypeVar("K")
+
+
+def keyed_lines(
+    path: Path, key: Callable[[RolloutRecord], K]
+) -> Iterator[tuple[int, tuple[K, RolloutRecord] | Unread]]:
+    """Each line of `path` in one streaming pass: its number, and its record under `key`, or why it holds none.
     A record written by an older version may lack some of RolloutRecord's keys: readers use `.get`."""
-    if not path.exists():
-        return
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 record = orjson.loads(line)
             except orjson.JSONDecodeError:
-                yield number, None
+                if not line.strip():
+                    yield number, Unread.BLANK
+                else:
+                    yield number, Unread.NOT_JSON if line.endswith(b"\n") else Unread.TORN
                 continue
             if not isinstance(record, dict) or "row_hash" not in record:
-                yield number, None
+                yield number, Unread.NOT_A_RECORD
                 continue
-            key = (str(record["row_hash"]), int(record.get("repeat_index", 0)))
-            yield number, (key, cast(RolloutRecord, record))
+            yield number, (key(cast(RolloutRecord, record)), cast(RolloutRecord, record))
+
+
+def _rollout_key(record: RolloutRecord) -> Key:
+    return str(record["row_hash"]), int(record.get("repeat_index", 0))
+
+
+def _keyed_records(path: Path) -> Iterator[tuple[int, tuple[Key, RolloutRecord] | None]]:
+    """Each line's number and its rollout key and record, or None for a line that is not a record."""
+    if not path.exists():
+        return
+    for number, item in keyed_lines(path, _rollout_key):
+        yield number, None if isinstance(item, Unread) else item
 
 
 def _fingerprint_of(record: RolloutRecord) -> str | None:

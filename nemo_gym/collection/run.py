@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -245,7 +245,9 @@ async def _collect_locked(config: GlobalConfig, settings: CollectionSettings, da
             )
         ledger_before = await read_ledger(servers)
         with (
-            _stop_on_signals(collector, settings.drain_timeout_s),
+            stop_on_signals(
+                collector, settings.drain_timeout_s, items="rollouts", busy="in flight", drop=("cancel", "cancelling")
+            ),
             output.open("a", encoding="utf-8") as out,
             tqdm(total=len(jobs), desc=_progress_label(row_agents), unit="rollout", dynamic_ncols=True) as bar,
         ):
@@ -404,23 +406,38 @@ def sharded_collector(
     )
 
 
+class Stoppable(Protocol):
+    """A run that drains: `stop()` starts nothing new, `abort()` drops what is in flight; `interrupted` once stopped
+    by a signal."""
+
+    @property
+    def interrupted(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @contextlib.contextmanager
-def _stop_on_signals(collector: Collector, drain_timeout_s: float) -> Iterator[None]:
-    """Ctrl-C / SIGTERM: start nothing new and let rollouts in flight finish (bounded); a second one cancels them."""
+def stop_on_signals(
+    runner: Stoppable, drain_timeout_s: float, *, items: str, busy: str, drop: tuple[str, str]
+) -> Iterator[None]:
+    """Ctrl-C / SIGTERM: start no new `items` and let those `busy` finish (bounded); a second one drops them. `drop`
+    is the verb for that, and its -ing form (("cancel", "cancelling"))."""
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
 
     def on_signal() -> None:
-        if collector.interrupted:
-            print_flushed("\nStopping now: cancelling the rollouts in flight.", err=True)
-            collector.abort()
+        if runner.interrupted:
+            print_flushed(f"\nStopping now: {drop[1]} the {items} {busy}.", err=True)
+            runner.abort()
             return
         print_flushed(
-            f"\nStopping: no new rollouts; waiting up to {drain_timeout_s:g}s for those in flight "
-            "(Ctrl-C again to cancel them).",
+            f"\nStopping: no new {items}; waiting up to {drain_timeout_s:g}s for those {busy} "
+            f"(Ctrl-C again to {drop[0]} them).",
             err=True,
         )
-        collector.stop()
+        runner.stop()
 
     previous = {sig: signal.getsignal(sig) for sig in signals}
     for sig in signals:

@@ -23,9 +23,15 @@ class Ledger:
     """The model servers' spend at one moment (summed over instances and replicas that report one)."""
 
     cost_usd: float
+    calls: int
+    """Upstream calls served (0 from servers whose `spend` has no `calls`)."""
     in_flight: int
     reporting: int
     """Replicas that answered with a `spend`; 0 means none keeps a ledger (nothing to compare)."""
+
+    def cost_since(self, before: Ledger) -> float:
+        """USD billed between `before` and this reading (never negative)."""
+        return round(max(0.0, self.cost_usd - before.cost_usd), 10)
 
 
 async def read_ledger(servers: ServerClient) -> Ledger:
@@ -36,6 +42,7 @@ async def read_ledger(servers: ServerClient) -> Ledger:
     known = [a for a in answers if a is not None]
     return Ledger(
         cost_usd=round(sum(float(a.get("cost_usd") or 0.0) for a in known), 10),
+        calls=sum(int(a.get("calls") or 0) for a in known),
         in_flight=sum(int(a.get("in_flight") or 0) for a in known),
         reporting=len(known),
     )
