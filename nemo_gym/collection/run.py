@@ -14,9 +14,10 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from types import FrameType
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from pydantic import ValidationError
@@ -24,9 +25,10 @@ from tqdm import tqdm
 
 from nemo_gym.collection.collector import CollectionSettings, Collector, LineWriter
 from nemo_gym.collection.inputs import Dataset, InputError, assign_agents, read_dataset, row_agent, unknown_agents
-from nemo_gym.collection.output_lock import OutputLock, refuse_input_as_output
+from nemo_gym.collection.output_lock import OutputLock, OutputLocked, refuse_input_as_output
 from nemo_gym.collection.ray_sharding import ShardedCollector
 from nemo_gym.collection.resume import (
+    SettingsChanged,
     check_agent_settings,
     check_default_agent,
     file_metrics_by_agent,
@@ -39,11 +41,12 @@ from nemo_gym.collection.resume import (
 )
 from nemo_gym.collection.spend import read_ledger, settled_ledger
 from nemo_gym.config.errors import COMMAND_LINE, ConfigError
+from nemo_gym.config.loading import load_global_config
 from nemo_gym.config.paths import resolve_input_path
 from nemo_gym.config.secrets import Redactor, collect_secrets, command_redactor
 from nemo_gym.config.settings import check_setting_names, settings_problems
 from nemo_gym.config.types import GlobalConfig
-from nemo_gym.console import print_flushed
+from nemo_gym.console import fail, print_flushed, run_async
 from nemo_gym.http.lean_client import PeerPool
 from nemo_gym.http.pool import make_http_client
 from nemo_gym.http.server_client import ServerClient, registry_from_head
@@ -52,6 +55,37 @@ from nemo_gym.protocol.types import CollectionSummary, JSONObject, RunFigures
 SETTING_KEYS = set(CollectionSettings.model_fields)
 AGENT_SETTING = "+agent_name"
 BY_AGENT_COLUMNS = ("rollouts", "failed", "mean_reward", "pass_rate", "cost_usd")
+
+
+T = TypeVar("T")
+
+
+def run_resumable_command(args: list[str], start: Callable[[GlobalConfig], Awaitable[T]], *, kept: str) -> T:
+    """A resumable command's whole life: load the config from `args`, run `start(config)`, and turn each way it can
+    end early into its message and exit status (2: bad settings or input, 3: stopped for a cause to fix, 130:
+    interrupted). `kept` names what a re-run keeps, e.g. "finished rollouts"."""
+    # SIGTERM while the run starts or ends (the run itself drains on it) unwinds like Ctrl-C instead of killing the
+    # process on the spot, so the output's lock file is removed on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        config = load_global_config(args)
+        return run_async(_awaited(start(config)))
+    except (ConfigError, InputError, SettingsChanged, OutputLocked) as exc:
+        fail(command_redactor(args).text(str(exc)))
+    except Interrupted as exc:
+        fail(str(exc), code=130)
+    except RunStopped as exc:
+        fail(str(exc), code=3)
+    except KeyboardInterrupt:
+        fail(f"interrupted; {kept} are in the output. Re-run the same command to resume.", code=130)
+
+
+async def _awaited(work: Awaitable[T]) -> T:
+    return await work
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 class RunStopped(Exception):
