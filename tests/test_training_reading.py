@@ -253,3 +253,16 @@ def test_buckets_too_large_for_the_open_file_limit_are_dealt_again_into_smaller_
     )
     assert (found, report) == (expected, expected_report)
     assert set(dealt) == {0, 1, 2}  # two buckets were not enough: dealt again, twice
+
+
+def test_the_row_hash_is_read_from_a_lines_bytes_only_where_that_is_safe() -> None:
+    from nemo_gym.training.reading import row_hash_of_line
+
+    assert row_hash_of_line(b'{"row_index":0,"repeat_index":1,"row_hash":"ab12","reward":1}\n') == "ab12"
+    assert row_hash_of_line(b'{"row_hash": "ab12"}') == "ab12"
+    # a nested object first could hold a row_hash of its own; an escaped value needs a real parse
+    assert row_hash_of_line(b'{"input":{"row_hash":"inner"},"row_hash":"outer"}') is None
+    assert row_hash_of_line(b'{"row_hash":"a\\"b"}') is None
+    assert row_hash_of_line(b'{"error":"\\"row_hash\\":\\"fake\\"","row_hash":"real"}') == "real"
+    assert row_hash_of_line(b"[1, 2]") is None
+    assert row_hash_of_line(b'{"row_hash":1}') is None

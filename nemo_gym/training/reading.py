@@ -26,6 +26,9 @@ IN_MEMORY_BYTES = 32 * 1024 * 1024
 """Inputs up to this size (in file bytes) are grouped in memory; larger ones go through bucket files."""
 BUCKET_BYTES = 16 * 1024 * 1024
 """Target size of one bucket file: what is held in memory at once when grouping a large input."""
+ROW_HASH_KEY = b'"row_hash":'
+Entry = tuple[str, bytes, str]
+"""A line dealt into a bucket: where it was read (`file:line`), its bytes, its row hash."""
 MAX_OPEN_BUCKETS = 256
 """Bucket files written at once (each an open file): when this many buckets of `BUCKET_BYTES` are too few for an
 input, the buckets that come out too large are dealt again into smaller ones."""
@@ -169,32 +172,44 @@ class RolloutFiles:
         bucket."""
         self.report = ReadReport(files=[str(p) for p in self.paths])
         size = self.size_bytes
-        parsed = self._parsed(self._lines())
         if size <= self.in_memory_bytes:
-            yield from self._group(parsed)
+            yield from self._group(self._parsed(self._lines()))
             return
         with tempfile.TemporaryDirectory(prefix="nemo_gym_rows_", dir=self.spill_dir) as tmp:
-            yield from self._through_buckets(parsed, size, Path(tmp), level=0)
+            yield from self._through_buckets(self._dealt(self._lines()), size, Path(tmp), level=0)
 
-    def _through_buckets(
-        self, parsed: Iterator[tuple[str, JSONObject]], size: int, folder: Path, level: int
-    ) -> Iterator[RowGroup]:
-        """Deal the records into bucket files by row hash (so a row's rollouts share a bucket, in the order they
-        were read), then group one bucket at a time; a bucket still too large is dealt again, one level down."""
+    def _through_buckets(self, entries: Iterator[Entry], size: int, folder: Path, level: int) -> Iterator[RowGroup]:
+        """Deal the lines into bucket files by row hash, as they are (so a row's rollouts share a bucket, in the
+        order they were read, and each line is parsed once, when its bucket is grouped), then group one bucket at
+        a time; a bucket still too large is dealt again, one level down."""
         count = min(MAX_OPEN_BUCKETS, max(2, math.ceil(size / self.bucket_bytes)))
         here = Path(tempfile.mkdtemp(prefix=f"level{level}_", dir=folder))
         paths = [here / f"bucket{i}.jsonl" for i in range(count)]
         with contextlib.ExitStack() as stack:
             handles: list[IO[bytes]] = [stack.enter_context(p.open("wb")) for p in paths]
-            for where, record in parsed:
-                handles[_bucket_of(str(record["row_hash"]), count, level)].write(orjson.dumps([where, record]) + b"\n")
+            for where, line, digest in entries:
+                handles[_bucket_of(digest, count, level)].write(orjson.dumps(where) + b"\t" + line)
         for path in paths:
             bucket_size = path.stat().st_size
             if bucket_size > 2 * self.bucket_bytes and level + 1 < MAX_SPLIT_LEVELS:
                 yield from self._through_buckets(_read_bucket(path), bucket_size, here, level + 1)
             else:
-                yield from self._group(_read_bucket(path))
+                yield from self._group((where, orjson.loads(line)) for where, line, _ in _read_bucket(path))
             path.unlink()
+
+    def _dealt(self, lines: Iterator[tuple[str, bytes]]) -> Iterator[Entry]:
+        """Each line with its row hash, read from its bytes where that is safe, else from the parsed record; what
+        is not a record is skipped here, with its reason."""
+        for where, line in lines:
+            digest = row_hash_of_line(line)
+            if digest is None:
+                parsed = self._record_of(where, line)
+                if parsed is None:
+                    continue
+                digest = parsed["row_hash"]
+            else:
+                self.report.lines += 1
+            yield where, line if line.endswith(b"\n") else line + b"\n", digest
 
     def _lines(self) -> Iterator[tuple[str, bytes]]:
         for path in self.paths:
@@ -204,18 +219,24 @@ class RolloutFiles:
                         yield f"{path}:{number}", line
 
     def _parsed(self, lines: Iterator[tuple[str, bytes]]) -> Iterator[tuple[str, JSONObject]]:
-        report = self.report
         for where, line in lines:
-            report.lines += 1
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                report.skip("not_json", where)
-                continue
-            if not isinstance(record, dict) or not isinstance(record.get("row_hash"), str):
-                report.skip("not_a_record", where)
-                continue
-            yield where, record
+            record = self._record_of(where, line)
+            if record is not None:
+                yield where, record
+
+    def _record_of(self, where: str, line: bytes) -> JSONObject | None:
+        """The line's record, counted; None (and the reason counted) when it is not one."""
+        report = self.report
+        report.lines += 1
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            report.skip("not_json", where)
+            return None
+        if not isinstance(record, dict) or not isinstance(record.get("row_hash"), str):
+            report.skip("not_a_record", where)
+            return None
+        return record
 
     def _group(self, parsed: Iterator[tuple[str, JSONObject]]) -> Iterator[RowGroup]:
         rows: dict[str, dict[tuple[Any, ...], tuple[str, JSONObject]]] = {}
@@ -276,8 +297,30 @@ def _bucket_of(digest: str, buckets: int, level: int = 0) -> int:
     return zlib.crc32(f"{level}:{digest}".encode()) % buckets
 
 
-def _read_bucket(path: Path) -> Iterator[tuple[str, JSONObject]]:
+def row_hash_of_line(line: bytes) -> str | None:
+    """The record's `row_hash`, read from the line's bytes without parsing it: the first `"row_hash":"..."` of the
+    top-level object (no `{` before it but the line's own) with no escape in its value. None when that cannot be
+    told safely; the caller parses the line then."""
+    at = line.find(ROW_HASH_KEY)
+    if at <= 0 or line[0:1] != b"{" or line.find(b"{", 1, at) != -1:
+        return None
+    start = at + len(ROW_HASH_KEY)
+    while line[start : start + 1] == b" ":
+        start += 1
+    if line[start : start + 1] != b'"':
+        return None
+    end = line.find(b'"', start + 1)
+    if end == -1 or line.find(b"\\", start + 1, end) != -1:
+        return None
+    return line[start + 1 : end].decode("utf-8", "replace")
+
+
+def _read_bucket(path: Path) -> Iterator[Entry]:
     with path.open("rb") as handle:
-        for line in handle:
-            where, record = orjson.loads(line)
-            yield where, record
+        for entry in handle:
+            tab = entry.index(b"\t")  # the JSON-encoded location before it has no raw tab
+            line = entry[tab + 1 :]
+            digest = row_hash_of_line(line)
+            if digest is None:  # dealt after a full parse: parse again to deal it one level down
+                digest = orjson.loads(line)["row_hash"]
+            yield orjson.loads(entry[:tab]), line, digest
