@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import uvicorn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.paths import resolve_input_path
-from nemo_gym.config.settings import check_setting_names
+from nemo_gym.config.settings import validated_settings
 from nemo_gym.console import fail, overrides_or_fail, print_flushed
 from nemo_gym.protocol.types import JSONObject
 from nemo_gym.servers.binding import exposure_warning, is_loopback
@@ -51,18 +51,7 @@ HINTS = {
 
 
 def settings_from(overrides: JSONObject) -> ViewerSettings:
-    check_setting_names(overrides, SETTING_KEYS, "ng_viewer")
-    try:
-        settings = ViewerSettings.model_validate(overrides)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else "?"
-            if error["type"] == "missing":
-                problems.append(f"+{key} is required: pass {HINTS.get(key, key)}")
-            else:
-                problems.append(f"+{key}={error.get('input')!r} is not valid: pass {HINTS.get(key, error['msg'])}")
-        raise ConfigError("; ".join(problems) + ".") from None
+    settings = validated_settings(ViewerSettings, overrides, "ng_viewer", HINTS)
     if settings.max_rows is not None and settings.output_html is None:
         raise ConfigError(
             "+max_rows caps a written page; it needs +output_html=<page.html> (a served viewer pages "

@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.paths import resolve_input_path
-from nemo_gym.config.settings import check_setting_names
+from nemo_gym.config.settings import validated_settings
 from nemo_gym.protocol.types import JSONObject
 from nemo_gym.training.hub import HubError, check_repo_id
 from nemo_gym.training.writers import OutputFormat, output_format_of
@@ -76,19 +76,7 @@ HINTS = {
 
 def settings_from(overrides: JSONObject) -> ExportSettings:
     """Validated settings; every problem as `+key: what to pass`."""
-    check_setting_names(overrides, ExportSettings.model_fields, "ng_export")
-    try:
-        settings = ExportSettings.model_validate(overrides)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else "?"
-            if error["type"] == "missing":
-                problems.append(f"+{key} is required: pass {HINTS.get(key, key)}")
-            else:
-                shown = error.get("input")
-                problems.append(f"+{key}={shown!r} is not valid: pass {HINTS.get(key, error['msg'])}")
-        raise ConfigError("; ".join(problems) + ".") from None
+    settings = validated_settings(ExportSettings, overrides, "ng_export", HINTS)
     for name, only in FORMAT_SETTINGS.items():
         misplaced = sorted(only & settings.model_fields_set) if name != settings.format else []
         if misplaced:

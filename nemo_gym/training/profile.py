@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import IO, Any, Literal, cast
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from nemo_gym.collection.inputs import row_problem
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.paths import resolve_input_path
-from nemo_gym.config.settings import check_setting_names
+from nemo_gym.config.settings import validated_settings
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
 from nemo_gym.training.passk import AnswerTally, ks_up_to, majority_at_k, pass_at_k
 from nemo_gym.training.reading import RolloutFiles, RowGroup, TrainingInputError
@@ -137,20 +137,7 @@ HINTS = {
 
 def settings_from(overrides: JSONObject) -> ProfileSettings:
     """Validated settings with resolved input paths; every problem as `+key: what to pass`."""
-    check_setting_names(overrides, ProfileSettings.model_fields, "ng_reward_profile")
-    try:
-        settings = ProfileSettings.model_validate(overrides)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            key = str(error["loc"][0]) if error["loc"] else ""
-            if error["type"] == "missing":
-                problems.append(f"+{key} is required: pass {HINTS.get(key, key)}")
-            elif not key:  # a rule across settings
-                problems.append(str(error["msg"]).removeprefix("Value error, "))
-            else:
-                problems.append(f"+{key}={error.get('input')!r} is not valid: pass {HINTS.get(key, error['msg'])}")
-        raise ConfigError("; ".join(problems) + ".") from None
+    settings = validated_settings(ProfileSettings, overrides, "ng_reward_profile", HINTS)
     settings.input_jsonl_fpath = [resolve_input_path(path) for path in settings.input_jsonl_fpath]
     written = {"output_jsonl_fpath": settings.output_jsonl_fpath, "summary": summary_path(settings.output_jsonl_fpath)}
     if settings.filter_output_jsonl_fpath is not None:
