@@ -42,7 +42,6 @@ class ViewerSettings(BaseModel):
     )
 
 
-SETTING_KEYS = sorted(ViewerSettings.model_fields)
 HINTS = {
     "port": "a port number from 1 to 65535",
     "max_rows": "a whole number >= 1",
