@@ -13,12 +13,15 @@ field the chat templates of reasoning models (and vLLM) read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
-from nemo_gym.protocol.conversion import responses_to_chat_request
+from nemo_gym.protocol.conversion import input_items_to_messages, responses_to_chat_request
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
+
+T = TypeVar("T")
 
 
 class Unconvertible(ValueError):
@@ -42,7 +45,7 @@ def prompt_of(row: JSONObject) -> Prompt:
     params = row.get("responses_create_params")
     if not isinstance(params, dict) or "input" not in params:
         raise Unconvertible("no_prompt", "the row has no `responses_create_params.input`")
-    body = _converted(params, keep_reasoning=False)
+    body = _as_chat(lambda: responses_to_chat_request(params))
     return Prompt(messages=_checked(body["messages"]), tools=list(body.get("tools") or []))
 
 
@@ -52,7 +55,7 @@ def completion_of(record: RolloutRecord, *, keep_reasoning: bool) -> list[JSONOb
     output = response.get("output") if isinstance(response, dict) else None
     if not isinstance(output, list) or not output:
         raise Unconvertible("no_completion", "the record's `response.output` is empty")
-    messages = _checked(_converted({"input": output}, keep_reasoning=keep_reasoning)["messages"])
+    messages = _checked(_as_chat(lambda: input_items_to_messages(output, reasoning_field=keep_reasoning)))
     if not any(message["role"] == "assistant" for message in messages):
         raise Unconvertible("no_completion", "the trajectory has no assistant message")
     if keep_reasoning:
@@ -62,9 +65,10 @@ def completion_of(record: RolloutRecord, *, keep_reasoning: bool) -> list[JSONOb
     return messages
 
 
-def _converted(params: JSONObject, *, keep_reasoning: bool) -> JSONObject:
+def _as_chat(convert: Callable[[], T]) -> T:
+    """What `convert` makes of the record's items; an item it cannot read drops the record with the reason."""
     try:
-        return responses_to_chat_request(params, reasoning_field=keep_reasoning)
+        return convert()
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise Unconvertible("malformed_items", f"an item could not be read as chat ({exc!r})") from None
 

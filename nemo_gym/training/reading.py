@@ -188,13 +188,13 @@ class RolloutFiles:
         with contextlib.ExitStack() as stack:
             handles: list[IO[bytes]] = [stack.enter_context(p.open("wb")) for p in paths]
             for where, line, digest in entries:
-                handles[_bucket_of(digest, count, level)].write(orjson.dumps(where) + b"\t" + line)
+                handles[_bucket_of(digest, count, level)].write(_located(where) + line)
         for path in paths:
             bucket_size = path.stat().st_size
             if bucket_size > 2 * self.bucket_bytes and level + 1 < MAX_SPLIT_LEVELS:
                 yield from self._through_buckets(_read_bucket(path), bucket_size, here, level + 1)
             else:
-                yield from self._group((where, orjson.loads(line)) for where, line, _ in _read_bucket(path))
+                yield from self._group((where, orjson.loads(line)) for where, line in _bucket_lines(path))
             path.unlink()
 
     def _dealt(self, lines: Iterator[tuple[str, bytes]]) -> Iterator[Entry]:
@@ -315,12 +315,23 @@ def row_hash_of_line(line: bytes) -> str | None:
     return line[start + 1 : end].decode("utf-8", "replace")
 
 
-def _read_bucket(path: Path) -> Iterator[Entry]:
+def _located(where: str) -> bytes:
+    """A bucket line's prefix: the location, up to a NUL (which no path holds), on one line."""
+    return where.replace("\n", "\\n").encode("utf-8", "backslashreplace") + b"\0"
+
+
+def _bucket_lines(path: Path) -> Iterator[tuple[str, bytes]]:
+    """A bucket's lines with where each was read."""
     with path.open("rb") as handle:
         for entry in handle:
-            tab = entry.index(b"\t")  # the JSON-encoded location before it has no raw tab
-            line = entry[tab + 1 :]
-            digest = row_hash_of_line(line)
-            if digest is None:  # dealt after a full parse: parse again to deal it one level down
-                digest = orjson.loads(line)["row_hash"]
-            yield orjson.loads(entry[:tab]), line, digest
+            cut = entry.index(b"\0")
+            yield entry[:cut].decode(), entry[cut + 1 :]
+
+
+def _read_bucket(path: Path) -> Iterator[Entry]:
+    """A bucket's lines with their row hashes, to deal them again one level down."""
+    for where, line in _bucket_lines(path):
+        digest = row_hash_of_line(line)
+        if digest is None:  # dealt after a full parse: parse it again
+            digest = orjson.loads(line)["row_hash"]
+        yield where, line, digest
