@@ -971,3 +971,116 @@ def test_the_plain_payloads_are_exactly_what_the_sdk_types_validate_and_dump(cha
     assert payload == Response.model_validate(payload).model_dump(mode="json", exclude_unset=True)
     back = responses_to_chat_payload(payload)
     assert back == ChatCompletion.model_validate(back).model_dump(mode="json", exclude_unset=True)
+
+
+# =========================================================================== token ids and logprobs
+
+
+def _vllm_chat(message: dict[str, Any], *, logprob_tokens: list[str], ids: list[int] | None = None) -> dict[str, Any]:
+    """A chat completion as vLLM answers `logprobs` (and, with `ids`, `return_token_ids`)."""
+    chat = _chat_completion(message, finish_reason="tool_calls" if message.get("tool_calls") else "stop")
+    choice = chat["choices"][0]
+    choice["logprobs"] = {
+        "content": [
+            {"token": t, "logprob": -0.5 * (i + 1), "bytes": None, "top_logprobs": []}
+            for i, t in enumerate(logprob_tokens)
+        ]
+    }
+    if ids is not None:
+        chat["prompt_token_ids"] = [1, 2, 3]
+        choice["token_ids"] = ids
+    return chat
+
+
+def test_token_ids_and_logprobs_go_on_the_last_output_item_under_nemo_gyms_names() -> None:
+    chat = _vllm_chat(
+        {
+            "content": "Let me check.",
+            "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}},
+            ],
+        },
+        logprob_tokens=["Let", " me", " check", "."],
+        ids=[10, 11, 12, 13],
+    )
+
+    response = chat_to_responses_payload(chat, {"input": "Hi"}, token_info=True)
+
+    message, call = response["output"]
+    assert call["prompt_token_ids"] == [1, 2, 3]
+    assert call["generation_token_ids"] == [10, 11, 12, 13]
+    assert call["generation_log_probs"] == [-0.5, -1.0, -1.5, -2.0]
+    assert "generation_tokens" not in call  # with ids, the strings add nothing
+    assert not {"prompt_token_ids", "generation_token_ids", "generation_log_probs"} & set(message)
+    Response.model_validate(response)  # still a valid Response for the SDK
+
+
+def test_without_token_info_the_answer_is_exactly_what_it_was_before() -> None:
+    chat = _vllm_chat({"content": "Hi."}, logprob_tokens=["Hi", "."], ids=[5, 6])
+    plain = _chat_completion({"content": "Hi."})
+
+    with_fields = chat_to_responses_payload(chat, {"input": "Hi"})
+    without = chat_to_responses_payload(plain, {"input": "Hi"})
+
+    assert with_fields["output"][0].keys() == without["output"][0].keys()
+    assert with_fields.keys() == without.keys()
+
+
+def test_openrouter_logprobs_without_ids_keep_the_token_strings() -> None:
+    chat = _vllm_chat({"content": "Sunny."}, logprob_tokens=["Sun", "ny", "."])
+
+    item = chat_to_responses_payload(chat, {"input": "Hi"}, token_info=True)["output"][-1]
+
+    assert item["generation_log_probs"] == [-0.5, -1.0, -1.5]
+    assert item["generation_tokens"] == ["Sun", "ny", "."]
+    assert "prompt_token_ids" not in item and "generation_token_ids" not in item
+
+
+def test_vllm_token_id_strings_give_the_ids_when_the_choice_has_none() -> None:
+    chat = _vllm_chat({"content": "Ok"}, logprob_tokens=["token_id:42", "token_id:7"])
+
+    item = chat_to_responses_payload(chat, {"input": "Hi"}, token_info=True)["output"][-1]
+
+    assert item["generation_token_ids"] == [42, 7]
+    assert item["generation_log_probs"] == [-0.5, -1.0]
+    assert "generation_tokens" not in item
+
+
+def test_logprobs_that_do_not_line_up_with_the_ids_are_dropped_not_misaligned() -> None:
+    chat = _vllm_chat({"content": "Ok"}, logprob_tokens=["O", "k", "!"], ids=[1, 2])
+
+    item = chat_to_responses_payload(chat, {"input": "Hi"}, token_info=True)["output"][-1]
+
+    assert item["generation_token_ids"] == [1, 2] and "generation_log_probs" not in item
+
+
+def test_a_turn_with_only_an_end_token_still_carries_its_ids_on_an_empty_message() -> None:
+    chat = _vllm_chat({"content": ""}, logprob_tokens=["token_id:2"], ids=[2])
+
+    response = chat_to_responses_payload(chat, {"input": "Hi"}, token_info=True)
+
+    assert [i["type"] for i in response["output"]] == ["message"]
+    assert response["output"][0]["generation_token_ids"] == [2]
+    assert chat_to_responses_payload(chat, {"input": "Hi"})["output"] == []
+    Response.model_validate(response)
+
+
+def test_input_items_carrying_token_fields_convert_as_if_they_had_none() -> None:
+    fields = {"prompt_token_ids": [1], "generation_token_ids": [2], "generation_log_probs": [-0.1]}
+    marked = [
+        dict(item, **fields) if item.get("type") in ("function_call", "message") else item for item in MULTI_TURN_INPUT
+    ]
+
+    assert responses_to_chat_request({"input": marked}) == responses_to_chat_request({"input": MULTI_TURN_INPUT})
+
+
+def test_responses_answers_with_token_fields_put_them_on_the_chat_message() -> None:
+    response = chat_to_responses_payload(
+        _vllm_chat({"content": "Hi."}, logprob_tokens=["Hi", "."], ids=[5, 6]), {"input": "Hi"}, token_info=True
+    )
+
+    chat = responses_to_chat_payload(response, token_info=True)
+
+    assert chat["choices"][0]["message"]["generation_token_ids"] == [5, 6]
+    assert "generation_token_ids" not in responses_to_chat_payload(response)["choices"][0]["message"]
+    ChatCompletion.model_validate(chat)

@@ -131,6 +131,53 @@ def test_models_is_public_with_string_prices(serve: Serve) -> None:
     assert "mistralai/mixtral-8x7b-instruct" not in {m["id"] for m in with_tools["data"]}
 
 
+def test_logprobs_are_in_the_catalog_of_the_models_that_support_them(serve: Serve) -> None:
+    _, url = serve()
+    by_id = {m["id"]: m for m in httpx.get(url + "/models", trust_env=False).json()["data"]}
+    assert {"logprobs", "top_logprobs"} <= set(by_id["openai/gpt-4o-mini"]["supported_parameters"])
+    assert "logprobs" not in by_id["anthropic/claude-3.5-sonnet"]["supported_parameters"]
+    listed = httpx.get(url + "/models", params={"supported_parameters": "logprobs"}, trust_env=False).json()["data"]
+    assert {m["id"] for m in listed} == {m for m, e in by_id.items() if "logprobs" in e["supported_parameters"]}
+
+
+def test_logprobs_come_back_only_when_asked_and_supported(serve: Serve) -> None:
+    _, url = serve()
+    asked = post(url, chat_body("Tell me about Oslo and Lima.", logprobs=True, top_logprobs=3)).json()
+    choice = asked["choices"][0]
+    content = choice["logprobs"]["content"]
+    assert "".join(entry["token"] for entry in content) == choice["message"]["content"]
+    for entry in content:
+        assert -3.0 <= entry["logprob"] <= 0.0 and entry["bytes"] == list(entry["token"].encode())
+        tops = entry["top_logprobs"]
+        assert len(tops) == 3 and tops[0]["token"] == entry["token"]
+        assert [t["logprob"] for t in tops] == sorted((t["logprob"] for t in tops), reverse=True)
+    again = post(url, chat_body("Tell me about Oslo and Lima.", logprobs=True, top_logprobs=3)).json()
+    assert again["choices"][0]["logprobs"] == choice["logprobs"], "the same request gets the same logprobs"
+    ChatCompletion.model_validate(asked)
+
+    assert post(url, chat_body("Tell me about Oslo.")).json()["choices"][0]["logprobs"] is None
+    unsupported = post(url, chat_body("Tell me about Oslo.", model="anthropic/claude-3.5-sonnet", logprobs=True))
+    assert unsupported.status_code == 200 and unsupported.json()["choices"][0]["logprobs"] is None
+
+    tool_turn = post(url, chat_body("Weather in Oslo?", tools=[WEATHER_TOOL], logprobs=True)).json()["choices"][0]
+    arguments = tool_turn["message"]["tool_calls"][0]["function"]["arguments"]
+    assert "".join(e["token"] for e in tool_turn["logprobs"]["content"]) == arguments
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"logprobs": "yes"}, "'logprobs' must be a boolean."),
+        ({"logprobs": True, "top_logprobs": 21}, "'top_logprobs' must be an integer between 0 and 20."),
+        ({"logprobs": True, "top_logprobs": -1}, "'top_logprobs' must be an integer between 0 and 20."),
+    ],
+)
+def test_bad_logprob_settings_are_refused(serve: Serve, extra: dict[str, Any], message: str) -> None:
+    _, url = serve()
+    answer = post(url, chat_body("Hi", **extra))
+    assert answer.status_code == 400 and answer.json()["error"]["message"] == message
+
+
 def test_key_reports_limit_usage_and_masked_label(serve: Serve) -> None:
     emulator, url = serve(credits_usd=2.5)
     assert post(url, chat_body("Hello there", model="openai/gpt-4-turbo")).status_code == 200

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nemo_gym.config.paths import resolve_input_path
-from nemo_gym.emulator import billing, routing
+from nemo_gym.emulator import billing, logprobs, routing
 from nemo_gym.emulator.catalog import key_status, model_entry
 from nemo_gym.emulator.config import ROUTING_FAULTS, EmulatedModel, EmulatorConfig, FaultKind
 from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, USER_ID, EmulatorError, error_body
@@ -241,6 +241,7 @@ class OpenRouterEmulator:
         tools = body.get("tools")
         if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
             raise EmulatorError(400, "'tools' must be an array of tool objects.")
+        logprobs.validate(body)
         candidates = routing.candidates(body, self.catalog)
         routing.provider_preferences(body)
         credits = self.config.credits_usd
@@ -297,9 +298,10 @@ class OpenRouterEmulator:
                 }
                 for i, call in enumerate(turn.tool_calls)
             ]
+        asked = body if model.supports_logprobs else {}  # OpenRouter drops what the provider does not support
         choice: JSONObject = {
             "index": 0,
-            "logprobs": None,
+            "logprobs": logprobs.choice_logprobs(turn, asked, model_id=model.id, seed=self.config.seed),
             "finish_reason": finish,
             "native_finish_reason": native,
             "message": message,

@@ -16,6 +16,7 @@ _BASE_PARAMETERS = [
     "response_format",
 ]
 _TOOL_PARAMETERS = ["tools", "tool_choice", "parallel_tool_calls"]
+_LOGPROB_PARAMETERS = ["logprobs", "top_logprobs"]
 _TOKENIZERS = {
     "openai": "GPT",
     "anthropic": "Claude",
@@ -57,7 +58,9 @@ def model_entry(model: EmulatedModel) -> JSONObject:
             "is_moderated": author == "openai",
         },
         "per_request_limits": None,
-        "supported_parameters": _BASE_PARAMETERS + (_TOOL_PARAMETERS if model.supports_tools else []),
+        "supported_parameters": _BASE_PARAMETERS
+        + (_TOOL_PARAMETERS if model.supports_tools else [])
+        + (_LOGPROB_PARAMETERS if model.supports_logprobs else []),
         "default_parameters": None,
     }
 

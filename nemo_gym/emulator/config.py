@@ -108,6 +108,8 @@ class EmulatedModel(BaseModel):
     prompt_price: Price = 0.0
     completion_price: Price = 0.0
     supports_tools: bool = True
+    supports_logprobs: bool = False
+    """Chat Completions `logprobs` / `top_logprobs` reach this model's provider; without it they are dropped."""
     quality: Probability = 1.0
     faults: FaultRates | None = None
     created: int = 1_700_000_000
@@ -129,6 +131,7 @@ def default_models() -> list[EmulatedModel]:
             context_length=128_000,
             prompt_price="0.00000015",
             completion_price="0.0000006",
+            supports_logprobs=True,
             created=1721260800,
         ),
         EmulatedModel(
@@ -139,6 +142,7 @@ def default_models() -> list[EmulatedModel]:
             max_completion_tokens=4096,
             prompt_price="0.00001",
             completion_price="0.00003",
+            supports_logprobs=True,
             created=1712620800,
         ),
         EmulatedModel(
@@ -159,6 +163,7 @@ def default_models() -> list[EmulatedModel]:
             prompt_price="0.00000002",
             completion_price="0.00000005",
             quality=0.85,
+            supports_logprobs=True,
             created=1721692800,
         ),
         EmulatedModel(

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from nemo_gym.protocol import token_ids
 from nemo_gym.protocol.types import JSONObject
 
 if TYPE_CHECKING:
@@ -152,6 +153,14 @@ def _content_to_chat(content: Any) -> Any:
     return parts
 
 
+def input_items_to_messages(
+    items: list[Any], *, reasoning_field: bool = False, assistant_empty_content: str | None = ""
+) -> list[JSONObject]:
+    """Responses input (or output) items as Chat Completions messages, as `responses_to_chat_request` makes them:
+    for readers of a trajectory that need its messages alone (training exports), without a request's other keys."""
+    return _input_items_to_messages(items, reasoning_field, assistant_empty_content)
+
+
 def _input_items_to_messages(
     items: list[Any], reasoning_field: bool, assistant_empty_content: str | None
 ) -> list[JSONObject]:
@@ -266,16 +275,24 @@ def chat_usage_to_responses(usage: Mapping[str, Any] | None) -> JSONObject | Non
     return converted
 
 
-def chat_to_responses_response(chat: Mapping[str, Any], params: Mapping[str, Any]) -> Response:
+def chat_to_responses_response(
+    chat: Mapping[str, Any], params: Mapping[str, Any], *, token_info: bool = False
+) -> Response:
     """Translate a Chat Completions response into a Responses `Response` for the request `params`."""
     from openai.types.responses import Response
 
-    return Response.model_validate(chat_to_responses_payload(chat, params))
+    return Response.model_validate(chat_to_responses_payload(chat, params, token_info=token_info))
 
 
-def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]) -> JSONObject:
+def chat_to_responses_payload(
+    chat: Mapping[str, Any], params: Mapping[str, Any], *, token_info: bool = False
+) -> JSONObject:
     """`chat_to_responses_response` as the plain JSON dict, for the model server's hot path: the tests hold it to
-    the SDK's `Response` type, so the server need not validate every answer."""
+    the SDK's `Response` type, so the server need not validate every answer.
+
+    With `token_info`, the choice's logprobs and token ids (vLLM's `prompt_token_ids` and `token_ids`) go on the
+    last output item under NeMo Gym's names (`nemo_gym/protocol/token_ids.py`); without it they are dropped, and
+    the answer is exactly what it would be had they not been asked for."""
     choices = chat.get("choices") or []
     if not choices:
         raise ValueError("The upstream chat completion has no choices.")
@@ -294,15 +311,7 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
         )
     text = content_text(message.get("content"))
     if text:
-        output.append(
-            {
-                "id": new_id("msg"),
-                "type": "message",
-                "role": "assistant",
-                "status": "completed",
-                "content": [{"type": "output_text", "text": text, "annotations": []}],
-            }
-        )
+        output.append(_assistant_message(text))
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
         output.append(
@@ -315,6 +324,10 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
                 "arguments": function.get("arguments") or "",
             }
         )
+    if token_info and (info := token_ids.chat_token_info(chat)):
+        if not output:  # the model said nothing (only its end token): the turn still has ids to train on
+            output.append(_assistant_message(""))
+        token_ids.attach(output, info)
     finish_reason = choice.get("finish_reason")
     status, incomplete = "completed", None
     if finish_reason == "length":
@@ -347,6 +360,16 @@ def chat_to_responses_payload(chat: Mapping[str, Any], params: Mapping[str, Any]
         "usage": chat_usage_to_responses(chat.get("usage")),
     }
     return response
+
+
+def _assistant_message(text: str) -> JSONObject:
+    return {
+        "id": new_id("msg"),
+        "type": "message",
+        "role": "assistant",
+        "status": "completed",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
 
 
 # =========================================================================== Chat request -> Responses request
@@ -471,15 +494,16 @@ def responses_usage_to_chat(usage: Mapping[str, Any] | None) -> JSONObject | Non
     return converted
 
 
-def responses_to_chat_response(response: Mapping[str, Any]) -> ChatCompletion:
+def responses_to_chat_response(response: Mapping[str, Any], *, token_info: bool = False) -> ChatCompletion:
     """Translate a Responses `Response` into a Chat Completions `ChatCompletion`."""
     from openai.types.chat import ChatCompletion
 
-    return ChatCompletion.model_validate(responses_to_chat_payload(response))
+    return ChatCompletion.model_validate(responses_to_chat_payload(response, token_info=token_info))
 
 
-def responses_to_chat_payload(response: Mapping[str, Any]) -> JSONObject:
-    """`responses_to_chat_response` as the plain JSON dict (see `chat_to_responses_payload`)."""
+def responses_to_chat_payload(response: Mapping[str, Any], *, token_info: bool = False) -> JSONObject:
+    """`responses_to_chat_response` as the plain JSON dict (see `chat_to_responses_payload`). With `token_info`,
+    the token information of the output items goes on the message, as NeMo Gym's chat answers carry it."""
     texts: list[str] = []
     reasoning: list[str] = []
     tool_calls: list[JSONObject] = []
@@ -519,4 +543,6 @@ def responses_to_chat_payload(response: Mapping[str, Any]) -> JSONObject:
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": responses_usage_to_chat(response.get("usage")),
     }
+    if token_info:
+        token_ids.on_chat_message(chat, token_ids.call_info(response.get("output") or []))
     return chat

@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import Field
 
 from nemo_gym.http.server_client import SESSION_HEADER, ServerCallError
+from nemo_gym.protocol import token_ids
+from nemo_gym.protocol.token_ids import TokenInfo
 from nemo_gym.protocol.types import AgentTurn, JSONObject, ModelCallMetadata, RolloutMetadata, StopReason
 from nemo_gym.protocol.usage import add_usage, empty_usage
 from nemo_gym.servers.agent import BaseAgentConfig, BaseAgentServer
@@ -43,8 +45,13 @@ class SimpleAgentServer(BaseAgentServer):
         response: JSONObject = {}
         stop_reason: StopReason = "max_steps"
         meta: ModelCallMetadata = {}
+        call_tokens: list[TokenInfo] | None = None
+        """Per model call, the token information its output carries; only once the model server records it."""
         for steps in range(1, self.config.max_steps + 1):  # noqa: B007 - `steps` is reported after the loop
-            response = await self.call_model("/v1/responses", {**params, "input": items + trajectory})
+            history = items + trajectory
+            if call_tokens is not None:  # earlier turns' ids are for the record, not for the model server to parse
+                history = token_ids.strip_items(history)
+            response = await self.call_model("/v1/responses", {**params, "input": history})
             usage = add_usage(usage, response.get("usage") or {"calls": 1})  # a call without usage still counts
             meta = response.get("nemo_gym") or {}
             served = meta.get("served_model") or response.get("model")
@@ -64,6 +71,11 @@ class SimpleAgentServer(BaseAgentServer):
             )
             output = [dict(item) for item in response.get("output") or []]
             trajectory.extend(output)
+            if "token_info" in meta:
+                call_tokens = call_tokens if call_tokens is not None else [{} for _ in range(steps - 1)]
+                call_tokens.append(token_ids.call_info(output))
+            elif call_tokens is not None:
+                call_tokens.append({})
             calls = [item for item in output if item.get("type") == "function_call"]
             status = response.get("status", "completed")
             if status == "failed":  # the provider broke off mid-answer: its partial tool calls are not to be run
@@ -80,8 +92,10 @@ class SimpleAgentServer(BaseAgentServer):
                         "output": await self._call_tool(call, tool_names, headers),
                     }
                 )
+        tokens: RolloutMetadata = {"token_ids": token_ids.summarize(call_tokens)} if call_tokens is not None else {}
         metadata: RolloutMetadata = {
             **meta,
+            **tokens,
             "steps": steps,
             "stop_reason": stop_reason,
             "models": models,
@@ -138,7 +152,7 @@ class SimpleAgentServer(BaseAgentServer):
         verdict = await self.servers.post(
             resources,
             "/verify",
-            {"row": row, "response": response},
+            {"row": row, "response": _without_token_ids(response)},
             headers={SESSION_HEADER: session_id} if session_id else None,
         )
         reward = verdict.get("reward") if isinstance(verdict, dict) else None
@@ -157,6 +171,14 @@ def _bad_answer(server: str, path: str, expected: str, got: Any) -> ServerCallEr
         "and check its log.",
         status_code=502,
     )
+
+
+def _without_token_ids(response: JSONObject) -> JSONObject:
+    """The response a verifier scores: the trajectory without its token ids and logprobs, which are for the record
+    (and a trainer), not for grading; the record keeps them."""
+    if "token_ids" not in (response.get("nemo_gym") or {}):
+        return response
+    return {**response, "output": token_ids.strip_items(response.get("output") or [])}
 
 
 def _as_items(value: Any) -> list[JSONObject]:

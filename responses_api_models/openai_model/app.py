@@ -18,13 +18,15 @@ from nemo_gym.config.types import GlobalConfig
 from nemo_gym.http.lean_client import UpstreamPool
 from nemo_gym.http.pool import make_http_client
 from nemo_gym.http.server_client import OUTAGE_FLAG
+from nemo_gym.protocol import token_ids
 from nemo_gym.protocol.conversion import (
     chat_to_responses_payload,
     chat_to_responses_request,
     responses_to_chat_payload,
     responses_to_chat_request,
 )
-from nemo_gym.protocol.types import JSONObject, ModelCallMetadata
+from nemo_gym.protocol.token_ids import TokenInfo
+from nemo_gym.protocol.types import JSONObject, ModelCallMetadata, TokenInfoStatus
 from nemo_gym.servers.base import (
     BaseServerConfig,
     JSONResponse,
@@ -39,6 +41,14 @@ from nemo_gym.upstream.openrouter import PreflightError, openrouter_config_probl
 from nemo_gym.upstream.ratelimit import AdaptiveLimiter
 from nemo_gym.upstream.retry import RetryPolicy
 from nemo_gym.upstream.routing import RoutedCall, Router, Target, targets_for
+from nemo_gym.upstream.token_fields import (
+    TokenSource,
+    chat_request_fields,
+    complete,
+    missing_detail,
+    responses_request_fields,
+    vllm_prompt_ids,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +105,16 @@ class OpenAIModelConfig(BaseServerConfig):
         description="Refuse new calls (HTTP 402) once this "
         "server's spend plus its calls in flight would pass this (USD)",
     )
+    return_token_id_information: bool = Field(
+        default=False,
+        description="Ask the upstream for token ids and logprobs and record them on each call's last output item "
+        "as prompt_token_ids, generation_token_ids, generation_log_probs (NeMo Gym's names)",
+    )
+    upstream_flavor: Literal["auto", "openai", "vllm"] = Field(
+        default="auto",
+        description="Which token fields the upstream speaks: openai (logprobs and token strings only), vllm "
+        "(exact ids via return_token_ids); auto = openai for OpenRouter and api.openai.com, vllm otherwise",
+    )
 
     @model_validator(mode="after")
     def _check_openrouter_settings(self) -> OpenAIModelConfig:
@@ -122,6 +142,10 @@ class OpenAIModelServer(BaseModelServer):
         self._router: Router | None = None
         self.cost = CostMeter(config.prices, max_cost_usd=config.max_cost_usd, label=name)
         self.redactor.add(*(key for key in [config.api_key, *(f.api_key for f in config.fallbacks)] if key))
+        self._warned_token_models: set[str] = set()
+        """Models already reported for missing token information: once each, not once per row."""
+        self._token_source: TokenSource | None = None
+        """Fixed at start-up (local_model sets its base_url then); read on every call."""
 
     @property
     def upstream_api(self) -> UpstreamAPI:
@@ -130,6 +154,24 @@ class OpenAIModelServer(BaseModelServer):
     @property
     def speaks_openrouter(self) -> bool:
         return is_openrouter(self.config.base_url) if self.config.openrouter is None else self.config.openrouter
+
+    @property
+    def token_source(self) -> TokenSource:
+        """Where token information comes from (see `nemo_gym/upstream/token_fields.py`)."""
+        if self._token_source is not None:
+            return self._token_source
+        if self.upstream_api == "responses":
+            return "responses_logprobs"
+        flavor = self.config.upstream_flavor
+        if flavor == "auto":
+            official = urlparse(self.config.base_url).hostname == "api.openai.com"
+            flavor = "openai" if self.speaks_openrouter or official else "vllm"
+        return "vllm" if flavor == "vllm" else "chat_logprobs"
+
+    @property
+    def chat_path(self) -> str:
+        """The upstream's Chat Completions path, under `base_url`."""
+        return "chat/completions"
 
     def endpoint(self) -> UpstreamEndpoint:
         return UpstreamEndpoint(
@@ -188,6 +230,14 @@ class OpenAIModelServer(BaseModelServer):
         )
         if self.config.preflight if self.config.preflight is not None else self.speaks_openrouter:
             await self._preflight()
+        if self.config.return_token_id_information:
+            self._token_source = self.token_source
+            logger.info(
+                "%s: recording token information from a %s upstream%s",
+                self.name,
+                self.token_source,
+                "" if self.token_source in ("vllm", "llama_cpp") else " (logprobs and token strings; no token ids)",
+            )
 
     async def _preflight(self) -> None:
         try:
@@ -227,29 +277,70 @@ class OpenAIModelServer(BaseModelServer):
         """Answer a Responses `create` body, converting through Chat Completions when the upstream needs it."""
         _reject_streaming(params)
         async with self.cost.call():
-            result, routed = await self._responses(params)
+            result, routed, tokens = await self._responses(params)
         await self._settle(result, routed)
-        result["nemo_gym"] = self._metadata(routed, result)
+        result["nemo_gym"] = self._metadata(routed, result, tokens)
         return result
 
-    async def _responses(self, params: JSONObject) -> tuple[JSONObject, RoutedCall]:
+    async def _responses(self, params: JSONObject) -> tuple[JSONObject, RoutedCall, TokenInfoStatus | None]:
+        recording = self.config.return_token_id_information
         if self.upstream_api == "responses":
             body = {k: v for k, v in params.items() if k != "stream"}
+            if "input" in body:
+                body["input"] = token_ids.strip_items(body["input"])
+            if recording:
+                body.update(responses_request_fields(params))
             routed = await self.router.call(
                 self.upstream_http, "responses", lambda target: self._target_body(body, target)
             )
             result = _complete_usage_details(dict(routed.call.body))
-        else:
-            chat_body = responses_to_chat_request(
-                params, model=self.config.model, reasoning_field=self.speaks_openrouter
-            )
-            routed = await self.router.call(
+            if not recording:
+                return result, routed, None
+            info = token_ids.responses_token_info(result)
+            token_ids.attach(result.get("output") or [], info)
+            return result, routed, self._token_status(info, routed, result)
+        chat_body = responses_to_chat_request(params, model=self.config.model, reasoning_field=self.speaks_openrouter)
+        if recording:
+            chat_body.update(chat_request_fields(self.token_source, params))
+        routed = await self.router.call(
+            self.upstream_http,
+            self.chat_path,
+            lambda target: self.adapt_chat_body(self._target_body(chat_body, target)),
+        )
+        result = chat_to_responses_payload(routed.call.body, params, token_info=recording)
+        if not recording:
+            return result, routed, None
+        output = result.get("output") or []
+        info = token_ids.call_info(output)
+        if self.token_source == "vllm" and token_ids.GENERATION_TOKEN_IDS in info and not complete(info):
+            prompt = await vllm_prompt_ids(
                 self.upstream_http,
-                "chat/completions",
-                lambda target: self.adapt_chat_body(self._target_body(chat_body, target)),
+                routed.target.endpoint,
+                {**chat_body, "model": routed.target.model},
+                timeout_s=self.config.timeout_s,
             )
-            result = chat_to_responses_payload(routed.call.body, params)
-        return result, routed
+            if prompt is not None:
+                info = {token_ids.PROMPT_TOKEN_IDS: prompt, **info}
+                token_ids.attach(output, info)
+        return result, routed, self._token_status(info, routed, result)
+
+    def _token_status(self, info: TokenInfo, routed: RoutedCall, result: JSONObject) -> TokenInfoStatus:
+        """What the call recorded; what an upstream failed to give is said in the record and, once per model, in
+        the log (a run of thousands of rows gets one line, not thousands)."""
+        provider = routed.call.body.get("provider") or routed.call.headers.get("x-provider-name")
+        detail = missing_detail(self.token_source, info, provider if isinstance(provider, str) else None)
+        if detail:
+            model = str(result.get("model") or routed.target.model)
+            if model not in self._warned_token_models:
+                self._warned_token_models.add(model)
+                logger.warning(
+                    "%s: token information missing for model %s: %s. Records say so under "
+                    "nemo_gym.token_info; this is reported once per model.",
+                    self.name,
+                    model,
+                    detail,
+                )
+        return token_ids.status(info, self.token_source, detail=detail)
 
     def adapt_chat_body(self, body: JSONObject) -> JSONObject:
         """Last change to a Chat Completions body before it goes upstream; subclasses adapt to their server."""
@@ -259,27 +350,43 @@ class OpenAIModelServer(BaseModelServer):
         """Answer a Chat Completions body, converting through Responses when the upstream needs it."""
         _reject_streaming(body)
         async with self.cost.call():
-            result, routed = await self._chat_completions(body)
+            result, routed, tokens = await self._chat_completions(body)
         await self._settle(result, routed)
-        result["nemo_gym"] = self._metadata(routed, result)
+        result["nemo_gym"] = self._metadata(routed, result, tokens)
         return result
 
-    async def _chat_completions(self, body: JSONObject) -> tuple[JSONObject, RoutedCall]:
+    async def _chat_completions(self, body: JSONObject) -> tuple[JSONObject, RoutedCall, TokenInfoStatus | None]:
+        recording = self.config.return_token_id_information
         if self.upstream_api == "chat_completions":
             filled = _fill_null_assistant_content(body)
+            stripped = token_ids.strip_items(filled.get("messages"))
+            if stripped is not filled.get("messages"):
+                filled = {**filled, "messages": stripped}
+            if recording:
+                filled = {**filled, **chat_request_fields(self.token_source, body)}
             routed = await self.router.call(
                 self.upstream_http,
-                "chat/completions",
+                self.chat_path,
                 lambda target: self.adapt_chat_body(self._target_body(filled, target)),
             )
             result = dict(routed.call.body)
-        else:
-            params = chat_to_responses_request(body, model=self.config.model)
-            routed = await self.router.call(
-                self.upstream_http, "responses", lambda target: self._target_body(params, target)
-            )
-            result = responses_to_chat_payload(routed.call.body)
-        return result, routed
+            if not recording:
+                return result, routed, None
+            info = token_ids.chat_token_info(result)
+            token_ids.on_chat_message(result, info)
+            return result, routed, self._token_status(info, routed, result)
+        params = chat_to_responses_request(body, model=self.config.model)
+        if recording:
+            params.update(responses_request_fields(params))
+        routed = await self.router.call(
+            self.upstream_http, "responses", lambda target: self._target_body(params, target)
+        )
+        if not recording:
+            return responses_to_chat_payload(routed.call.body), routed, None
+        info = token_ids.responses_token_info(routed.call.body)
+        result = responses_to_chat_payload(routed.call.body)
+        token_ids.on_chat_message(result, info)
+        return result, routed, self._token_status(info, routed, result)
 
     async def _settle(self, result: JSONObject, routed: RoutedCall) -> None:
         """Count the call's cost (estimated from prices when the endpoint reported none)."""
@@ -300,10 +407,10 @@ class OpenAIModelServer(BaseModelServer):
         except (httpx.HTTPError, CatalogError):
             return load_cache(base_url)
 
-    def _metadata(self, routed: RoutedCall, result: JSONObject) -> ModelCallMetadata:
+    def _metadata(self, routed: RoutedCall, result: JSONObject, tokens: TokenInfoStatus | None) -> ModelCallMetadata:
         call = routed.call
         served_model = result.get("model")
-        return {
+        metadata: ModelCallMetadata = {
             "requested_model": self.config.model,
             "served_model": served_model or routed.target.model,
             "provider": call.body.get("provider") or call.headers.get("x-provider-name"),
@@ -317,6 +424,9 @@ class OpenAIModelServer(BaseModelServer):
             "failovers": routed.failovers,
             "cost_estimated": bool((result.get("usage") or {}).get("cost_estimated")),
         }
+        if tokens is not None:
+            metadata["token_info"] = tokens
+        return metadata
 
     def health_details(self) -> JSONObject:
         """What this server spent upstream since it started: a collector reads it before and after a run to count
