@@ -34,10 +34,20 @@ _SAFETY_NET_MARKERS = ("bearer", "authorization", "sk-", "://")
 the four patterns."""
 
 
+_SAFETY_NET_BYTE_MARKERS = tuple(marker.encode() for marker in _SAFETY_NET_MARKERS)
+
+
 def _may_match_safety_net(value: str) -> bool:
     # Substring tests on a lower-cased copy: about 6x faster than one case-insensitive alternation over a record.
     lowered = value.lower()
     return any(marker in lowered for marker in _SAFETY_NET_MARKERS)
+
+
+def _may_match_safety_net_bytes(value: bytes) -> bool:
+    # The same on UTF-8 bytes: bytes.lower() folds ASCII only, which is all the markers hold, and costs a fraction
+    # of str.lower() on text with any non-ASCII character in it.
+    lowered = value.lower()
+    return any(marker in lowered for marker in _SAFETY_NET_BYTE_MARKERS)
 
 
 _MIN_SECRET_LENGTH = 4
@@ -113,15 +123,16 @@ class Redactor:
         self._probes = tuple(
             {form[:_MIN_FRAGMENT_LENGTH] for s in known for form in (s, orjson.dumps(s).decode()[1:-1])}
         )
+        self._byte_probes = tuple(probe.encode() for probe in self._probes)
 
     def json_line(self, value: Any) -> str:
         """`value` as one line of JSON with secrets redacted. Serialized once and kept as is when nothing in it can
         be a secret or look like one (the usual rollout record), else redacted value by value: one rollout's record
         is tens of kilobytes, and walking it was the collector's largest cost."""
-        line = orjson.dumps(value).decode()
-        if any(probe in line for probe in self._probes) or _may_match_safety_net(line):
-            line = orjson.dumps(self.data(value)).decode()
-        return line
+        line = orjson.dumps(value)
+        if any(probe in line for probe in self._byte_probes) or _may_match_safety_net_bytes(line):
+            line = orjson.dumps(self.data(value))
+        return line.decode()
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
