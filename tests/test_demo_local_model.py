@@ -26,3 +26,12 @@ def test_demo_collects_scored_rollouts_offline(tmp_path: Path) -> None:
     assert metrics["succeeded"] == 8 and metrics["mean_reward"] == pytest.approx(
         sum(r["reward"] for r in records) / 8, abs=1e-4
     )
+
+
+def test_demo_records_token_ids_when_asked(tmp_path: Path) -> None:
+    result, records = run_demo(tmp_path / "demo_ids.jsonl", "+limit=2", "+return_token_id_information=true")
+    assert "return_token_id_information=true" in result.stdout  # passed on to ng_run, printed with its command
+    assert len(records) == 2 and all(r["error"] is None for r in records)
+    last_items = [item for r in records for item in r["response"]["output"] if "generation_token_ids" in item]
+    assert last_items and all(len(i["generation_token_ids"]) == len(i["generation_log_probs"]) for i in last_items)
+    assert all(r["response"]["nemo_gym"]["token_ids"]["contiguous"] is not None for r in records)

@@ -1,5 +1,5 @@
-"""`ng_demo [+environment=simple_weather] [+limit=N] [+num_repeats=K] [+output_jsonl_fpath=...]`: the whole job
-offline, no key needed.
+"""`ng_demo [+environment=simple_weather] [+limit=N] [+num_repeats=K] [+output_jsonl_fpath=...]
+[+return_token_id_information=true]`: the whole job offline, no key needed.
 
 Starts `ng_run` with the bundled local model (local_model) and an environment (`resources_servers/<environment>`,
 default simple_weather), collects rollouts from its `data/example.jsonl` with `ng_collect_rollouts`, prints the
@@ -29,6 +29,8 @@ STARTUP_TIMEOUT_S = 600.0
 def main(argv: Sequence[str] | None = None) -> None:
     overrides = overrides_or_fail(argv)
     environment = str(overrides.pop("environment", DEFAULT_ENVIRONMENT))
+    # A model server setting, not a collection one: it goes to ng_run.
+    token_info = overrides.pop("return_token_id_information", None)
     folder = project_root() / "resources_servers" / environment
     if not (folder / "configs" / f"{environment}.yaml").is_file():
         known = sorted(
@@ -43,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     head_port = free_port()
     config_paths = f"{LOCAL_MODEL_CONFIG}, resources_servers/{environment}/configs/{environment}.yaml"
     run_cmd = ["ng_run", f"+config_paths=[{config_paths}]", f"+head_server.port={head_port}"]
+    if token_info is not None:
+        setting = str(token_info).lower() if isinstance(token_info, bool) else token_info
+        run_cmd.append(f"+policy_model.responses_api_models.local_model.return_token_id_information={setting}")
     output = (
         "results/demo_rollouts.jsonl"
         if environment == DEFAULT_ENVIRONMENT
