@@ -74,16 +74,22 @@ async def _respond(send: Send, status: int, body: bytes) -> None:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--latency-ms", type=float, default=0.0)
     args = parser.parse_args()
+    serve_fast(FastUpstream(args.latency_ms / 1000), args.port)
+
+
+def serve_fast(app: Any, port: int) -> None:
+    """Serve a benchmark's upstream on loopback the way the framework's own servers run (uvloop, httptools, long
+    keep-alive, a deep backlog), so what is measured is not the stub's server."""
+    import uvicorn
+
     uvicorn.run(
-        FastUpstream(args.latency_ms / 1000),
+        app,
         host="127.0.0.1",
-        port=args.port,
+        port=port,
         log_level="warning",
         access_log=False,
         loop="uvloop",

@@ -32,6 +32,7 @@ import orjson
 
 from nemo_gym.protocol.conversion import content_text
 from nemo_gym.protocol.types import JSONObject
+from nemo_gym.testing.fast_upstream import serve_fast
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 Scope = MutableMapping[str, Any]
@@ -212,8 +213,6 @@ async def _respond(send: Send, status: int, payload: JSONObject) -> None:
 
 
 def main() -> None:
-    import uvicorn
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--no-return-token-ids", action="store_true", help="act like a vLLM older than the field")
@@ -226,17 +225,7 @@ def main() -> None:
         record=False,
         latency_s=args.latency_ms / 1000,
     )
-    uvicorn.run(
-        stub,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-        timeout_keep_alive=75,
-        backlog=4096,
-    )
+    serve_fast(stub, args.port)
 
 
 if __name__ == "__main__":
