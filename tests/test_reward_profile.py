@@ -258,7 +258,7 @@ def test_the_summary_says_how_rows_spread_and_what_was_skipped_and_why(
     assert summary["pass_at_k"]["4"] == {"mean": 0.75, "rows": 4}
     assert [b["rows"] for b in summary["pass_rate_histogram"]] == [1, 0, 0, 0, 0, 1, 0, 1, 0, 1]
     assert summary["pass_rate_histogram"][5] == {"from": 0.5, "to": 0.6, "rows": 1}
-    assert summary["read"]["skipped"] == {"duplicate": 1, "failed": 2, "no_reward": 1, "not_a_record": 1, "not_json": 1}
+    assert summary["read"]["skipped"] == {"duplicate": 1, "failed": 2, "no_reward": 1, "dataset_row": 1, "not_json": 1}
     assert summary["read"]["skipped_first_at"]["not_json"] == f"{source}:22"
     assert any("1 rows have only failed rollouts" in w for w in summary["warnings"])
     for text in (
@@ -266,7 +266,7 @@ def test_the_summary_says_how_rows_spread_and_what_was_skipped_and_why(
         "a rollout is correct when its reward >= 1",
         "1 always solved, 1 never solved, 2 mixed",
         "skipped 1 lines that are not JSON (torn by a crash mid-write",
-        "skipped 1 JSON lines that are not rollout records",
+        "skipped 1 dataset rows (`responses_create_params`, no `row_hash`)",
         "skipped 1 records without a numeric `reward`",
         "skipped 1 copies of a rollout already read",
         "Rows that were never collected have no rollouts and are not in the profile.",
@@ -420,7 +420,8 @@ def test_files_without_a_usable_rollout_fail_with_what_was_skipped_and_write_not
     code, err = run_fails(capsys, f"+input_jsonl_fpath={source}", f"+output_jsonl_fpath={output}")
     assert code == 1
     assert f"no usable rollout in {source}: 3 lines read" in err
-    assert "skipped 2 JSON lines that are not rollout records" in err and "skipped 1 lines that are not JSON" in err
+    assert "skipped 2 dataset rows" in err and "pass the file ng_collect_rollouts wrote" in err
+    assert "skipped 1 lines that are not JSON" in err
     assert list(tmp_path.iterdir()) == [source]  # no profile, no partial file, no summary
 
 

@@ -101,8 +101,9 @@ def test_foreign_lines_are_not_records_and_say_another_file_may_be_mixed_in(tmp_
     path = write(tmp_path / "a.jsonl", [row(0), [1, 2], 7, {"row_hash": 12}, record(0)])
     files = RolloutFiles([path])
     assert [g.input["id"] for g in files.rows()] == ["q0"]
-    assert files.report.skipped == {"not_a_record": 4} and files.report.first_at["not_a_record"] == f"{path}:1"
-    assert "is another kind of file mixed in?" in files.report.explained()[0]
+    assert files.report.skipped == {"dataset_row": 1, "not_a_record": 3}
+    assert files.report.first_at == {"dataset_row": f"{path}:1", "not_a_record": f"{path}:2"}
+    assert "is another kind of file mixed in?" in files.report.explained()[1]
 
 
 def test_failed_rollouts_are_skipped_or_kept_apart_and_a_row_of_failures_only_is_kept_only_when_asked(
@@ -229,7 +230,7 @@ def test_the_bucket_path_gives_the_same_groups_and_report_as_the_in_memory_path(
     found, report = summary_of(through_buckets)
     assert found == expected
     assert report == expected_report  # counts, and the first place each kind of skip happened
-    assert set(report["skipped"]) == {"not_json", "not_a_record", "duplicate", "no_reward", "failed"}
+    assert set(report["skipped"]) == {"not_json", "dataset_row", "duplicate", "no_reward", "failed"}
     assert len(expected) == 60 and report["rows"] == 60
     assert list(spill.iterdir()) == []  # the bucket files are gone
 
@@ -266,3 +267,13 @@ def test_the_row_hash_is_read_from_a_lines_bytes_only_where_that_is_safe() -> No
     assert row_hash_of_line(b'{"error":"\\"row_hash\\":\\"fake\\"","row_hash":"real"}') == "real"
     assert row_hash_of_line(b"[1, 2]") is None
     assert row_hash_of_line(b'{"row_hash":1}') is None
+
+
+def test_a_dataset_given_instead_of_rollouts_is_named_as_such(tmp_path: Path) -> None:
+    dataset = tmp_path / "rows.jsonl"
+    dataset.write_text('{"responses_create_params": {"input": "hi"}}\n{"foo": 1}\n')
+    files = RolloutFiles([dataset])
+    assert list(files.rows()) == []
+    assert files.report.skipped == {"dataset_row": 1, "not_a_record": 1}
+    (explained_row,) = [line for line in files.report.explained() if "dataset rows" in line]
+    assert "pass the file ng_collect_rollouts wrote" in explained_row and f"{dataset}:1" in explained_row

@@ -38,6 +38,8 @@ MAX_SPLIT_LEVELS = 3
 
 SKIP_REASONS: dict[str, str] = {
     "not_json": "lines that are not JSON (torn by a crash mid-write, or not a rollouts file)",
+    "dataset_row": "dataset rows (`responses_create_params`, no `row_hash`): the input of a collection, not its "
+    "rollouts; pass the file ng_collect_rollouts wrote (its +output_jsonl_fpath)",
     "not_a_record": "JSON lines that are not rollout records (no `row_hash`): is another kind of file mixed in?",
     "failed": "failed rollouts (`error` set): nothing to learn from; ng_viewer shows why they failed, "
     "+retry_failed=true on the collection runs them again",
@@ -234,7 +236,8 @@ class RolloutFiles:
             report.skip("not_json", where)
             return None
         if not isinstance(record, dict) or not isinstance(record.get("row_hash"), str):
-            report.skip("not_a_record", where)
+            is_row = isinstance(record, dict) and "responses_create_params" in record
+            report.skip("dataset_row" if is_row else "not_a_record", where)
             return None
         return record
 
