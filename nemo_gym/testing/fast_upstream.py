@@ -43,17 +43,17 @@ class FastUpstream:
             return
         path, method = scope["path"], scope["method"]
         if method == "POST" and path.endswith("/chat/completions"):
-            body = orjson.loads(await _read_body(receive))
+            body = orjson.loads(await read_body(receive))
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
-            await _respond(send, 200, orjson.dumps(self.model._chat_answer(body)))
+            await respond(send, 200, orjson.dumps(self.model._chat_answer(body)))
         elif method == "GET" and path.endswith("/models"):
-            await _respond(send, 200, orjson.dumps({"object": "list", "data": [{"id": self.model.model_label}]}))
+            await respond(send, 200, orjson.dumps({"object": "list", "data": [{"id": self.model.model_label}]}))
         else:
-            await _respond(send, 404, b'{"error": {"message": "not found", "code": 404}}')
+            await respond(send, 404, b'{"error": {"message": "not found", "code": 404}}')
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     chunks = []
     while True:
         message = await receive()
@@ -62,7 +62,7 @@ async def _read_body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-async def _respond(send: Send, status: int, body: bytes) -> None:
+async def respond(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

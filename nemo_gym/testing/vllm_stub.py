@@ -32,7 +32,7 @@ import orjson
 
 from nemo_gym.protocol.conversion import content_text
 from nemo_gym.protocol.types import JSONObject
-from nemo_gym.testing.fast_upstream import serve_fast
+from nemo_gym.testing.fast_upstream import read_body, respond, serve_fast
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 Scope = MutableMapping[str, Any]
@@ -184,32 +184,20 @@ class VLLMStub:
             return
         path, method = scope["path"], scope["method"]
         if method == "POST" and path.endswith("/chat/completions"):
-            body = orjson.loads(await _read_body(receive))
+            body = orjson.loads(await read_body(receive))
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             await _respond(send, 200, self.chat_answer(body))
         elif method == "POST" and path == "/tokenize":
-            await _respond(send, 200, self.tokenize_answer(orjson.loads(await _read_body(receive))))
+            await _respond(send, 200, self.tokenize_answer(orjson.loads(await read_body(receive))))
         elif method == "GET" and path.endswith("/models"):
             await _respond(send, 200, {"object": "list", "data": [{"id": self.model_label, "object": "model"}]})
         else:
             await _respond(send, 404, {"error": {"message": f"{method} {path} not found", "code": 404}})
 
 
-async def _read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
 async def _respond(send: Send, status: int, payload: JSONObject) -> None:
-    body = orjson.dumps(payload)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await respond(send, status, orjson.dumps(payload))
 
 
 def main() -> None:
