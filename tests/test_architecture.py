@@ -5,6 +5,7 @@ Read from the source, so a lazy import inside a function counts as much as one a
 
 from __future__ import annotations
 
+import ast
 import importlib
 from pathlib import Path
 
@@ -23,11 +24,12 @@ PACKAGES = (
     "collection",
     "compare",
     "training",
+    "compat",
     "emulator",
     "viewer",
     "cli",
 )
-RESERVED_FOR_NEMO_GYM_API = (
+NEMO_GYM_API = (
     "base_resources_server",
     "openai_utils",
     "server_utils",
@@ -35,7 +37,9 @@ RESERVED_FOR_NEMO_GYM_API = (
     "global_config",
     "reward_profile",
     "judge",
+    "prompt",
 )
+"""NeMo Gym's module names, which its environments import: thin re-exports of `nemo_gym.compat`."""
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +103,24 @@ def test_the_library_is_grouped_into_packages_by_concern() -> None:
     for package in PACKAGES:
         assert (ROOT / "nemo_gym" / package / "__init__.py").is_file(), package
     loose = sorted(p.name for p in (ROOT / "nemo_gym").glob("*.py"))
-    assert loose == ["__init__.py", "console.py", "extras.py"]
+    assert loose == sorted(["__init__.py", "console.py", "extras.py", *(f"{name}.py" for name in NEMO_GYM_API)])
 
 
-def test_names_of_nemo_gyms_environment_api_are_left_free() -> None:
-    for name in RESERVED_FOR_NEMO_GYM_API:
-        assert not (ROOT / "nemo_gym" / f"{name}.py").exists()
-        assert not (ROOT / "nemo_gym" / name).exists()
+def test_nemo_gyms_module_names_only_re_export_the_compat_package() -> None:
+    for name in NEMO_GYM_API:
+        tree = ast.parse((ROOT / "nemo_gym" / f"{name}.py").read_text())
+        body = tree.body[1:] if ast.get_docstring(tree) else tree.body
+        imported: set[str] = set()
+        for node in body:
+            if isinstance(node, ast.ImportFrom):
+                assert (node.module or "").startswith("nemo_gym.compat."), (name, node.module)
+                imported.update(alias.asname or alias.name for alias in node.names)
+            else:
+                assert isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == [
+                    "__all__"
+                ], f"nemo_gym/{name}.py defines more than re-exports (line {node.lineno})"
+        module = importlib.import_module(f"nemo_gym.{name}")
+        assert sorted(module.__all__) == sorted(imported), name
 
 
 def test_the_public_api_is_curated_typed_and_resolves() -> None:

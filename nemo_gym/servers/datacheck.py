@@ -74,7 +74,8 @@ def display_path(path: Path) -> str:
 
 
 def load_resources_server_class(folder: Path) -> type[BaseResourcesServer]:
-    """The resources server class `folder/app.py` defines; ConfigError if there is none or it cannot be imported."""
+    """The resources server class `folder/app.py` defines (for a NeMo Gym server, the class hosting it, which says
+    its `tools` and `row_fields` the same way); ConfigError if there is none or it cannot be imported."""
     app = folder / "app.py"
     try:
         cls = server_class_of(import_entrypoint(app))
@@ -85,12 +86,12 @@ def load_resources_server_class(folder: Path) -> type[BaseResourcesServer]:
             f"cannot import {display_path(app)}: {type(exc).__name__}: {exc}. Fix the error "
             f"(try `python {display_path(app)}`) and run the check again."
         ) from exc
-    if not issubclass(cls, BaseResourcesServer):
+    if not issubclass(cls, BaseResourcesServer) and not hasattr(cls, "row_fields"):
         raise ConfigError(
             f"{display_path(app)} defines {cls.__name__}, which is not a BaseResourcesServer subclass; "
             "a resources server's class derives from nemo_gym.servers.resources.BaseResourcesServer."
         )
-    return cls
+    return cls  # type: ignore[return-value]
 
 
 def check_resources_server(folder: Path) -> DataCheck:
@@ -114,8 +115,9 @@ def check_resources_server(folder: Path) -> DataCheck:
     return check_files(files, tools=server_class.tools, row_fields=server_class.row_fields)
 
 
-def check_files(files: Iterable[Path], *, tools: Mapping[str, Any], row_fields: Iterable[str]) -> DataCheck:
-    """Check every non-blank line of `files`; `tools` are the tool names the server serves."""
+def check_files(files: Iterable[Path], *, tools: Mapping[str, Any] | None, row_fields: Iterable[str]) -> DataCheck:
+    """Check every non-blank line of `files`; `tools` are the tool names the server serves (None: unknown, not
+    checked)."""
     result = DataCheck()
     fields = tuple(row_fields)
     for path in files:
@@ -135,7 +137,7 @@ def check_files(files: Iterable[Path], *, tools: Mapping[str, Any], row_fields: 
     return result
 
 
-def check_line(line: str, *, tools: Mapping[str, Any], row_fields: tuple[str, ...]) -> list[str]:
+def check_line(line: str, *, tools: Mapping[str, Any] | None, row_fields: tuple[str, ...]) -> list[str]:
     """What is wrong with one JSONL line, each as `<what is wrong>. <how to fix>`."""
     try:
         row = json.loads(line)
@@ -157,7 +159,7 @@ def check_line(line: str, *, tools: Mapping[str, Any], row_fields: tuple[str, ..
     return problems
 
 
-def _check_params(params: Any, tools: Mapping[str, Any]) -> list[str]:
+def _check_params(params: Any, tools: Mapping[str, Any] | None) -> list[str]:
     if params is None:
         return [f"no `responses_create_params`. Add the Responses request the agent sends: {ROW_EXAMPLE}"]
     if not isinstance(params, dict):
@@ -185,7 +187,7 @@ def _check_params(params: Any, tools: Mapping[str, Any]) -> list[str]:
             f"`responses_create_params.tools` must be a list, got {_json_type(offered)}. Write it as "
             '[{"type": "function", "name": "...", "parameters": {...}}]',
         ]
-    served = ", ".join(sorted(tools)) or "none"
+    served = ", ".join(sorted(tools or ())) or "none"
     for index, tool in enumerate(offered):
         where = f"`responses_create_params.tools[{index}]`"
         if not isinstance(tool, dict):
@@ -206,7 +208,7 @@ def _check_params(params: Any, tools: Mapping[str, Any]) -> list[str]:
             )
         elif not isinstance(name, str) or not name:
             problems.append(f"{where} has no `name`. Name one of the server's tools: {served}")
-        elif name not in tools:
+        elif tools is not None and name not in tools:
             problems.append(
                 f"tool '{name}' is not a tool of this server (its tools: {served}). Rename it in the row, "
                 "or add it to the server class's `tools`"

@@ -7,6 +7,7 @@ import importlib.util
 import inspect
 import json
 import sys
+import traceback
 from pathlib import Path
 from types import ModuleType
 
@@ -18,7 +19,8 @@ from nemo_gym.servers.processes import free_port
 
 
 def import_entrypoint(path: Path) -> ModuleType:
-    """Import `path` by its dotted name when it sits in a package (so sibling imports share one module)."""
+    """Import `path` by its dotted name when it sits in a package (so sibling imports share one module); a folder
+    that is not a package (a NeMo Gym server folder) goes on sys.path, as `python app.py` run there would have it."""
     path = path.resolve()
     if not path.is_file():
         raise ConfigError(f"Entrypoint file not found: {path}")
@@ -27,27 +29,53 @@ def import_entrypoint(path: Path) -> ModuleType:
     while (parent / "__init__.py").exists():
         parts.insert(0, parent.name)
         parent = parent.parent
-    if len(parts) > 1:
-        if str(parent) not in sys.path:
-            sys.path.insert(0, str(parent))
-        return importlib.import_module(".".join(parts))
-    module_name = f"nemo_gym_entrypoint_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"Cannot import entrypoint {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    try:
+        if len(parts) > 1:
+            if str(parent) not in sys.path:
+                sys.path.insert(0, str(parent))
+            return importlib.import_module(".".join(parts))
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        module_name = f"nemo_gym_entrypoint_{abs(hash(str(path)))}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        if spec is None or spec.loader is None:
+            raise ConfigError(f"Cannot import entrypoint {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        return module
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(missing_name_message(path, exc)) from exc
+
+
+def missing_name_message(path: Path, exc: ImportError | AttributeError) -> str:
+    """Which name the entrypoint needed and where, for an import that failed: a part of NeMo Gym's API this
+    framework does not provide, or a library that is not installed."""
+    line = next(
+        (frame.lineno for frame in reversed(traceback.extract_tb(exc.__traceback__)) if Path(frame.filename) == path),
+        None,
+    )
+    where = f"{path}:{line}" if line else str(path)
+    if isinstance(exc, ModuleNotFoundError) and exc.name and not exc.name.startswith("nemo_gym"):
+        return (
+            f"{where} imports {exc.name}, which is not installed: list it in the folder's requirements.txt and run "
+            f"pip install -r {path.parent / 'requirements.txt'} (or pip install {exc.name.split('.')[0]})."
+        )
+    provided = "NeMo Gym's API as provided here" if "nemo_gym" in str(exc) else "what it imports"
+    return (
+        f"{where} needs a name that {provided} does not have: {exc}. See docs/porting_nemo_gym_environments.md for "
+        "what works unchanged and what does not."
+    )
 
 
 def server_class_of(module: ModuleType) -> type[BaseServer]:
-    """The one BaseServer subclass the module itself defines (imported base classes don't count)."""
+    """The one server class the module itself defines (imported base classes don't count): a BaseServer subclass,
+    or a NeMo Gym server, which names the BaseServer that hosts it (`native_server_class`)."""
     found = [
         obj
         for obj in vars(module).values()
         if inspect.isclass(obj)
-        and issubclass(obj, BaseServer)
+        and (issubclass(obj, BaseServer) or callable(getattr(obj, "native_server_class", None)))
         and obj.__module__ == module.__name__
         and not inspect.isabstract(obj)
         and not obj.__name__.startswith("_")
@@ -57,6 +85,9 @@ def server_class_of(module: ModuleType) -> type[BaseServer]:
         raise ConfigError(
             f"{module.__file__} must define exactly one server class (a BaseServer subclass); found {names}."
         )
+    if not issubclass(found[0], BaseServer):
+        hosted: type[BaseServer] = found[0].native_server_class()  # type: ignore[attr-defined]
+        return hosted
     return found[0]
 
 
