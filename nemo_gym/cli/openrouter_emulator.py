@@ -2,8 +2,9 @@
 offline OpenRouter emulator until Ctrl-C / SIGTERM.
 
 Point `policy_base_url` at the printed URL to dry-run an environment at zero cost. `+config_path` names a YAML
-file of EmulatorConfig keys (keys, credits_usd, seed, models, latency_ms, default_faults, ...); command-line
-`+key=value` overrides win over it.
+file of EmulatorConfig keys (keys, credits_usd, seed, models, latency_ms, default_faults, answer_keys,
+scripted_replies, ...); command-line `+key=value` overrides win over it, e.g.
+`+scripted_replies=[judge_replies.jsonl]` for an LLM judge's verdicts.
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     port = int(overrides.get("port") or free_port(host))
     if not is_loopback(host):
         print_flushed(f"ng_openrouter_emulator: {exposure_warning('the emulator', host)}", err=True)
-    app = OpenRouterEmulator(config).app()
+    try:  # reads the answer_keys and scripted_replies files: a bad one stops it before it serves
+        app = OpenRouterEmulator(config).app()
+    except ConfigError as exc:
+        fail(str(exc))
+    except (OSError, ValueError) as exc:
+        fail(f"cannot load answer_keys: {exc}")
     server = ReadyReportingServer(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False),
         ready_line=f"ng_openrouter_emulator ready at http://{host}:{port}{API_PREFIX}",

@@ -93,11 +93,7 @@ class BaseServerConfig(_NativeServerConfig):
 class BaseRunServerConfig(BaseServerConfig):
     entrypoint: str = "app.py"
     domain: Domain | None = None
-    verified: bool | None = None
-    verified_url: str | None = None
-    description: str | None = None
-    value: str | None = None
-    datasets: list[DatasetConfig] | None = None
+    datasets: list[DatasetConfig] | None = None  # type: ignore[assignment]
     allowed_agents: list[str] | None = None
     allowed_model_types: list[str] | None = None
 

@@ -22,14 +22,14 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel
 from starlette.types import Message, Receive, Scope, Send
 
-from nemo_gym.compat.configs import BaseRunServerInstanceConfig, ModelServerRef, ResourcesServerRef
+from nemo_gym.compat.configs import BaseRunServerInstanceConfig
 from nemo_gym.compat.global_keys import set_global_config_dict
 from nemo_gym.compat.judge import FAILURE_CLASS_KEY, FAILURE_JUDGE_ERROR_KEY, JUDGE_FAILED, JudgeError
 from nemo_gym.compat.judge_meter import JudgeMeter, current_meter
 from nemo_gym.compat.server_client import ServerClient, SimpleServer
 from nemo_gym.compat.sessions import SESSION_HEADER_BYTES
 from nemo_gym.config.errors import ConfigError
-from nemo_gym.config.types import GlobalConfig, InstanceSpec
+from nemo_gym.config.types import GlobalConfig
 from nemo_gym.servers.base import BaseServer, BaseServerConfig, JSONResponse, StartupError, error_body
 
 JUDGE_ERROR = "judge_error"
@@ -124,38 +124,11 @@ class HostedNeMoGymServer(BaseServer):
             raise StartupError(_construction_error(self.environment_class, name, exc)) from exc
         self._client = client
 
-    @classmethod
-    def validate_config(cls, spec: InstanceSpec) -> BaseServerConfig:
-        config = super().validate_config(spec)
-        missing = [
-            f"{key}: {{type: {ref.type}, name: {ref.name}}}"
-            for key, ref in _server_refs(config)
-            if spec.name == ref.name or not ref.name
-        ]
-        if missing:
-            raise ConfigError(f"Instance '{spec.name}' (from {spec.origin}) refers to itself: {', '.join(missing)}")
-        return config
-
     def _base_url(self, server_name: str) -> str:
         replica = self.servers.replicas(server_name).pick()
         if replica is None:
             raise ConfigError(f"Server instance '{server_name}' has no reachable replica.")
         return replica.url
-
-    async def startup(self) -> None:
-        await super().startup()
-        unknown = [
-            f"{key} names '{ref.name}'"
-            for key, ref in _server_refs(self.config)
-            if ref.name not in self.global_config.instances
-        ]
-        if unknown:
-            known = ", ".join(sorted(self.global_config.instances))
-            raise StartupError(
-                f"Instance '{self.name}': {'; '.join(unknown)}, which is not a configured instance (instances: "
-                f"{known}). Add its config file to +config_paths (e.g. responses_api_models/openai_model/configs/"
-                "judge_model.yaml for `judge_model`) or change the reference."
-            )
 
     async def shutdown(self) -> None:
         await self._client.aclose()
@@ -219,6 +192,8 @@ class RowTranslator:
             row = envelope["row"]
             body = row if scope["path"] == "/seed_session" else {**row, "response": envelope.get("response")}
             raw = orjson.dumps(body)
+            # Our agents carry the session in their header only; a cookie their client kept must not join two rollouts.
+            scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]}
         meter = JudgeMeter()
         token = current_meter.set(meter)
         start: Message = {}
@@ -325,14 +300,6 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], con
     headers = [*headers, (b"content-type", media), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-def _server_refs(config: BaseServerConfig) -> list[tuple[str, ModelServerRef | ResourcesServerRef]]:
-    return [
-        (key, value)
-        for key in type(config).model_fields
-        if isinstance(value := getattr(config, key), ModelServerRef | ResourcesServerRef)
-    ]
 
 
 def _construction_error(environment: type, name: str, exc: Exception) -> str:

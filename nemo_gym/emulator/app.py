@@ -30,6 +30,7 @@ from nemo_gym.emulator.config import ROUTING_FAULTS, EmulatedModel, EmulatorConf
 from nemo_gym.emulator.errors import NO_AUTH, NO_CREDITS, UNKNOWN_KEY, USER_ID, EmulatorError, error_body
 from nemo_gym.emulator.faults import FaultSchedule, in_band_error, routing_fault_error
 from nemo_gym.emulator.policy import ScriptedPolicy, Turn, load_answer_keys
+from nemo_gym.emulator.scripted_replies import load_scripted_replies
 from nemo_gym.emulator.transport import RawResponse, chat_stream, dropped_json, padded_json, sleep_unless_disconnected
 from nemo_gym.protocol.conversion import chat_to_responses_response, responses_to_chat_request
 from nemo_gym.protocol.types import JSONObject
@@ -88,6 +89,9 @@ class OpenRouterEmulator:
         self.catalog: dict[str, EmulatedModel] = {m.id: m for m in self.config.models}
         self.answers = load_answer_keys(
             [resolve_input_path(p) for p in self.config.answer_keys], self.config.answer_field
+        )
+        self.scripted_replies = load_scripted_replies(
+            [resolve_input_path(p) for p in self.config.scripted_replies], self.catalog
         )
         self.requests: list[RecordedRequest] = []
         self.served: Counter[str] = Counter()
@@ -273,7 +277,8 @@ class OpenRouterEmulator:
         self, model: EmulatedModel, body: Mapping[str, Any], fault: FaultKind | None, *, streamed: bool, started: float
     ) -> Generation:
         """The serving model's chat completion, billed and recorded unless a fault spoils it."""
-        turn = ScriptedPolicy(model.id, model.quality, self.config.seed, self.answers).answer(body)
+        policy = ScriptedPolicy(model.id, model.quality, self.config.seed, self.answers, self.scripted_replies)
+        turn = policy.answer(body)
         finish = turn.finish_reason
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and limit > 0 and turn.content and billing.completion_tokens(turn) > limit:

@@ -219,6 +219,10 @@ class EmulatorConfig(BaseModel):
     answers `The answer is \\boxed{<answer>}.` with probability `quality`, else a wrong answer, so text-only
     environments (math, multiple choice) get rewards that vary by model."""
     answer_field: str = "expected_answer"
+    scripted_replies: list[Path] = Field(default_factory=list)
+    """JSONL files of rules `{"when_all": [substrings], "reply": text, "models"?: [ids]}`: a request whose text
+    contains all of a rule's substrings gets `reply` (first matching rule wins, before any tool calling), so an
+    LLM judge can be played offline with known verdicts."""
     report_cost: bool = True
     """Answers carry `usage.cost` as OpenRouter's do; false answers with token counts only, like most other
     OpenAI-compatible servers, so cost estimation from catalog prices can be tested."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nemo_gym.emulator.scripted_replies import ScriptedReply, first_reply
 from nemo_gym.protocol.conversion import content_text
 
 MAX_CALLS_PER_TURN = 4
@@ -110,8 +111,12 @@ class ScriptedPolicy:
     seed: int = 0
     answers: Mapping[str, str] = field(default_factory=dict)
     """Question text (see `question_key`) -> the right answer, for questions asked without tools."""
+    replies: Sequence[ScriptedReply] = ()
+    """Rules checked first: the first whose substrings all occur in the request answers its reply verbatim."""
 
     def answer(self, body: Mapping[str, Any]) -> Turn:
+        if (reply := first_reply(self.replies, body, self.model_id)) is not None:
+            return Turn(reply)
         messages: Sequence[Mapping[str, Any]] = body.get("messages") or []
         last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
         user_text = content_text(messages[last_user].get("content")) if last_user >= 0 else ""

@@ -87,6 +87,15 @@ class BaseServerConfig(BaseModel):
         default_factory=lambda: RayResources(),
         description="What each replica reserves on a Ray cluster (+ray_address only)",
     )
+    # What NeMo Gym's config files say about an environment: accepted so its configs load unchanged, not acted on.
+    domain: str | None = Field(default=None, description="NeMo Gym: the environment's domain (math, agent, ...)")
+    verified: bool | None = Field(default=None, description="NeMo Gym: whether the environment was verified")
+    verified_url: str | None = Field(default=None, description="NeMo Gym: where its verification is shown")
+    description: str | None = Field(default=None, description="NeMo Gym: what the environment is")
+    value: str | None = Field(default=None, description="NeMo Gym: what training on it improves")
+    datasets: list[dict[str, Any]] | None = Field(
+        default=None, description="NeMo Gym: the datasets of an agent ({name, type, jsonl_fpath, ...})"
+    )
 
 
 def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> dict[str, FieldInfo] | None:
