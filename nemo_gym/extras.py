@@ -54,6 +54,14 @@ def import_extra(module: str, extra: str, *, needed_for: str) -> ModuleType:
         raise MissingExtra(f"{needed_for} needs {exc.name}, which is not installed: {install_line(extra)}") from exc
 
 
+PROVIDED_HERE = frozenset({"nemo-gym", DISTRIBUTION})
+"""Requirements a NeMo Gym server folder lists for NeMo Gym itself (`nemo-gym[dev] @ ../../`), met by this install."""
+
+
+def canonical_name(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
 def unmet_requirements(requirements_txt: Path) -> list[str]:
     """The lines of a server folder's `requirements.txt` that the environment does not satisfy."""
     unmet = []
@@ -68,6 +76,8 @@ def unmet_requirements(requirements_txt: Path) -> list[str]:
             continue
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
+        if canonical_name(requirement.name) in PROVIDED_HERE:
+            continue  # NeMo Gym's own package: this framework provides its API
         try:
             version = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:

@@ -123,6 +123,11 @@ def test_requirements_are_met_by_what_is_installed_at_a_fitting_version(tmp_path
     assert unmet_requirements(path) == [f"{NOT_INSTALLED}>=1.0", f"orjson<1 (installed: {_version('orjson')})"]
 
 
+def test_a_nemo_gym_folders_own_line_for_nemo_gym_is_met_by_this_install(tmp_path: Path) -> None:
+    path = write_requirements(tmp_path, "-e nemo-gym[dev] @ ../../", "nemo_gym @ ../../", f"{NOT_INSTALLED}==2.0")
+    assert unmet_requirements(path) == [f"{NOT_INSTALLED}==2.0"]
+
+
 def _version(distribution: str) -> str:
     from importlib.metadata import version
 

@@ -35,7 +35,10 @@ def openrouter_config_problems(api_key: str | None, models: Sequence[str]) -> li
     """What is wrong with an OpenRouter key and model ids on their face, before any call."""
     problems = []
     if not api_key:
-        problems.append(f"api_key is missing: set policy_api_key in env.yaml. {KEY_ADVICE}")
+        problems.append(
+            "api_key is missing: set the key this instance's `api_key` reads in env.yaml (policy_api_key for "
+            f"policy_model, judge_api_key for judge_model). {KEY_ADVICE}"
+        )
     elif not api_key.startswith(KEY_PREFIX):
         problems.append(
             f"api_key does not look like an OpenRouter key (it should start with `{KEY_PREFIX}`). {KEY_ADVICE}"
