@@ -182,10 +182,13 @@ K = TypeVar("K")
 
 
 def keyed_lines(
-    path: Path, key: Callable[[RolloutRecord], K]
+    path: Path,
+    key: Callable[[RolloutRecord], K],
+    convert: Callable[[JSONObject], RolloutRecord | None] | None = None,
 ) -> Iterator[tuple[int, tuple[K, RolloutRecord] | Unread]]:
     """Each line of `path` in one streaming pass: its number, and its record under `key`, or why it holds none.
-    A record written by an older version may lack some of RolloutRecord's keys: readers use `.get`."""
+    A record written by an older version may lack some of RolloutRecord's keys: readers use `.get`. `convert` makes
+    a record of a JSON object without a `row_hash` where it can (e.g. NeMo Gym's records), None where it cannot."""
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
@@ -197,8 +200,11 @@ def keyed_lines(
                     yield number, Unread.NOT_JSON if line.endswith(b"\n") else Unread.TORN
                 continue
             if not isinstance(record, dict) or "row_hash" not in record:
-                yield number, Unread.NOT_A_RECORD
-                continue
+                converted = convert(record) if convert is not None and isinstance(record, dict) else None
+                if converted is None:
+                    yield number, Unread.NOT_A_RECORD
+                    continue
+                record = converted
             yield number, (key(cast(RolloutRecord, record)), cast(RolloutRecord, record))
 
 

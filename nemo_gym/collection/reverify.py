@@ -10,6 +10,9 @@ that must not run twice (it sends mail, it pays) can be left out of the replay w
 A /verify that fails now leaves `reward` null and `error` `ReverifyFailed: ...` (never a 0); `+retry_failed=true`
 verifies those again. A resources server that cannot be reached stops the run (exit 3) without recording anything
 for the records it broke.
+
+A NeMo Gym rollouts file works as the input too (`reverify_plan`): its records are verified by the resources server
+of their `agent_ref.name` in the running ng_run's config (or `+resources_server=...`), and written in our shape.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class ReverifySummary(Totals):
     input_jsonl_fpath: str
     output_jsonl_fpath: str
     records_read: int
+    nemo_gym_records: int
+    """Records of the input read from NeMo Gym's shape."""
     to_write: int
     """Records of the input the output should hold: the ones to re-score plus failed rollouts copied through."""
     complete: bool
@@ -231,6 +236,11 @@ async def _reverify_locked(config: GlobalConfig, settings: ReverifySettings) -> 
         work = plan(source, settings.limit, done, verifiers)
         if work.skips.counts:
             print_flushed(f"Skipped in {source}:\n{work.skips.report()}", err=True)
+        if work.nemo_gym_records:
+            print_flushed(
+                f"Read {work.nemo_gym_records} NeMo Gym rollout records of {source} as ours (the dispatched row as "
+                "`input`, the resources server of their agent_ref); the output holds them in our record shape."
+            )
         if work.already_done:
             print_flushed(
                 f"Resuming {output}: {work.already_done} records already done, {len(work.jobs)} to go "
@@ -314,6 +324,7 @@ def _summary(
         "input_jsonl_fpath": str(settings.input_jsonl_fpath),
         "output_jsonl_fpath": str(settings.output_jsonl_fpath),
         "records_read": work.records_read,
+        "nemo_gym_records": work.nemo_gym_records,
         "to_write": work.to_write,
         "complete": written >= len(work.jobs),
         **reverifier.tally.totals(),

@@ -4,6 +4,10 @@ through, which lines to skip (and why), and what the output holds already, in st
 Rollouts are keyed by (row_hash, repeat_index, agent_name): one input may hold several environments' rollouts of the
 same row. Failed rollouts are copied through unchanged, since they have nothing to score; a record whose earlier
 re-scoring failed is scored again from its trajectory.
+
+The input may also be a NeMo Gym rollouts file (or its `_failures.jsonl`): each of its records is read as ours
+(`protocol/nemo_gym_records.py`: the dispatched row as `input`, `agent_ref.name` as the agent whose resources server
+verifies it), so the output is in our record shape, failed ones included.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from nemo_gym.collection.inputs import InputError
 from nemo_gym.collection.rescoring import SAME_REWARD, reverify_failed
 from nemo_gym.collection.resume import Unread, keyed_lines
 from nemo_gym.config.errors import ConfigError
-from nemo_gym.protocol.types import RolloutRecord
+from nemo_gym.protocol.nemo_gym_records import converted_or_none
+from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
 RESOURCES_SERVER_TYPE = "resources_servers"
 EXAMPLE_LINES = 3
@@ -237,6 +242,19 @@ class Plan:
     """Records of the input the output should hold: the ones to re-score plus failed rollouts copied through."""
     already_done: int
     skips: Skips
+    nemo_gym_records: int = 0
+    """Records of the input read from NeMo Gym's shape (see the module docstring)."""
+
+
+@dataclass
+class Converter:
+    """NeMo Gym records read as ours; `last` is the latest one made, so a reader can tell its converted records."""
+
+    last: RolloutRecord | None = None
+
+    def __call__(self, obj: JSONObject) -> RolloutRecord | None:
+        self.last = converted_or_none(obj)
+        return self.last
 
 
 def plan(path: Path, limit: int | None, done: set[Key], verifiers: Verifiers) -> Plan:
@@ -245,9 +263,11 @@ def plan(path: Path, limit: int | None, done: set[Key], verifiers: Verifiers) ->
     skips = Skips()
     chosen: dict[Key, tuple[int, bool, str | None]] = {}
     records = 0
+    converted = 0
+    converter = Converter()
     last = 0
     try:
-        for number, item in keyed_lines(path, _key):
+        for number, item in keyed_lines(path, _key, converter):
             last = number
             if isinstance(item, Unread):
                 if item is not Unread.BLANK:
@@ -257,6 +277,7 @@ def plan(path: Path, limit: int | None, done: set[Key], verifiers: Verifiers) ->
                 break
             records += 1
             key, record = item
+            converted += record is converter.last
             scorable = _scorable(record)
             if scorable and not (isinstance(record.get("input"), dict) and isinstance(record.get("response"), dict)):
                 skips.add("records without the `input` row or the `response` to verify", number)
@@ -280,17 +301,18 @@ def plan(path: Path, limit: int | None, done: set[Key], verifiers: Verifiers) ->
     if not records:
         found = f" It holds:\n{skips.report()}\n" if skips.counts else " It is empty."
         raise InputError(
-            f"{path} holds no rollout records (JSON lines with a row_hash, as ng_collect_rollouts writes them).{found}"
+            f"{path} holds no rollout records (JSON lines with a row_hash, as ng_collect_rollouts writes them, or "
+            f"NeMo Gym's, with `_ng_task_index`, a `response` and a `reward`).{found}"
             " Give +input_jsonl_fpath the rollouts file of a collection, not its dataset."
         )
     jobs = {number: server for key, (number, _, server) in chosen.items() if key not in done}
-    return Plan(dict(sorted(jobs.items())), records, len(chosen), len(chosen) - len(jobs), skips)
+    return Plan(dict(sorted(jobs.items())), records, len(chosen), len(chosen) - len(jobs), skips, converted)
 
 
 def job_records(path: Path, jobs: Mapping[int, str | None]) -> Iterator[tuple[RolloutRecord, str | None]]:
     """The planned records, read again in order (one line in memory at a time), with their resources server."""
     last = max(jobs, default=0)
-    for number, item in keyed_lines(path, _key):
+    for number, item in keyed_lines(path, _key, converted_or_none):
         if number > last:
             return
         if number in jobs and not isinstance(item, Unread):

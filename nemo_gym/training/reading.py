@@ -4,6 +4,11 @@ and why.
 Records are written as rollouts finish, so a row's repeats are scattered through a file and across files (shards,
 runs, models). Small inputs are grouped in memory. Larger ones are first dealt into bucket files on disk by row hash
 and each bucket is grouped on its own, so memory follows the bucket size, never the input's size.
+
+NeMo Gym's rollout records (its collector's verify responses, and the rows of its `<stem>_failures.jsonl`) are read
+too: converted to ours as they are read (`protocol/nemo_gym_records.py`), counted in the report, and from then on
+like any record. Our own records never go through the conversion: their `row_hash` is read from the line's bytes
+(bucket path) or found on the parsed line; only a line without one is looked at as a NeMo Gym record.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import IO, Any, cast
 
 import orjson
 
+from nemo_gym.protocol.nemo_gym_records import from_nemo_gym_record, is_nemo_gym_record
 from nemo_gym.protocol.types import JSONObject, RolloutRecord
 
 IN_MEMORY_BYTES = 32 * 1024 * 1024
@@ -50,6 +56,12 @@ SKIP_REASONS: dict[str, str] = {
     "other_agent": "rollouts of agents not selected (+agent_name)",
 }
 """Why a line or record was left out, as a sentence a user can act on."""
+CONVERSIONS: dict[str, str] = {
+    "nemo_gym_record": "NeMo Gym rollout records (verify responses with `_ng_task_index`, as NeMo Gym's collector "
+    "writes them) as ours: the rows of its `_failures.jsonl` and rows with `mask_sample: true` count as failed "
+    "rollouts, a task's repeats are one row",
+}
+"""Lines read as records after a conversion, as a sentence that says what was made of them."""
 
 
 class TrainingInputError(Exception):
@@ -72,6 +84,9 @@ class ReadReport:
     agents: Counter[str] = field(default_factory=Counter)
     fingerprints: Counter[str] = field(default_factory=Counter)
     """Usable rollouts by the fingerprint of the settings that made them (None counted as `unknown`)."""
+    converted: Counter[str] = field(default_factory=Counter)
+    """Lines read as records after a conversion (`CONVERSIONS`), by kind; they count in the figures above too."""
+    converted_first_at: dict[str, str] = field(default_factory=dict)
     _first_position: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     def skip(self, reason: str, where: str) -> None:
@@ -83,6 +98,12 @@ class ReadReport:
             self._first_position[reason] = position
             self.first_at[reason] = where
 
+    def convert(self, kind: str, where: str) -> None:
+        """Count a line converted at `where`; conversions happen in the inputs' order, so the first one seen is the
+        earliest."""
+        self.converted[kind] += 1
+        self.converted_first_at.setdefault(kind, where)
+
     def _position(self, where: str) -> tuple[int, int]:
         path, _, line = where.rpartition(":")
         try:
@@ -91,10 +112,13 @@ class ReadReport:
             return len(self.files), 0
 
     def explained(self) -> list[str]:
-        """One line per reason something was skipped: count, why, where first."""
+        """One line per reason something was skipped, then per kind of line converted: count, why, where first."""
         return [
             f"skipped {count} {SKIP_REASONS[reason]} (first at {self.first_at[reason]})"
             for reason, count in sorted(self.skipped.items())
+        ] + [
+            f"read {count} {CONVERSIONS[kind]} (first at {self.converted_first_at[kind]})"
+            for kind, count in sorted(self.converted.items())
         ]
 
     def to_json(self) -> JSONObject:
@@ -107,6 +131,8 @@ class ReadReport:
             "skipped_first_at": dict(sorted(self.first_at.items())),
             "agents": dict(sorted(self.agents.items())),
             "fingerprints": dict(sorted(self.fingerprints.items())),
+            "converted": dict(sorted(self.converted.items())),
+            "converted_first_at": dict(sorted(self.converted_first_at.items())),
         }
 
 
@@ -205,10 +231,13 @@ class RolloutFiles:
         for where, line in lines:
             digest = row_hash_of_line(line)
             if digest is None:
-                parsed = self._record_of(where, line)
-                if parsed is None:
+                read = self._read(where, line)
+                if read is None:
                     continue
+                parsed, converted = read
                 digest = parsed["row_hash"]
+                if converted:  # the bucket holds our record, which the bucket's grouping parses as it is
+                    line = orjson.dumps(parsed)
             else:
                 self.report.lines += 1
             yield where, line if line.endswith(b"\n") else line + b"\n", digest
@@ -228,6 +257,12 @@ class RolloutFiles:
 
     def _record_of(self, where: str, line: bytes) -> JSONObject | None:
         """The line's record, counted; None (and the reason counted) when it is not one."""
+        read = self._read(where, line)
+        return None if read is None else read[0]
+
+    def _read(self, where: str, line: bytes) -> tuple[JSONObject, bool] | None:
+        """The line's record and whether it was converted from NeMo Gym's, counted; None (and the reason counted)
+        when it is not one."""
         report = self.report
         report.lines += 1
         try:
@@ -236,10 +271,13 @@ class RolloutFiles:
             report.skip("not_json", where)
             return None
         if not isinstance(record, dict) or not isinstance(record.get("row_hash"), str):
+            if is_nemo_gym_record(record):
+                report.convert("nemo_gym_record", where)
+                return cast(JSONObject, from_nemo_gym_record(record)), True
             is_row = isinstance(record, dict) and "responses_create_params" in record
             report.skip("dataset_row" if is_row else "not_a_record", where)
             return None
-        return record
+        return record, False
 
     def _group(self, parsed: Iterator[tuple[str, JSONObject]]) -> Iterator[RowGroup]:
         rows: dict[str, dict[tuple[Any, ...], tuple[str, JSONObject]]] = {}
