@@ -4,8 +4,8 @@ endpoint.
 The names below are the public API; each is imported on first use, so `import nemo_gym` stays cheap for the server
 processes that need only a part of it. The layout, from the bottom up: `config` (load, merge, interpolate, redact),
 `protocol` (conversion and the record types), `http` (every call we make), `upstream` (calling a model endpoint),
-`servers` (the bases, serving, launch), `collection` (the engine), `compare`, `emulator`, `viewer`, and `cli`, a
-thin shell over all of them.
+`servers` (the bases, serving, launch), `collection` (the engine), `training`, `compat` (NeMo Gym's environment API,
+re-exported under its module names), `compare`, `emulator`, `viewer`, and `cli`, a thin shell over all of them.
 """
 
 from __future__ import annotations
