@@ -34,10 +34,11 @@ class NeMoGymSummary(Summary):
 
 class NeMoGymResponseOutputText(ResponseOutputText):
     annotations: list[Any] = Field(default_factory=list)
+    type: Literal["output_text"] = "output_text"
 
 
 class NeMoGymResponseOutputRefusal(ResponseOutputRefusal):
-    pass
+    type: Literal["refusal"] = "refusal"
 
 
 NeMoGymContent = NeMoGymResponseOutputText | NeMoGymResponseOutputRefusal
@@ -120,7 +121,7 @@ def _item_kind(item: Any) -> str:
     """Which item type a dict (or model) is: by `type`, then by role and content shape for messages, and whether it
     carries the training fields."""
     if isinstance(item, BaseModel):
-        fields = item.model_dump(exclude_unset=True)
+        fields = item.model_dump()  # defaults included: an item built without `type=` still has its type
     elif isinstance(item, dict):
         fields = item
     else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from enum import Enum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
@@ -102,17 +102,24 @@ class SimpleResourcesServer(BaseResourcesServer, AggregateMetricsMixin, SimpleSe
     def setup_webserver(self) -> FastAPI:
         app = FastAPI()
         self.setup_session_middleware(app)
-        app.post("/seed_session")(self.seed_session)
+        overridden = type(self).seed_session is not SimpleResourcesServer.seed_session
+        app.post("/seed_session")(self.seed_session if overridden else self._seed_session)
         app.post("/verify")(self.verify)
         app.post("/aggregate_metrics")(self.aggregate_metrics)
         app.get("/reverify_mode")(self.get_reverify_mode)
         return app
 
-    async def seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
+    # `*args, **kwargs` so an environment may narrow the body type (and add `request: Request`) in its override, as
+    # NeMo Gym's do, without a type checker calling that an incompatible override. FastAPI reads the override's own
+    # signature.
+    async def seed_session(self, *args: Any, **kwargs: Any) -> Any:
+        return BaseSeedSessionResponse()
+
+    async def _seed_session(self, body: BaseSeedSessionRequest) -> BaseSeedSessionResponse:
         return BaseSeedSessionResponse()
 
     @abstractmethod
-    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse: ...
+    async def verify(self, *args: Any, **kwargs: Any) -> Any: ...
 
     async def get_reverify_mode(self) -> ReverifyMode:
         return type(self.config).REVERIFY_MODE
