@@ -29,6 +29,7 @@ from nemo_gym.http.server_client import (
     ServerClient,
 )
 from nemo_gym.protocol.types import JSONObject, RolloutRecord, Usage
+from nemo_gym.protocol.usage import NO_JUDGE, JudgeSpend, judge_spend_of
 
 RUN_STOPPING_STATUSES = frozenset({401, 402})
 """A rejected key or spent credits: every further rollout would fail the same way, and cost a call each."""
@@ -57,6 +58,8 @@ class OutageFailure:
 
     message: str
     spent: Usage | None
+    judge: JudgeSpend = NO_JUDGE
+    """What the rollout's judge had cost (a /verify whose judge failed for the outage)."""
 
 
 class Progress(Protocol):
@@ -256,7 +259,7 @@ class Collector:
         """The rollout's record; an OutageFailure when the system was down (its job runs again); None when the run
         must stop (nothing is recorded, so a re-run redoes it)."""
         started = time.perf_counter()
-        result, error, spent = None, None, None
+        result, error, spent, judge = None, None, None, NO_JUDGE
         agent = self.agent_of(row)
         try:
             result = await self._run_on_some_replica(agent, self.prepared_row(row))
@@ -269,14 +272,21 @@ class Collector:
                 result = None
         except (ServerCallError, TransportError) as exc:
             spent = _spent(exc)
+            judge, unreadable = _judge_spent(exc, agent)
             if isinstance(exc, ServerCallError) and (fix := self._stops_the_run(exc)):
                 self.metrics.add_unrecorded(spent)
+                self.metrics.add_unrecorded_judge(judge)
                 self.stop(self.redactor.text(str(exc)), fix=fix)
                 return None
-            error = f"{type(exc).__name__}: {exc}"  # redacted once, where it is kept
+            error = f"{type(exc).__name__}: {exc}{unreadable}"  # redacted once, where it is kept
             if is_outage(exc):
-                return OutageFailure(self.redactor.text(error), spent)
-        return self._record(row, row_index, repeat_index, result, error, spent, started)
+                return OutageFailure(self.redactor.text(error), spent, judge)
+        if result is not None:
+            try:
+                judge_spend_of(result, where=_verify_of(agent))
+            except ValueError as exc:  # the judge's spend cannot be counted: a failed rollout, its policy usage kept
+                error, result = f"BadVerifyResponse: {exc}", {"response": result.get("response")}
+        return self._record(row, row_index, repeat_index, result, error, spent, started, judge)
 
     def _stops_the_run(self, exc: ServerCallError) -> str | None:
         """What to do, when this failure means every further rollout would fail the same way: a rejected key, spent
@@ -296,6 +306,7 @@ class Collector:
         error: str | None,
         spent: Usage | None,
         started: float,
+        judge: JudgeSpend = NO_JUDGE,
     ) -> RolloutRecord:
         agent = self.agent_of(row)
         return build_record(
@@ -309,6 +320,7 @@ class Collector:
             fingerprint=self.fingerprints.get(agent),
             digest=self.row_hashes.get(row_index),
             spent=spent,
+            judge=judge,
         )
 
     async def _run_on_some_replica(self, agent: str, row: JSONObject) -> Any:
@@ -425,9 +437,10 @@ class Collector:
                 f"{failure.message} [failed this way {strikes} times while other rollouts got answers, so it is "
                 "recorded as this rollout's failure]"
             )
-            return self._record(row, job[0], job[1], None, error, failure.spent, time.perf_counter())
+            return self._record(row, job[0], job[1], None, error, failure.spent, time.perf_counter(), failure.judge)
         self._strikes[job] = (strikes, first_at, self._written)
         self.metrics.add_unrecorded(failure.spent)
+        self.metrics.add_unrecorded_judge(failure.judge)
         self.metrics.requeued += 1
         self._again.append(job)
         if self.outage.went_down(failure.message):
@@ -499,7 +512,7 @@ class Collector:
         if progress is not None:
             progress.update(1)
             mean = self.metrics.mean_reward
-            cost = self.metrics.usage["cost"]
+            cost = self.metrics.cost_usd
             elapsed_h = max(time.perf_counter() - self.metrics.started, 1e-9) / 3600
             progress.set_postfix(
                 reward=f"{mean:.3f}" if mean is not None else "-",
@@ -515,3 +528,18 @@ def _spent(exc: ServerCallError | TransportError) -> Usage | None:
         return None
     spent = exc.detail.get(SPENT_KEY)
     return spent if isinstance(spent, dict) and spent.get("calls") else None  # type: ignore[return-value]
+
+
+def _judge_spent(exc: ServerCallError | TransportError, agent: str) -> tuple[JudgeSpend, str]:
+    """What a failed `/run` reported its judge had spent (the agent passes on a /verify's `judge_usage`), and, when
+    that was not readable, a note for the rollout's error saying so."""
+    if not isinstance(exc, ServerCallError):
+        return NO_JUDGE, ""
+    try:
+        return judge_spend_of(exc.detail, where=_verify_of(agent)), ""
+    except ValueError as problem:
+        return NO_JUDGE, f" [its judge's spend could not be counted: {problem}]"
+
+
+def _verify_of(agent: str) -> str:
+    return f"the /verify answer that agent '{agent}' passed on"

@@ -1,4 +1,8 @@
-"""The metrics of a collection: counts, reward statistics, tokens, cost and latency, summed as records arrive."""
+"""The metrics of a collection: counts, reward statistics, tokens, cost and latency, summed as records arrive.
+
+Tokens and model calls are the policy's; a resources server's LLM judge is summed apart (`judge_*`), and its dollars
+are part of every cost figure (`cost_usd`, `failed_cost_usd`, what `+max_cost_usd` counts), since they were spent on
+the rollouts all the same."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_gym.protocol.types import MetricsSummary, RunFigures, Usage
-from nemo_gym.protocol.usage import add_usage, empty_usage
+from nemo_gym.protocol.usage import JudgeSpend, add_usage, empty_usage
 
 
 @dataclass
@@ -31,8 +35,13 @@ class Metrics:
     """Rollouts an outage broke, put back to run again (not recorded)."""
     cost_estimated: bool = False
     usage: Usage = field(default_factory=empty_usage)
+    """The policy's usage, over the records."""
+    judge_usage: Usage = field(default_factory=empty_usage)
+    """The judges' usage, over the records that had one."""
+    judge_cost: float | None = None
+    """USD the records' judges cost (None until one had a known cost)."""
     failed_cost: float = 0.0
-    """USD that recorded failures had spent."""
+    """USD that recorded failures had spent (their judges' too)."""
     unrecorded: Usage = field(default_factory=empty_usage)
     """What rollouts that left no record (an outage broke them, or the run stopped on them) had spent."""
     errors: dict[str, int] = field(default_factory=dict)
@@ -49,6 +58,10 @@ class Metrics:
             self.reward_sum += self.rewards[-1]
             self.latencies.append(float(record.get("latency_s") or 0.0))
         self.usage = add_usage(self.usage, record.get("usage"))
+        if isinstance(judge := record.get("judge_usage"), Mapping):
+            self.judge_usage = add_usage(self.judge_usage, judge)
+        if (judge_cost := record.get("judge_cost_usd")) is not None:
+            self.judge_cost = round(float(self.judge_cost or 0.0) + float(judge_cost), 10)
         self.retries += int(record.get("retries") or 0)
         self.cost_estimated = self.cost_estimated or bool(record.get("cost_estimated"))
 
@@ -56,11 +69,26 @@ class Metrics:
         if spent:
             self.unrecorded = add_usage(self.unrecorded, spent)
 
+    def add_unrecorded_judge(self, judge: JudgeSpend) -> None:
+        """What the judge of a rollout that left no record had spent: unrecorded dollars like its policy's."""
+        if judge.usage is not None:
+            self.unrecorded = add_usage(self.unrecorded, judge.usage)
+        elif (cost := judge.cost_usd) is not None:
+            self.unrecorded = add_usage(self.unrecorded, {"cost": cost})
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD the records spent, the policy's and the judges'; None while neither is known."""
+        policy = self.usage["cost"]
+        if self.judge_cost is None:
+            return policy
+        return self.judge_cost if policy is None else round(policy + self.judge_cost, 10)
+
     @property
     def spent_usd(self) -> float:
-        """Everything this run is known to have spent upstream: its records' cost and what rollouts without one
-        spent. What `+max_cost_usd` counts."""
-        return float(self.usage["cost"] or 0.0) + float(self.unrecorded["cost"] or 0.0)
+        """Everything this run is known to have spent upstream: its records' cost (judges included) and what
+        rollouts without one spent. What `+max_cost_usd` counts."""
+        return float(self.cost_usd or 0.0) + float(self.unrecorded["cost"] or 0.0)
 
     @property
     def mean_reward(self) -> float | None:
@@ -71,6 +99,7 @@ class Metrics:
         """The figures of the records added."""
         done = len(self.rewards) + self.failures
         rewards = self.rewards
+        cost = self.cost_usd
         return {
             "rollouts": done,
             "succeeded": len(rewards),
@@ -86,11 +115,15 @@ class Metrics:
             "reasoning_tokens": self.usage["output_tokens_details"]["reasoning_tokens"],
             "model_calls": self.usage["calls"],
             "upstream_retries": self.retries,
-            "cost_usd": self.usage["cost"],
+            "cost_usd": cost,
             "cost_estimated": self.cost_estimated,
-            "failed_cost_usd": round(self.failed_cost, 10) if self.usage["cost"] is not None else None,
-            "cost_per_rollout_usd": _round_cost(self.usage["cost"], done),
-            "cost_per_reward_point_usd": _round_cost(self.usage["cost"], sum(rewards)),
+            "failed_cost_usd": round(self.failed_cost, 10) if cost is not None else None,
+            "cost_per_rollout_usd": _round_cost(cost, done),
+            "cost_per_reward_point_usd": _round_cost(cost, sum(rewards)),
+            "judge_cost_usd": self.judge_cost,
+            "judge_calls": self.judge_usage["calls"],
+            "judge_input_tokens": self.judge_usage["input_tokens"],
+            "judge_output_tokens": self.judge_usage["output_tokens"],
             "mean_latency_s": _round(statistics.fmean(self.latencies)) if self.latencies else None,
             "p50_latency_s": _round(percentile(self.latencies, 50)),
             "p95_latency_s": _round(percentile(self.latencies, 95)),
@@ -111,7 +144,8 @@ class Metrics:
             "rollouts_rerun_after_outage": self.requeued,
             "outages": self.outages,
             "outage_wait_s": round(self.outage_wait_s, 1),
-            "cost_usd": self.usage["cost"],
+            "cost_usd": self.cost_usd,
+            "judge_cost_usd": self.judge_cost,
             "unrecorded_cost_usd": self.unrecorded["cost"],
             "model_servers_cost_usd": None,
             "wall_time_s": round(elapsed, 3),

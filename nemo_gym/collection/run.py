@@ -55,6 +55,8 @@ from nemo_gym.protocol.types import CollectionSummary, JSONObject, RunFigures
 SETTING_KEYS = set(CollectionSettings.model_fields)
 AGENT_SETTING = "+agent_name"
 BY_AGENT_COLUMNS = ("rollouts", "failed", "mean_reward", "pass_rate", "cost_usd")
+JUDGE_COLUMN = "judge_cost_usd"
+"""Added to the by_agent table when some agent's records had a judge cost (`cost_usd` includes it)."""
 
 
 T = TypeVar("T")
@@ -372,7 +374,9 @@ def whole_file_summary(
 
 
 def _beyond_records(this_run: RunFigures) -> float | None:
-    """USD the model servers' ledgers show beyond what this run's records and unrecorded rollouts account for."""
+    """USD the model servers' ledgers show beyond what this run's records and unrecorded rollouts account for. A
+    resources server's judge calls go through model servers too, so their ledgers hold them: the records' `cost_usd`
+    and the unrecorded figure include the judges' dollars for that reason."""
     billed = this_run["model_servers_cost_usd"]
     if billed is None:
         return None
@@ -502,8 +506,10 @@ def format_summary(summary: Mapping[str, Any], indent: str = "  ") -> str:
 
 
 def format_by_agent(by_agent: Mapping[str, Mapping[str, object]], indent: str = "  ") -> str:
-    """The main figures of each agent's records as aligned columns."""
-    table: list[tuple[str, ...]] = [("agent", *BY_AGENT_COLUMNS)]
-    table += [(agent, *(str(figures.get(c)) for c in BY_AGENT_COLUMNS)) for agent, figures in by_agent.items()]
+    """The main figures of each agent's records as aligned columns (the judge's cost too when some agent had one)."""
+    judged = any(figures.get(JUDGE_COLUMN) is not None for figures in by_agent.values())
+    columns = (*BY_AGENT_COLUMNS, JUDGE_COLUMN) if judged else BY_AGENT_COLUMNS
+    table: list[tuple[str, ...]] = [("agent", *columns)]
+    table += [(agent, *(str(figures.get(c)) for c in columns)) for agent, figures in by_agent.items()]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return "\n".join(indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in table)

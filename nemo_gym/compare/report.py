@@ -132,11 +132,33 @@ COLUMNS = (
     "Latency p50 (s)",
     "Latency p95 (s)",
 )
+JUDGE_COLUMN = "Judge cost (USD)"
+"""After "Total cost (USD)", only in a comparison where some model's rollouts were scored by a paid LLM judge: most
+comparisons have none, and a column of unknowns would say nothing. The CSV always has `judge_cost_usd`."""
+JUDGE_NOTE = (
+    "Costs include the LLM judge that scored the rollouts (its calls are billed like the policy's); the Judge cost "
+    "column is that part of the total."
+)
 
 
-def table_cells(model: ModelSummary) -> list[str]:
-    """One table row as plain text, the label first; the same figures go to Markdown and HTML."""
+def judged(models: Sequence[ModelSummary]) -> bool:
+    """Whether the report shows the judge's cost: some model's rollouts had one."""
+    return any(m.judge_cost_usd is not None for m in models)
+
+
+def columns(models: Sequence[ModelSummary]) -> tuple[str, ...]:
+    """The table's header: COLUMNS, plus JUDGE_COLUMN when some model had a judge cost."""
+    if not judged(models):
+        return COLUMNS
+    at = COLUMNS.index("Total cost (USD)") + 1
+    return (*COLUMNS[:at], JUDGE_COLUMN, *COLUMNS[at:])
+
+
+def table_cells(model: ModelSummary, *, judge_column: bool = False) -> list[str]:
+    """One table row as plain text, the label first; the same figures go to Markdown and HTML. `judge_column`: the
+    table has the judge's cost (see `columns`)."""
     estimated = model.cost_estimated
+    judge = [_cost(model.judge_cost_usd, estimated)] if judge_column else []
     return [
         model.label,
         str(model.rollouts),
@@ -144,6 +166,7 @@ def table_cells(model: ModelSummary) -> list[str]:
         reward_with_interval(model),
         _percent(model.pass_rate),
         _cost(model.total_cost_usd, estimated),
+        *judge,
         _cost(model.cost_per_rollout_usd, estimated),
         _cost(model.cost_per_reward_point_usd, estimated),
         _number(model.input_tokens_per_rollout, ",.0f"),
@@ -209,6 +232,7 @@ def md_escape(text: str) -> str:
 
 def render_markdown(comparison: Comparison, chart: Chart, *, image: str) -> str:
     recommended = _recommended(comparison)
+    header = columns(comparison.models)
     lines = [
         f"# {md_escape(comparison.title)}",
         "",
@@ -216,17 +240,19 @@ def render_markdown(comparison: Comparison, chart: Chart, *, image: str) -> str:
         "",
         f"**{md_escape(_recommendation_text(comparison))}**",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "|".join([":---"] + ["---:"] * (len(COLUMNS) - 1)) + "|",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",
     ]
     for model in comparison.models:
-        cells = [md_escape(cell) for cell in table_cells(model)]
+        cells = [md_escape(cell) for cell in table_cells(model, judge_column=JUDGE_COLUMN in header)]
         if model.label == recommended:
             cells[0] = f"**{cells[0]}** (recommended)"
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     if any(m.cost_estimated for m in comparison.models):
         lines += [md_escape(f"* {ESTIMATED_NOTE}."), ""]
+    if judged(comparison.models):
+        lines += [md_escape(JUDGE_NOTE), ""]
     lines += [md_escape(method_note()), "", f"![reward vs cost]({urllib.parse.quote(image)})", ""]
     note = left_off_note(chart.left_off)
     if note:
@@ -496,8 +522,8 @@ def _inline_svg(svg: str) -> str:
     return svg.replace("<svg ", '<svg role="img" aria-labelledby="chart-title" ', 1)
 
 
-def _html_row(position: int, model: ModelSummary, recommended: str | None) -> str:
-    cells = [html.escape(cell) for cell in table_cells(model)]
+def _html_row(position: int, model: ModelSummary, recommended: str | None, *, judge_column: bool) -> str:
+    cells = [html.escape(cell) for cell in table_cells(model, judge_column=judge_column)]
     chosen = model.label == recommended
     label = cells[0]
     if chosen:
@@ -514,11 +540,15 @@ def _html_row(position: int, model: ModelSummary, recommended: str | None) -> st
 def render_html(comparison: Comparison, chart: Chart) -> str:
     recommended = _recommended(comparison)
     esc = html.escape
-    head = "".join(f'<th scope="col">{esc(column)}</th>' for column in COLUMNS)
-    rows = "\n".join(_html_row(i, m, recommended) for i, m in enumerate(comparison.models))
+    header = columns(comparison.models)
+    head = "".join(f'<th scope="col">{esc(column)}</th>' for column in header)
+    judge_column = JUDGE_COLUMN in header
+    rows = "\n".join(_html_row(i, m, recommended, judge_column=judge_column) for i, m in enumerate(comparison.models))
     notes = []
     if any(m.cost_estimated for m in comparison.models):
         notes.append(f'<p class="note">* {esc(ESTIMATED_NOTE)}.</p>')
+    if judge_column:
+        notes.append(f'<p class="note" id="judge-note">{esc(JUDGE_NOTE)}</p>')
     notes.append(f'<p class="note">{esc(method_note())}</p>')
     left_off = left_off_note(chart.left_off)
     left_off_html = f'<p class="note" id="left-off">{esc(left_off)}</p>' if left_off else ""

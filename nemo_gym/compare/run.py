@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
@@ -145,9 +145,15 @@ class ComparisonRun:
             print_flushed(
                 f"  {summary['this_run']['rollouts']} rollouts this run "
                 f"({summary['this_run']['skipped_already_done']} already done); the file's {summary['rollouts']}: "
-                f"mean reward {summary['mean_reward']}, cost ${summary['cost_usd'] or 0:.6f}"
+                f"mean reward {summary['mean_reward']}, cost ${summary['cost_usd'] or 0:.6f}{_judge_part(summary)}"
             )
         return 0
+
+
+def _judge_part(summary: Mapping[str, Any]) -> str:
+    """How much of the cost the LLM judge took, when the rollouts had one."""
+    judge = summary.get("judge_cost_usd")
+    return f" (judge ${judge:.6f} of it)" if isinstance(judge, int | float) else ""
 
 
 def display_path(path: Path) -> str:

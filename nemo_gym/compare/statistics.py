@@ -2,7 +2,8 @@
 
 Everything here is arithmetic over the JSONL records `ng_collect_rollouts` writes, so a report can be rebuilt (or
 checked) from the files at any time. The mean reward is over scored rollouts; failed rollouts are counted apart,
-and a model that fails too often is never the recommendation.
+and a model that fails too often is never the recommendation. Costs are whole rollouts' (a record's `cost_usd`): with
+an LLM judge scoring them, the judge's dollars are part of every cost figure, and `judge_cost_usd` says how much.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ class ModelSummary(BaseModel):
     ci_low: float | None = Field(description="95% t-interval of the mean reward; None with fewer than 2 rewards")
     ci_high: float | None
     pass_rate: float | None = Field(description="Share of scored rollouts with reward >= 1")
-    total_cost_usd: float | None = Field(description="None when no record has a cost")
+    total_cost_usd: float | None = Field(description="None when no record has a cost; the judge's cost included")
+    judge_cost_usd: float | None = Field(
+        default=None, description="The LLM judge's part of total_cost_usd; None when no record had a judge cost"
+    )
     cost_per_rollout_usd: float | None
     cost_per_reward_point_usd: float | None
     cost_estimated: bool = Field(description="Some costs were computed from catalog prices, not reported")
-    input_tokens: int
+    input_tokens: int = Field(description="The policy's (the judge's are not counted here)")
     output_tokens: int
     input_tokens_per_rollout: float | None
     output_tokens_per_rollout: float | None
@@ -91,6 +95,7 @@ def summarize(label: str, model: str, records: Iterable[RolloutRecord], *, rollo
     latencies = [float(r.get("latency_s") or 0.0) for r in scored]
     costs = [float(cost) for r in records if (cost := r.get("cost_usd")) is not None]
     total_cost = math.fsum(costs) if costs else None
+    judge_costs = [float(cost) for r in records if (cost := r.get("judge_cost_usd")) is not None]
     usages = [usage for r in records if (usage := r.get("usage"))]
     inputs = sum(int(usage.get("input_tokens") or 0) for usage in usages)
     outputs = sum(int(usage.get("output_tokens") or 0) for usage in usages)
@@ -107,6 +112,7 @@ def summarize(label: str, model: str, records: Iterable[RolloutRecord], *, rollo
         ci_high=interval[1] if interval else None,
         pass_rate=sum(r >= 1.0 for r in rewards) / len(rewards) if rewards else None,
         total_cost_usd=total_cost,
+        judge_cost_usd=math.fsum(judge_costs) if judge_costs else None,
         cost_per_rollout_usd=total_cost / count if total_cost is not None and count else None,
         cost_per_reward_point_usd=total_cost / sum(rewards) if total_cost is not None and sum(rewards) > 0 else None,
         cost_estimated=any(r.get("cost_estimated") for r in records),

@@ -150,10 +150,18 @@ class RolloutRecord(TypedDict):
     """None when the rollout failed."""
     error: str | None
     usage: Usage | None
+    """The policy's: what the agent's model calls took (a failed rollout's: what they had taken when it failed)."""
     cost_usd: float | None
+    """USD the whole rollout cost: the policy's plus the judge's; None only when neither has a known cost."""
+    judge_usage: Usage | None
+    """What the resources server's LLM judge took to score the rollout (its `judge_usage`), or None: no judge."""
+    judge_cost_usd: float | None
+    """The judge's part of `cost_usd`."""
     cost_estimated: bool
     models: list[str]
+    """The models that played the policy (the judge's are in `cost_by_model`)."""
     cost_by_model: dict[str, float] | None
+    """USD per serving model, the policy's and the judge's together."""
     retries: int
     latency_s: float
     response: JSONObject | None
@@ -179,12 +187,17 @@ class MetricsSummary(TypedDict):
     model_calls: int
     upstream_retries: int
     cost_usd: float | None
-    """USD the records spent, failed ones included."""
+    """USD the records spent, failed ones included: the policy's calls and the judge's."""
     cost_estimated: bool
     failed_cost_usd: float | None
-    """USD that rollouts recorded as failed had spent."""
+    """USD that rollouts recorded as failed had spent (their judge's too)."""
     cost_per_rollout_usd: float | None
     cost_per_reward_point_usd: float | None
+    judge_cost_usd: float | None
+    """The judge's part of `cost_usd`; None when no record had a judge cost."""
+    judge_calls: int
+    judge_input_tokens: int
+    judge_output_tokens: int
     mean_latency_s: float | None
     p50_latency_s: float | None
     p95_latency_s: float | None
@@ -208,7 +221,9 @@ class RunFigures(TypedDict):
     outages: int
     outage_wait_s: float
     cost_usd: float | None
-    """USD this run's records spent."""
+    """USD this run's records spent (the policy's and the judge's)."""
+    judge_cost_usd: float | None
+    """The judge's part of `cost_usd`."""
     unrecorded_cost_usd: float | None
     """USD spent by rollouts that left no record (an outage broke them, or the run stopped on them)."""
     model_servers_cost_usd: float | None

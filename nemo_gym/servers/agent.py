@@ -3,7 +3,9 @@ rollout of a dataset row (seed a session, run the loop, verify). Subclasses impl
 
 What a rollout spent is never lost with it: model calls made through `call_model` are tallied per `/run`, and a
 rollout that fails answers its error with `spent` (the usage and USD cost of its calls so far), which the collector
-records. A `/run` whose caller hung up (a cancelled rollout) is abandoned at once rather than run on at a cost.
+records; when it failed at a /verify whose LLM judge had run, the judge's `judge_usage` and `judge_cost_by_model` from
+that error are passed on beside it, so the judge's dollars are counted too. A `/run` whose caller hung up (a
+cancelled rollout) is abandoned at once rather than run on at a cost.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from pydantic import Field
 
-from nemo_gym.http.server_client import SPENT_KEY
+from nemo_gym.http.server_client import SPENT_KEY, ServerCallError
 from nemo_gym.protocol.types import JSONObject, Usage
-from nemo_gym.protocol.usage import add_usage, empty_usage
+from nemo_gym.protocol.usage import JUDGE_KEYS, add_usage, empty_usage
 from nemo_gym.servers.base import (
     BaseServer,
     BaseServerConfig,
@@ -85,11 +87,20 @@ class BaseAgentServer(BaseServer, ABC):
                 content, status = error_body(str(exc), "invalid_request"), 400
             except Exception as exc:  # noqa: BLE001 - answered as the server base answers it, plus what was spent
                 content, status = self.error_content(exc)
+                content["error"].update(_judge_spend_passed_on(exc))
             finally:
                 _rollout_usage.reset(token)
             if tally[0]["calls"]:
                 content["error"][SPENT_KEY] = tally[0]
             return JSONResponse(content, status)
+
+
+def _judge_spend_passed_on(exc: Exception) -> JSONObject:
+    """The `judge_usage`/`judge_cost_by_model` of a downstream error (a /verify whose judge failed), passed on as
+    they came: the collector checks them."""
+    if not isinstance(exc, ServerCallError):
+        return {}
+    return {key: exc.detail[key] for key in JUDGE_KEYS if exc.detail.get(key) is not None}
 
 
 class CallerLeft(Exception):

@@ -8,6 +8,7 @@ picked up by `refresh`; a file that was rewritten is indexed again from the star
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 import threading
@@ -58,6 +59,9 @@ class Entry:
     error: str | None
     failed: bool
     cost_usd: float | None
+    """The whole rollout's: the policy's and its judge's."""
+    judge_cost_usd: float | None
+    """The LLM judge's part of `cost_usd` (None: no judge)."""
     cost_estimated: bool
     input_tokens: int | None
     output_tokens: int | None
@@ -76,6 +80,7 @@ class Entry:
             "error": self.error,
             "failed": self.failed,
             "cost_usd": self.cost_usd,
+            "judge_cost_usd": self.judge_cost_usd,
             "cost_estimated": self.cost_estimated,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
@@ -192,6 +197,7 @@ def entry_of(record: Mapping[str, Any], *, index: int, line: int, offset: int, l
         error=None if error is None else _short(first_line, SHORT_ERROR_CHARS),
         failed=error is not None,
         cost_usd=_number(record.get("cost_usd")),
+        judge_cost_usd=_number(record.get("judge_cost_usd")),
         cost_estimated=bool(record.get("cost_estimated")),
         input_tokens=_count(usage.get("input_tokens")),
         output_tokens=_count(usage.get("output_tokens")),
@@ -397,6 +403,8 @@ class RolloutIndex:
         with self.lock:
             warnings = self.all_warnings()
             rewards = [e.reward for e in self.entries if e.reward is not None]
+            costs = [e.cost_usd for e in self.entries if e.cost_usd is not None]
+            judge_costs = [e.judge_cost_usd for e in self.entries if e.judge_cost_usd is not None]
             return {
                 "path": str(self.path),
                 "name": self.path.name,
@@ -405,6 +413,8 @@ class RolloutIndex:
                 "models": [{"model": m, "rollouts": n} for m, n in sorted(self.models.items())],
                 "reward_min": min(rewards) if rewards else None,
                 "reward_max": max(rewards) if rewards else None,
+                "cost_usd": round(math.fsum(costs), 10) if costs else None,
+                "judge_cost_usd": round(math.fsum(judge_costs), 10) if judge_costs else None,
                 "warnings": [{"line": w.line, "message": w.message} for w in warnings[:max_warnings]],
                 "warnings_total": len(warnings),
                 "duplicated_rollouts": len(self.duplicates.repeated),

@@ -163,8 +163,15 @@
 
   // ------------------------------------------------------------ header: file, models, warnings
 
+  function costSummary(cost, judge) {
+    // The file's spend; with an LLM judge, its part of it (every cost shown includes the judge's).
+    if (!isNumber(cost)) return "";
+    return ` · cost $${usd(cost)}` + (isNumber(judge) ? ` (judge $${usd(judge)})` : "");
+  }
+
   function renderMeta() {
-    $("file-path").textContent = `${meta.path} · ${plural(meta.total, "rollout")}, ${count(meta.failed)} failed`;
+    $("file-path").textContent = `${meta.path} · ${plural(meta.total, "rollout")}, ${count(meta.failed)} failed`
+      + costSummary(meta.cost_usd, meta.judge_cost_usd);
     const models = $("model");
     const current = models.value;
     models.replaceChildren(el("option", { value: "" }, "all models"),
@@ -200,7 +207,9 @@
       el("td", { class: `reward ${rewardClass(s.reward)}` }, failed ? "–" : reward(s.reward)),
       el("td", { class: "models", title: s.models.join(", ") }, s.models.join(", ")),
       el("td", { class: "error", title: s.error || "" }, failed ? (s.error || "failed") : ""),
-      el("td", { class: "cost" }, usd(s.cost_usd) + (s.cost_estimated ? "*" : "")),
+      el("td", { class: "cost", title: isNumber(s.judge_cost_usd) ? `judge $${usd(s.judge_cost_usd)} of it` : null,
+                 "data-judge-cost": isNumber(s.judge_cost_usd) ? s.judge_cost_usd : null },
+        usd(s.cost_usd) + (s.cost_estimated ? "*" : "")),
       el("td", {}, count(s.input_tokens)),
       el("td", {}, count(s.output_tokens)),
       el("td", {}, seconds(s.latency_s)),
@@ -265,15 +274,24 @@
     return parts.join(" · ");
   }
 
+  function costSplit(r) {
+    // A judged rollout's cost is the policy's plus the judge's: say which is which.
+    if (!isNumber(r.judge_cost_usd)) return null;
+    const policy = r.usage && isNumber(r.usage.cost) ? r.usage.cost : null;
+    return el("span", { class: "cost-split" }, ` (policy $${usd(policy)} + judge $${usd(r.judge_cost_usd)})`);
+  }
+
   function factsList(r) {
     const failed = r.error !== null && r.error !== undefined;
     const costByModel = r.cost_by_model && typeof r.cost_by_model === "object" ? Object.entries(r.cost_by_model) : [];
+    const judged = r.judge_usage && typeof r.judge_usage === "object";
     return el("dl", { class: "facts", id: "facts" },
       fact("reward", "reward", failed ? "– (the rollout failed)" : reward(r.reward)),
       failed ? fact("error", "error", el("pre", { class: "error-text" }, String(r.error))) : null,
       fact("models", "models", Array.isArray(r.models) && r.models.length ? r.models.join(", ") : "–"),
-      fact("tokens", "tokens", tokensText(r.usage)),
-      fact("cost", "cost", isNumber(r.cost_usd) ? `$${usd(r.cost_usd)}` : "unknown",
+      fact("tokens", judged ? "policy tokens" : "tokens", tokensText(r.usage)),
+      judged ? fact("judge_tokens", "judge tokens", tokensText(r.judge_usage)) : null,
+      fact("cost", "cost", isNumber(r.cost_usd) ? `$${usd(r.cost_usd)}` : "unknown", costSplit(r),
         r.cost_estimated ? el("span", { class: "estimated" }, " (estimated from catalog prices)") : null),
       costByModel.length ? fact("cost_by_model", "cost by model",
         el("ul", {}, costByModel.map(([model, cost]) => el("li", {}, `${model}: $${usd(cost)}`)))) : null,
