@@ -303,6 +303,15 @@ def file_metrics_by_agent(path: Path) -> tuple[Metrics, dict[str, Metrics]]:
     return metrics, by_agent
 
 
+def succeeded_records(path: Path) -> Iterator[RolloutRecord]:
+    """Each rollout's successful record, once (a later copy of the same rollout is skipped), in file order."""
+    seen: set[Key] = set()
+    for _, item in _keyed_records(path):
+        if item is not None and item[1].get("error") is None and item[0] not in seen:
+            seen.add(item[0])
+            yield item[1]
+
+
 def set_aside_failures(path: Path) -> int:
     """Move failed records out of the output into `<output>.retried_failures.jsonl` (nothing is lost) so their
     rows can run again without leaving two records for one rollout. Atomic: a crash leaves either file whole."""

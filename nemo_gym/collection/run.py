@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from nemo_gym.collection.collector import CollectionSettings, Collector, LineWriter
+from nemo_gym.collection.environment_metrics import environment_metrics, summary_part, write_group_level
 from nemo_gym.collection.inputs import Dataset, InputError, assign_agents, read_dataset, row_agent, unknown_agents
 from nemo_gym.collection.output_lock import OutputLock, OutputLocked, refuse_input_as_output
 from nemo_gym.collection.ray_sharding import ShardedCollector
@@ -121,6 +122,11 @@ def settings_from(config: GlobalConfig) -> CollectionSettings:
 
 def metrics_path(output: Path) -> Path:
     return output.with_name(output.stem + ".metrics.json")
+
+
+def aggregate_metrics_path(output: Path) -> Path:
+    """The environments' per-task metrics (`/aggregate_metrics`' group_level_metrics), beside the metrics file."""
+    return output.with_name(output.stem + ".aggregate_metrics.json")
 
 
 async def discover(config: GlobalConfig, pool: PeerPool) -> tuple[ServerClient, JSONObject, JSONObject]:
@@ -289,12 +295,24 @@ async def _collect_locked(config: GlobalConfig, settings: CollectionSettings, da
         ):
             metrics = await collector.run(rows, jobs, LineWriter(out), bar)
         ledger_after = await settled_ledger(servers) if ledger_before.reporting else None
+        finished = not collector.interrupted and collector.stop_reason is None
+        environment = (
+            await environment_metrics(servers, served_config, output, set(row_agents) | state.agents)
+            if finished
+            else {}
+        )
     this_run = metrics.run_figures()
     if ledger_after is not None and ledger_after.reporting:
         this_run["model_servers_cost_usd"] = round(max(0.0, ledger_after.cost_usd - ledger_before.cost_usd), 10)
     summary = whole_file_summary(settings, len(rows), fingerprints, this_run, agents=sorted(set(row_agents)))
     summary["stopped_early"] = collector.stop_reason or collector.budget_reached
     summary["interrupted"] = collector.interrupted
+    if environment:
+        summary["environment_metrics"] = summary_part(environment)
+        write_group_level(aggregate_metrics_path(output), environment)
+        for agent, answer in environment.items():
+            shown = answer.get("key_metrics") or answer.get("error")
+            print_flushed(f"{agent} ({answer['resources_server']}) key metrics: {json.dumps(shown, default=str)}")
     done_now = this_run["rollouts"]
     unwritten = _write_metrics(metrics_path(output), summary)
     if (beyond := _beyond_records(this_run)) is not None:

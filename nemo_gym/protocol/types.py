@@ -262,6 +262,9 @@ class CollectionSummary(MetricsSummary):
     interrupted: bool
     by_agent: NotRequired[dict[str, MetricsSummary]]
     """The same figures per agent (the records' `agent_name`), when the output holds records of more than one."""
+    environment_metrics: NotRequired[dict[str, JSONObject]]
+    """Per agent whose resources server has `/aggregate_metrics` (a NeMo Gym environment's): its `agent_metrics`
+    and `key_metrics` over the output's records (e.g. pass@k); the per-task ones are in `.aggregate_metrics.json`."""
 
 
 RECORD_KEYS: tuple[str, ...] = tuple(RolloutRecord.__annotations__)
