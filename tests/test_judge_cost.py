@@ -571,3 +571,16 @@ def test_the_viewer_page_shows_the_judges_cost_and_tokens_beside_the_policys(
         )
         assert facts.locator(f'dd[data-key="cost_by_model"] li:has-text("{JUDGE}")').count() == 1
         page.screenshot(path=str(tmp_path / "judged.png"), full_page=True)
+
+
+def test_a_re_verification_reports_what_its_own_judge_cost_apart_from_the_rollouts() -> None:
+    from nemo_gym.collection.rescoring import Replay, rescored_record
+
+    original = {"reward": 1.0, "error": None, "cost_usd": 0.002, "judge_cost_usd": 0.001, "response": {}, "input": {}}
+    judge = {**empty_usage(), "input_tokens": 40, "output_tokens": 5, "total_tokens": 45, "cost": 0.0007, "calls": 1}
+    verdict = {"reward": 0.5, "judge_usage": judge, "judge_cost_by_model": {"openai/gpt-4o-mini": 0.0007}}
+    out = rescored_record(original, "rubric_judge", verdict, None, Replay())
+    assert out["reward"] == 0.5 and out["previous_reward"] == 1.0
+    assert out["reverified"]["judge_cost_usd"] == 0.0007 and out["reverified"]["judge_usage"]["calls"] == 1
+    assert out["cost_usd"] == 0.002 and out["judge_cost_usd"] == 0.001  # the rollout's own, unchanged
+    assert "judge_usage" not in {k for k in out if k not in original} and "judge_cost_by_model" not in out

@@ -13,7 +13,8 @@ run twice) the record is verified against a freshly seeded session with no tool 
 
 A re-scored record keeps everything but the old verifier's fields (they explained the old reward), and adds
 `previous_reward` and `reverified`: `at` (UTC), `resources_server`, `changed` (reward != previous_reward),
-`replayed_tool_calls`, `differing_tool_outputs` and `error`. A /verify that fails now leaves `reward` null and
+`replayed_tool_calls`, `differing_tool_outputs`, `error`, and with an LLM judge what scoring again cost
+(`judge_usage`, `judge_cost_usd`: the record's own cost fields stay the rollout's). A /verify that fails now leaves `reward` null and
 `error` `ReverifyFailed: ...` (never a 0). A resources server that cannot be reached raises VerifierUnreachable:
 nothing is recorded for that record.
 """
@@ -30,6 +31,7 @@ from typing import Any
 from nemo_gym.http.pool import TransportError
 from nemo_gym.http.server_client import SESSION_HEADER, ServerCallError, ServerClient
 from nemo_gym.protocol.types import RECORD_KEYS, JSONObject
+from nemo_gym.protocol.usage import JUDGE_KEYS, NO_JUDGE, judge_spend_of
 
 OWN_KEYS = ("previous_reward", "reverified")
 """The keys re-scoring adds to a record; neither is a verifier field."""
@@ -118,8 +120,13 @@ def rescored_record(
         "differing_tool_outputs": replay.differing,
         "error": error,
     }
+    # A judge that scored again was paid again: that is this re-verification's cost, apart from the rollout's own.
+    spend = judge_spend_of(verdict, where=f"resources server '{server}' /verify") if verdict else NO_JUDGE
+    if not spend.empty:
+        out["reverified"]["judge_usage"] = spend.usage
+        out["reverified"]["judge_cost_usd"] = spend.cost_usd
     for name, value in (verdict or {}).items():
-        if name not in RECORD_KEYS and name not in OWN_KEYS:
+        if name not in RECORD_KEYS and name not in OWN_KEYS and name not in JUDGE_KEYS:
             out[name] = value
     out["response"] = record.get("response")
     out["input"] = record.get("input")
