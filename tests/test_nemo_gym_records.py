@@ -411,3 +411,25 @@ def test_reverify_rescores_a_nemo_gym_file_by_its_agent_refs_resources_server_an
 
     resumed = run_reverify(cluster, source, output)
     assert resumed["this_run"]["records_written"] == 0 and resumed["this_run"]["skipped_already_done"] == len(ours) + 1
+
+
+def test_the_viewer_shows_a_nemo_gym_rollout_file_as_ours(tmp_path: Path) -> None:
+    from nemo_gym.viewer import RolloutIndex
+
+    path = tmp_path / "nemo_gym_rollouts.jsonl"
+    lines = [
+        {
+            "responses_create_params": {"input": [{"role": "user", "content": f"What is {task} + 1?"}]},
+            "response": {"id": "r", "model": "m", "output": [], "usage": {"input_tokens": 3, "output_tokens": 2}},
+            "reward": float(task % 2),
+            "_ng_task_index": task,
+            "_ng_rollout_index": 0,
+            "agent_ref": {"type": "responses_api_agents", "name": "math_simple_agent"},
+        }
+        for task in range(3)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    index = RolloutIndex.load(path)
+    shown = index.record(2)["record"]
+    assert shown["row_index"] == 2 and shown["agent_name"] == "math_simple_agent" and shown["reward"] == 0.0
+    assert len(index.entries) == 3 and not index.all_warnings()

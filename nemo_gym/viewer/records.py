@@ -15,11 +15,12 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
 from nemo_gym.collection.resume import DuplicateKeys
+from nemo_gym.protocol.nemo_gym_records import converted_or_none
 from nemo_gym.protocol.types import RECORD_KEYS, JSONObject
 
 ErrorFilter = Literal["all", "failed", "succeeded"]
@@ -355,7 +356,9 @@ class RolloutIndex:
                         self.warnings.append(LineWarning(number, _describe_json_error(body, exc)))
                     else:
                         if isinstance(record, dict):
-                            self._add(record, number, offset, len(body))
+                            # A NeMo Gym rollout file is shown as ours (its `_ng_task_index` as the row, ...).
+                            shown = cast(JSONObject, converted_or_none(record) or record)
+                            self._add(shown, number, offset, len(body))
                             last_body = body
                         else:
                             self.warnings.append(
@@ -462,7 +465,7 @@ class RolloutIndex:
                 f"{self.path} changed since it was indexed: line {entry.line} is no longer that "
                 "rollout. Reload the page."
             )
-        return {"index": index, "line": entry.line, "record": record}
+        return {"index": index, "line": entry.line, "record": converted_or_none(record) or record}
 
     def search_texts(self) -> list[str]:
         """Each record's searchable text, for a page that filters without a server."""
