@@ -16,27 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.compat.configs import BaseRunServerInstanceConfig, ModelServerRef
 from nemo_gym.compat.hosting import hosted_class
-from nemo_gym.compat.metrics import AggregateMetrics, AggregateMetricsMixin, AggregateMetricsRequest
+from nemo_gym.compat.metrics import AggregateMetricsMixin
 from nemo_gym.compat.openai_types import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.compat.server_client import BaseServer, SimpleServer
 from nemo_gym.servers.base import BaseServer as NativeServer
-
-__all__ = [
-    "AggregateMetrics",
-    "AggregateMetricsRequest",
-    "BaseMultiRewardVerifyResponse",
-    "BaseResourcesServer",
-    "BaseResourcesServerConfig",
-    "BaseRunRequest",
-    "BaseSeedSessionRequest",
-    "BaseSeedSessionResponse",
-    "BaseVerifyRequest",
-    "BaseVerifyResponse",
-    "NeMoGymResponse",
-    "NeMoGymResponseCreateParamsNonStreaming",
-    "ReverifyMode",
-    "SimpleResourcesServer",
-]
 
 
 class ReverifyMode(str, Enum):  # noqa: UP042 - str() as NeMo Gym gives it
