@@ -232,10 +232,10 @@ def test_nemo_gym_clients_carry_the_session_in_its_cookie(counter: httpx.Client)
     assert seeded.json() == {}  # NeMo Gym's own answer, unchanged for its clients
     cookie_name = "CounterServer___ng_counter"
     assert cookie_name in seeded.cookies
-    cookies = {cookie_name: seeded.cookies[cookie_name]}
+    cookie = {"cookie": f"{cookie_name}={seeded.cookies[cookie_name]}"}  # handed back by hand, as NeMo Gym's agents do
     counter.cookies.clear()
-    assert counter.post("/add", json={"count": 1}, cookies=cookies).json() == {"count": 5}
-    verdict = counter.post("/verify", json={**row(expected_count=5), "response": response_with("5")}, cookies=cookies)
+    assert counter.post("/add", json={"count": 1}, headers=cookie).json() == {"count": 5}
+    verdict = counter.post("/verify", json={**row(expected_count=5), "response": response_with("5")}, headers=cookie)
     assert verdict.json()["reward"] == 1.0
     assert verdict.json()["responses_create_params"]["input"][0]["content"] == "Is it so?"  # NeMo Gym's echo
 
