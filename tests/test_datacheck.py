@@ -217,3 +217,14 @@ def test_ng_test_fails_on_bad_data_even_when_the_tests_pass(tmp_path: Path) -> N
     assert "resources_servers/ngtest_datacheck_env/data/example.jsonl:3: `expected_capital` is missing" in result.stderr
     assert "data check: 1 problem in 9 rows of 1 file" in result.stderr
     assert " passed" in result.stdout  # pytest still ran
+
+
+def test_files_beside_the_datasets_are_not_checked_as_rows(tmp_path: Path) -> None:
+    folder = scaffold("side_files_env", tmp_path / "resources_servers")
+    before = check_resources_server(folder)
+    (folder / "data" / "judge_replies.jsonl").write_text('{"when_all": ["Task id: 1"], "reply": "[[YES]]"}\n')
+    (folder / "data" / "example_rollouts.jsonl").write_text('{"reward": 1.0}\n')
+    (folder / "data" / "more.jsonl").write_text('{"reward": 1.0}\n')  # a dataset name: checked, and wrong
+    after = check_resources_server(folder)
+    assert after.files == before.files + 1
+    assert {p.path.name for p in after.problems} == {"more.jsonl"}

@@ -14,9 +14,9 @@ run twice) the record is verified against a freshly seeded session with no tool 
 A re-scored record keeps everything but the old verifier's fields (they explained the old reward), and adds
 `previous_reward` and `reverified`: `at` (UTC), `resources_server`, `changed` (reward != previous_reward),
 `replayed_tool_calls`, `differing_tool_outputs`, `error`, and with an LLM judge what scoring again cost
-(`judge_usage`, `judge_cost_usd`: the record's own cost fields stay the rollout's). A /verify that fails now leaves `reward` null and
-`error` `ReverifyFailed: ...` (never a 0). A resources server that cannot be reached raises VerifierUnreachable:
-nothing is recorded for that record.
+(`judge_usage`, `judge_cost_usd`: the record's own cost fields stay the rollout's). A /verify that fails now leaves
+`reward` null and `error` `ReverifyFailed: ...` (never a 0). A resources server that cannot be reached raises
+VerifierUnreachable: nothing is recorded for that record.
 """
 
 from __future__ import annotations

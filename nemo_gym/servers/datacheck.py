@@ -8,6 +8,7 @@ servers are up and some model calls are paid for. Every problem is reported as `
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -18,6 +19,10 @@ from typing import Any
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.servers.loading import import_entrypoint, server_class_of
 from nemo_gym.servers.resources import BaseResourcesServer
+
+NOT_DATASETS = ("*replies.jsonl", "*rollouts.jsonl", "*_failures.jsonl", "*_materialized_inputs.jsonl")
+"""Files beside the datasets in `data/`: the emulator's scripted replies (e.g. a judge's verdicts), and NeMo Gym's
+example rollouts, failures and materialized inputs."""
 
 ROW_EXAMPLE = '{"responses_create_params": {"input": [{"role": "user", "content": "..."}], "tools": [...]}, ...}'
 
@@ -94,13 +99,17 @@ def load_resources_server_class(folder: Path) -> type[BaseResourcesServer]:
     return cls  # type: ignore[return-value]
 
 
+def is_side_file(path: Path) -> bool:
+    return any(fnmatch.fnmatch(path.name, pattern) for pattern in NOT_DATASETS)
+
+
 def check_resources_server(folder: Path) -> DataCheck:
     """Check `folder/data/*.jsonl` against the tools and `row_fields` of the server class in `folder/app.py`."""
     try:
         server_class = load_resources_server_class(folder)
     except ConfigError as exc:
         return DataCheck(problems=[Problem(folder / "app.py", None, str(exc))])
-    files = sorted((folder / "data").glob("*.jsonl"))
+    files = sorted(p for p in (folder / "data").glob("*.jsonl") if not is_side_file(p))
     if not files:
         return DataCheck(
             problems=[
