@@ -35,3 +35,16 @@ def test_demo_records_token_ids_when_asked(tmp_path: Path) -> None:
     last_items = [item for r in records for item in r["response"]["output"] if "generation_token_ids" in item]
     assert last_items and all(len(i["generation_token_ids"]) == len(i["generation_log_probs"]) for i in last_items)
     assert all(r["response"]["nemo_gym"]["token_ids"]["contiguous"] is not None for r in records)
+
+
+def test_demo_of_the_judge_environment_runs_offline_with_the_judges_cost_in_each_record(tmp_path: Path) -> None:
+    result, records = run_demo(tmp_path / "judged.jsonl", "+environment=rubric_judge", "+limit=3")
+    assert "judge" in result.stdout and "ng_run ready" in result.stdout
+    assert len(records) == 3 and all(r["error"] is None and 0.0 <= r["reward"] <= 1.0 for r in records)
+    assert all(r["judge_usage"]["calls"] == 1 and r["judge_cost_usd"] > 0 for r in records)
+    assert all(r["models"] == ["SmolLM2-135M-Instruct"] for r in records)  # the policy: the judge is apart
+    assert all(len(r["cost_by_model"]) == 1 and r["cost_usd"] >= r["judge_cost_usd"] for r in records)
+    metrics = json.loads((tmp_path / "judged.metrics.json").read_text())
+    assert metrics["judge_calls"] == 3 and metrics["judge_cost_usd"] == pytest.approx(
+        sum(r["judge_cost_usd"] for r in records), abs=1e-9
+    )
