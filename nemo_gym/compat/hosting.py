@@ -244,7 +244,7 @@ def _scored(status: int, answer: Any, meter: JudgeMeter, from_agent: bool) -> tu
     ):
         failure = str(answer.get(FAILURE_JUDGE_ERROR_KEY) or answer.get("failure_reason") or "judge failed")
     if failure is not None:
-        message = f"The judge failed after its model server's retries: {failure}"
+        message = f"The judge failed: {failure}"
         return 502, error_body(message, JUDGE_ERROR, **judge)
     if status >= 400:
         if isinstance(answer, dict) and isinstance(answer.get("error"), dict) and judge:

@@ -66,7 +66,7 @@ def judge_failsafe(verify: Callable[..., Awaitable[Any]]) -> Callable[..., Await
             return await verify(*args, **kwargs)
         except JudgeError as exc:
             body = kwargs.get("body") or next(
-                (a for a in args if hasattr(a, "model_dump") and hasattr(a, "response")), None
+                (a for a in (*args, *kwargs.values()) if hasattr(a, "model_dump") and hasattr(a, "response")), None
             )
             if body is None:
                 raise RuntimeError("judge_failsafe: the wrapped verify was called without a request body") from exc

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nemo_gym.compat.configs import BaseRunServerInstanceConfig, ModelServerRef
 from nemo_gym.compat.hosting import hosted_class
+from nemo_gym.compat.judge import judge_failsafe
 from nemo_gym.compat.metrics import AggregateMetricsMixin
 from nemo_gym.compat.openai_types import NeMoGymResponse, NeMoGymResponseCreateParamsNonStreaming
 from nemo_gym.compat.server_client import BaseServer, SimpleServer
@@ -87,7 +88,7 @@ class SimpleResourcesServer(BaseResourcesServer, AggregateMetricsMixin, SimpleSe
         self.setup_session_middleware(app)
         overridden = type(self).seed_session is not SimpleResourcesServer.seed_session
         app.post("/seed_session")(self.seed_session if overridden else self._seed_session)
-        app.post("/verify")(self.verify)
+        app.post("/verify")(judge_failsafe(self.verify))  # as NeMo Gym's base does; under ng_run: a failed rollout
         app.post("/aggregate_metrics")(self.aggregate_metrics)
         app.get("/reverify_mode")(self.get_reverify_mode)
         return app
