@@ -310,9 +310,6 @@ async def _collect_locked(config: GlobalConfig, settings: CollectionSettings, da
     if environment:
         summary["environment_metrics"] = summary_part(environment)
         write_group_level(aggregate_metrics_path(output), environment)
-        for agent, answer in environment.items():
-            shown = answer.get("key_metrics") or answer.get("error")
-            print_flushed(f"{agent} ({answer['resources_server']}) key metrics: {json.dumps(shown, default=str)}")
     done_now = this_run["rollouts"]
     unwritten = _write_metrics(metrics_path(output), summary)
     if (beyond := _beyond_records(this_run)) is not None:
@@ -509,8 +506,12 @@ def stop_on_signals(
 
 def format_summary(summary: Mapping[str, Any], indent: str = "  ") -> str:
     """Aligned `key  value` lines; a nested mapping (`this_run`) as an indented block of its own; `by_agent` as a
-    table, one line per agent."""
+    table, one line per agent; of `environment_metrics`, each agent's key metrics (the rest is in the file)."""
     shown = {k: v for k, v in summary.items() if k != "by_agent"}
+    if isinstance(environment := shown.get("environment_metrics"), Mapping):
+        shown["environment_metrics"] = {
+            agent: answer.get("key_metrics") or answer.get("error") for agent, answer in environment.items()
+        }
     width = max(len(k) for k in shown)
     lines = []
     for key, value in shown.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from nemo_gym.collection.run import format_summary
 from nemo_gym.config.paths import project_root
 from nemo_gym.emulator import EmulatorConfig, OpenRouterEmulator
 from nemo_gym.testing.cluster import environment_blocks
@@ -25,6 +26,8 @@ def test_a_nemo_gym_environments_aggregate_metrics_land_in_the_metrics_file(tmp_
     mean_reward = sum(r["reward"] for r in records) / len(records)
     assert abs(found["agent_metrics"]["mean/reward"] - mean_reward) < 1e-9
     assert set(found["key_metrics"]) == {"mean/reward", "mean/correctness", "mean/schema_valid", "mean/efficiency"}
+    printed = format_summary(summary)  # what ng_collect_rollouts prints: the key metrics, the rest is in the file
+    assert "mean/correctness" in printed and "median/reward" not in printed
     on_disk = json.loads((tmp_path / "rollouts.metrics.json").read_text())
     assert on_disk["environment_metrics"] == json.loads(json.dumps(summary["environment_metrics"]))
 
