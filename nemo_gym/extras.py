@@ -12,6 +12,7 @@ import importlib
 import importlib.metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 
@@ -62,9 +63,11 @@ def canonical_name(name: str) -> str:
     return name.lower().replace("_", "-").replace(".", "-")
 
 
-def unmet_requirements(requirements_txt: Path) -> list[str]:
-    """The lines of a server folder's `requirements.txt` that the environment does not satisfy."""
-    unmet = []
+def requirement_status(requirements_txt: Path) -> list[tuple[str, Literal["missing", "other_version"]]]:
+    """The lines of a server folder's `requirements.txt` this environment does not satisfy, in file order: a package
+    that is not installed (or a line that is not a requirement), or one installed at a version outside its
+    specifier (the line then says which)."""
+    found: list[tuple[str, Literal["missing", "other_version"]]] = []
     for raw in requirements_txt.read_text().splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line or line.startswith("-"):
@@ -72,7 +75,7 @@ def unmet_requirements(requirements_txt: Path) -> list[str]:
         try:
             requirement = Requirement(line)
         except InvalidRequirement:
-            unmet.append(f"{line} (not a valid requirement)")
+            found.append((f"{line} (not a valid requirement)", "missing"))
             continue
         if requirement.marker is not None and not requirement.marker.evaluate():
             continue
@@ -81,23 +84,46 @@ def unmet_requirements(requirements_txt: Path) -> list[str]:
         try:
             version = importlib.metadata.version(requirement.name)
         except importlib.metadata.PackageNotFoundError:
-            unmet.append(line)
+            found.append((line, "missing"))
             continue
         if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
-            unmet.append(f"{line} (installed: {version})")
-    return unmet
+            found.append((f"{line} (installed: {version})", "other_version"))
+    return found
+
+
+def unmet_requirements(requirements_txt: Path) -> list[str]:
+    """The lines of a server folder's `requirements.txt` that the environment does not satisfy."""
+    return [line for line, _ in requirement_status(requirements_txt)]
 
 
 def folder_requirements_problem(server_dir: Path, shown_as: str) -> str | None:
-    """What to install for the server folder `server_dir`, or None when its `requirements.txt` is met (or absent)."""
+    """What to install for the server folder `server_dir`, or None when every package its `requirements.txt` names
+    is installed (or it has none). A package installed at another version than pinned is not a problem here (see
+    `folder_requirements_notice`)."""
     requirements_txt = server_dir / "requirements.txt"
     if not requirements_txt.is_file():
         return None
-    unmet = unmet_requirements(requirements_txt)
-    if not unmet:
+    missing = [line for line, kind in requirement_status(requirements_txt) if kind == "missing"]
+    if not missing:
         return None
     extra = f' (or pip install -e ".[{server_dir.name}]")' if server_dir.name in EXTRAS else ""
     return (
-        f"{shown_as} needs {', '.join(unmet)}, which this Python environment does not have: "
+        f"{shown_as} needs {', '.join(missing)}, which this Python environment does not have: "
         f"pip install -r {shown_as}/requirements.txt{extra}"
+    )
+
+
+def folder_requirements_notice(server_dir: Path, shown_as: str) -> str | None:
+    """A note for packages installed at another version than the folder pins, or None. NeMo Gym gives each server
+    its own venv; here servers share one, so a pin another part needs differently is reported and run with, not
+    refused (a library's other version usually works; a missing library never does)."""
+    requirements_txt = server_dir / "requirements.txt"
+    if not requirements_txt.is_file():
+        return None
+    other = [line for line, kind in requirement_status(requirements_txt) if kind == "other_version"]
+    if not other:
+        return None
+    return (
+        f"note: {shown_as}/requirements.txt pins {', '.join(other)}; running with the installed version "
+        f"(pip install -r {shown_as}/requirements.txt to match it in this environment)."
     )

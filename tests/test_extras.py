@@ -16,6 +16,7 @@ from nemo_gym.config.paths import project_root
 from nemo_gym.extras import (
     EXTRAS,
     MissingExtra,
+    folder_requirements_notice,
     folder_requirements_problem,
     import_extra,
     require_extra,
@@ -126,6 +127,19 @@ def test_requirements_are_met_by_what_is_installed_at_a_fitting_version(tmp_path
 def test_a_nemo_gym_folders_own_line_for_nemo_gym_is_met_by_this_install(tmp_path: Path) -> None:
     path = write_requirements(tmp_path, "-e nemo-gym[dev] @ ../../", "nemo_gym @ ../../", f"{NOT_INSTALLED}==2.0")
     assert unmet_requirements(path) == [f"{NOT_INSTALLED}==2.0"]
+
+
+def test_a_package_pinned_at_another_version_is_noted_and_run_with_not_refused(tmp_path: Path) -> None:
+    write_requirements(tmp_path, "orjson==0.0.1", "pydantic>=2")
+    assert folder_requirements_problem(tmp_path, "resources_servers/x") is None
+    notice = folder_requirements_notice(tmp_path, "resources_servers/x")
+    assert notice is not None and f"orjson==0.0.1 (installed: {_version('orjson')})" in notice
+    assert "pip install -r resources_servers/x/requirements.txt" in notice
+    write_requirements(tmp_path, "orjson==0.0.1", f"{NOT_INSTALLED}")
+    assert folder_requirements_problem(tmp_path, "resources_servers/x") == (
+        f"resources_servers/x needs {NOT_INSTALLED}, which this Python environment does not have: "
+        "pip install -r resources_servers/x/requirements.txt"
+    )
 
 
 def _version(distribution: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nemo_gym.config.paths import SERVER_TYPES, available_impls, resolve_input_path
 from nemo_gym.console import fail, overrides_or_fail, print_flushed
-from nemo_gym.extras import folder_requirements_problem
+from nemo_gym.extras import folder_requirements_notice, folder_requirements_problem
 from nemo_gym.servers.datacheck import check_resources_server, display_path
 
 
@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     missing = folder_requirements_problem(folder, display_path(folder))
     if missing is not None:
         fail(missing)
+    notice = folder_requirements_notice(folder, display_path(folder))
+    if notice is not None:
+        print_flushed(notice, err=True)
     data_ok = True
     if is_resources_server(folder):
         check = check_resources_server(folder)

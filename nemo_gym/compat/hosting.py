@@ -10,10 +10,12 @@ as failed rather than scored 0. Our own servers never pass through here: the nat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, ClassVar
 
 import orjson
@@ -29,7 +31,7 @@ from nemo_gym.compat.judge_meter import JudgeMeter, current_meter
 from nemo_gym.compat.server_client import ServerClient, SimpleServer
 from nemo_gym.compat.sessions import SESSION_HEADER_BYTES
 from nemo_gym.config.errors import ConfigError
-from nemo_gym.config.types import GlobalConfig
+from nemo_gym.config.types import GlobalConfig, InstanceSpec
 from nemo_gym.servers.base import BaseServer, BaseServerConfig, JSONResponse, StartupError, error_body
 
 JUDGE_ERROR = "judge_error"
@@ -119,10 +121,19 @@ class HostedNeMoGymServer(BaseServer):
         client = ServerClient(global_config_dict=OmegaConf.create(global_config.data))
         client.use_resolver(self._base_url)
         try:
-            self.environment = self.environment_class(config=config, server_client=client)
+            # Built in its folder, as `python app.py` run there builds it: configs name files relative to it.
+            with contextlib.chdir(global_config.instances[name].server_dir):
+                self.environment = self.environment_class(config=config, server_client=client)
         except Exception as exc:  # an error in the environment's own construction: say whose and where
             raise StartupError(_construction_error(self.environment_class, name, exc)) from exc
         self._client = client
+
+    @classmethod
+    def working_directory(cls, spec: InstanceSpec) -> Path:
+        """Its folder, as NeMo Gym runs each server (`python app.py` there): files its code opens by a relative path
+        are found."""
+        folder: Path = spec.server_dir
+        return folder
 
     def _base_url(self, server_name: str) -> str:
         replica = self.servers.replicas(server_name).pick()

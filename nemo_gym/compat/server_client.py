@@ -12,7 +12,7 @@ import os
 import sys
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
@@ -148,6 +148,8 @@ class BaseServer(BaseModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
     config: BaseRunServerInstanceConfig
+    ray_enabled: ClassVar[bool] = False
+    """Declared here, as NeMo Gym's base declares it, so a server's `ray_enabled = ...` is a class setting."""
 
     @classmethod
     def load_config_from_global_config(cls) -> BaseRunServerInstanceConfig:

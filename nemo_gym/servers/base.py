@@ -9,6 +9,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
 import orjson
@@ -199,6 +200,11 @@ class BaseServer:
                 f"Instance '{spec.name}' (from {spec.origin}) sets num_workers: {config.num_workers}, but "
                 f"{spec.server_type}/{spec.impl} {cls.single_process_reason}. Remove num_workers from its block."
             )
+
+    @classmethod
+    def working_directory(cls, spec: InstanceSpec) -> Path | None:
+        """The directory a process serving this server must run in (None: wherever ng_run was started)."""
+        return None
 
     @classmethod
     def from_global_config(cls, name: str, global_config: GlobalConfig) -> BaseServer:

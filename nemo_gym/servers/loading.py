@@ -13,7 +13,8 @@ from types import ModuleType
 
 from nemo_gym.config.errors import ConfigError
 from nemo_gym.config.types import GlobalConfig, InstanceSpec
-from nemo_gym.extras import folder_requirements_problem
+from nemo_gym.console import print_flushed
+from nemo_gym.extras import folder_requirements_notice, folder_requirements_problem
 from nemo_gym.servers.base import BaseServer
 from nemo_gym.servers.processes import free_port
 
@@ -117,6 +118,9 @@ def prepare(config: GlobalConfig) -> GlobalConfig:
         )
     for spec in instances.values():
         load_server_class(spec).validate_config(spec)
+        notice = folder_requirements_notice(spec.server_dir, f"{spec.server_type}/{spec.impl}")
+        if notice is not None:
+            print_flushed(notice, err=True)
     data = json.loads(json.dumps(config.data))
     taken = {int(spec.config["port"]) for spec in instances.values() if spec.config.get("port") is not None}
     for name, spec in instances.items():

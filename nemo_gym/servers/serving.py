@@ -49,7 +49,10 @@ def serve_from_environment(name: str) -> None:
     payload = json.loads(os.environ.pop(CONFIG_ENV_VAR))
     global_config = GlobalConfig(data=payload["data"], origins=payload["origins"])
     spec = global_config.instances[name]
-    serve_instance(load_server_class(spec), name, global_config)
+    server_cls = load_server_class(spec)
+    if (directory := server_cls.working_directory(spec)) is not None:
+        os.chdir(directory)  # this process serves only this instance
+    serve_instance(server_cls, name, global_config)
 
 
 def serve_instance(server_cls: type[BaseServer], name: str, global_config: GlobalConfig) -> None:
