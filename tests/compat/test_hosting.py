@@ -137,6 +137,32 @@ class JudgedServer(SimpleResourcesServer):
         return BaseVerifyResponse(**body.model_dump(), reward=float("[[YES]]" in verdict.output_text))
 """
 
+TEMPLATED_APP = """
+from pathlib import Path
+
+from nemo_gym.base_resources_server import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+
+
+class TemplatedConfig(BaseResourcesServerConfig):
+    template_fpath: str = "prompt_templates/grade.txt"
+
+
+class TemplatedServer(SimpleResourcesServer):
+    config: TemplatedConfig
+    ray_enabled = False  # a class setting in NeMo Gym's servers, not a field
+
+    def model_post_init(self, context: object) -> None:
+        self._template = Path(self.config.template_fpath).read_text()
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        return BaseVerifyResponse(**body.model_dump(), reward=float(self._template.strip() == "grade me"))
+"""
+
 MISSING_NAME_APP = """
 from nemo_gym.base_resources_server import SimpleResourcesServer
 from nemo_gym.server_utils import NotProvidedAnywhere
@@ -175,11 +201,14 @@ def row(**fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with NeMo Gym server folders (no __init__.py, as NeMo Gym's have none)."""
-    for name, source in (("ng_counter", COUNTER_APP), ("ng_judged", JUDGED_APP), ("ng_missing", MISSING_NAME_APP)):
+    apps = (("ng_counter", COUNTER_APP), ("ng_judged", JUDGED_APP), ("ng_missing", MISSING_NAME_APP))
+    for name, source in (*apps, ("ng_templated", TEMPLATED_APP)):
         folder = tmp_path / "resources_servers" / name
         folder.mkdir(parents=True)
         (folder / "app.py").write_text(textwrap.dedent(source))
         (folder / "requirements.txt").write_text("-e nemo-gym[dev] @ ../../\n")
+    (tmp_path / "resources_servers/ng_templated/prompt_templates").mkdir()
+    (tmp_path / "resources_servers/ng_templated/prompt_templates/grade.txt").write_text("grade me\n")
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -361,3 +390,15 @@ def test_a_judge_reference_to_a_missing_instance_fails_at_start_up(project: Path
         ConfigError, match="judge_model_server .* refers to responses_api_models instance 'judge_model'"
     ):
         prepare(GlobalConfig(data=cluster, origins={}))
+
+
+def test_a_server_reads_files_relative_to_its_folder_as_python_app_py_there_would(project: Path) -> None:
+    block = {"ng_templated": {"resources_servers": {"ng_templated": {"entrypoint": "app.py"}}}}
+    with serve_config(block) as (config, servers):
+        assert type(servers["ng_templated"]).working_directory(config.instances["ng_templated"]) == (
+            project / "resources_servers/ng_templated"
+        )
+        with httpx.Client(base_url=config.instances["ng_templated"].url(), trust_env=False, timeout=30) as client:
+            verdict = client.post("/verify", json={"row": row(), "response": response_with("x")})
+    assert verdict.status_code == 200 and verdict.json()["reward"] == 1.0
+    assert Path.cwd() == project  # the test process's own directory is left as it was
