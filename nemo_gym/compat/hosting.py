@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import typing
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -149,7 +150,7 @@ class HostedNeMoGymServer(BaseServer):
         return {"environment": f"{self.environment_class.__module__}.{self.environment_class.__name__}"}
 
     def build_app(self) -> RowTranslator:  # type: ignore[override]
-        return RowTranslator(self.build_fastapi_app())
+        return RowTranslator(self.build_fastapi_app(), max_sessions=int(getattr(self.config, "max_sessions", 100_000)))
 
     def build_fastapi_app(self) -> FastAPI:
         try:
@@ -188,14 +189,37 @@ class HostedNeMoGymServer(BaseServer):
 
 class RowTranslator:
     """ASGI front of a hosted environment for `/seed_session` and `/verify`: our agents' row envelopes in, session
-    ids and the judge's cost out, a failed judge turned into a failed rollout."""
+    ids and the judge's cost out, a failed judge turned into a failed rollout. Model calls its tools make for a
+    rollout (a simulated user, a model as a tool) are metered too and reported with the verdict's."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, max_sessions: int = 100_000) -> None:
         self.app = app
+        self.max_sessions = max_sessions
+        self.tool_meters: OrderedDict[str, JudgeMeter] = OrderedDict()
+        """Per session (our agents' header), what its tool calls' model calls took, until its /verify."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in ROW_PATHS:
+        if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
+            return
+        session_id = _session_header(scope)
+        if scope["path"] not in ROW_PATHS:
+            if session_id is None:
+                await self.app(scope, receive, send)
+                return
+            if scope["path"] == "/close_session":
+                self.tool_meters.pop(session_id, None)
+                await self.app(scope, receive, send)
+                return
+            tool_meter = self.tool_meters.pop(session_id, None) or JudgeMeter()
+            self.tool_meters[session_id] = tool_meter
+            while len(self.tool_meters) > self.max_sessions:
+                self.tool_meters.popitem(last=False)
+            token = current_meter.set(tool_meter)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                current_meter.reset(token)
             return
         raw = await _read_body(receive)
         envelope = _envelope(raw)
@@ -206,6 +230,12 @@ class RowTranslator:
             # Our agents carry the session in their header only; a cookie their client kept must not join two rollouts.
             scope = {**scope, "headers": [(k, v) for k, v in scope.get("headers", []) if k != b"cookie"]}
         meter = JudgeMeter()
+        if (
+            scope["path"] == "/verify"
+            and session_id is not None
+            and (earlier := self.tool_meters.pop(session_id, None))
+        ):
+            meter.add_usage_of(earlier)  # usage only: a tool handles its own model call's failure
         token = current_meter.set(meter)
         start: Message = {}
         chunks: list[bytes] = []
@@ -268,6 +298,13 @@ def _scored(status: int, answer: Any, meter: JudgeMeter, from_agent: bool) -> tu
             answer = {k: v for k, v in answer.items() if k not in ("responses_create_params", "response")}
         answer.update(judge)
     return status, answer
+
+
+def _session_header(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == SESSION_HEADER_BYTES:
+            return str(value.decode("latin-1"))
+    return None
 
 
 def _envelope(raw: bytes) -> dict[str, Any] | None:

@@ -1,6 +1,7 @@
-"""What the model calls a resources server makes while scoring one rollout (an LLM judge's) cost, and whether any
-failed: the server client adds each call's answer to the meter of the `/verify` being served, and the host puts the
-sum into the verify answer (`judge_usage`, `judge_cost_by_model`), or fails the rollout when a judge call failed.
+"""What the model calls a resources server makes for one rollout cost (an LLM judge's while scoring it, a tool's
+while it runs), and whether a judge call failed. The server client adds each call's answer to the meter of the
+request being served; the host puts the sum into the verify answer (`judge_usage`, `judge_cost_by_model`), or fails
+the rollout when a judge call failed.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ class JudgeMeter:
 
     def add_failure(self, message: str) -> None:
         self.failures.append(message)
+
+    def add_usage_of(self, other: JudgeMeter) -> None:
+        """`other`'s usage and cost (not its failures) added to this meter's."""
+        if other.usage["calls"]:
+            self.usage = add_usage(self.usage, other.usage)
+        for model, cost in other.cost_by_model.items():
+            self.cost_by_model[model] = round(self.cost_by_model.get(model, 0.0) + cost, 10)
 
     def report(self) -> dict[str, Any]:
         """The fields a verify answer carries about its judge (none when no model was called)."""

@@ -163,6 +163,48 @@ class TemplatedServer(SimpleResourcesServer):
         return BaseVerifyResponse(**body.model_dump(), reward=float(self._template.strip() == "grade me"))
 """
 
+ASKING_APP = """
+from fastapi import FastAPI
+from pydantic import BaseModel
+
+from nemo_gym.base_resources_server import (
+    BaseResourcesServerConfig,
+    BaseVerifyRequest,
+    BaseVerifyResponse,
+    SimpleResourcesServer,
+)
+from nemo_gym.config_types import ModelServerRef
+from nemo_gym.server_utils import get_response_json
+
+
+class AskingConfig(BaseResourcesServerConfig):
+    user_model_server: ModelServerRef
+
+
+class AskRequest(BaseModel):
+    question: str
+
+
+class AskingServer(SimpleResourcesServer):
+    config: AskingConfig
+
+    def setup_webserver(self) -> FastAPI:
+        app = super().setup_webserver()
+        app.post("/ask_user")(self.ask_user)
+        return app
+
+    async def ask_user(self, body: AskRequest) -> dict:
+        answer = await self.server_client.post(
+            server_name=self.config.user_model_server.name,
+            url_path="/v1/responses",
+            json={"input": [{"role": "user", "content": body.question}]},
+        )
+        return {"user_says": str((await get_response_json(answer))["output"][-1]["content"][0]["text"])}
+
+    async def verify(self, body: BaseVerifyRequest) -> BaseVerifyResponse:
+        return BaseVerifyResponse(**body.model_dump(), reward=1.0)
+"""
+
 MISSING_NAME_APP = """
 from nemo_gym.base_resources_server import SimpleResourcesServer
 from nemo_gym.server_utils import NotProvidedAnywhere
@@ -202,7 +244,7 @@ def row(**fields: Any) -> dict[str, Any]:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with NeMo Gym server folders (no __init__.py, as NeMo Gym's have none)."""
     apps = (("ng_counter", COUNTER_APP), ("ng_judged", JUDGED_APP), ("ng_missing", MISSING_NAME_APP))
-    for name, source in (*apps, ("ng_templated", TEMPLATED_APP)):
+    for name, source in (*apps, ("ng_templated", TEMPLATED_APP), ("ng_asking", ASKING_APP)):
         folder = tmp_path / "resources_servers" / name
         folder.mkdir(parents=True)
         (folder / "app.py").write_text(textwrap.dedent(source))
@@ -402,3 +444,28 @@ def test_a_server_reads_files_relative_to_its_folder_as_python_app_py_there_woul
             verdict = client.post("/verify", json={"row": row(), "response": response_with("x")})
     assert verdict.status_code == 200 and verdict.json()["reward"] == 1.0
     assert Path.cwd() == project  # the test process's own directory is left as it was
+
+
+def test_model_calls_a_tool_makes_for_a_rollout_are_reported_with_its_verdict(project: Path, emulator_url: str) -> None:
+    cluster = {
+        "judge_model": judged_cluster(emulator_url)["judge_model"],
+        "ng_asking": {
+            "resources_servers": {
+                "ng_asking": {
+                    "entrypoint": "app.py",
+                    "user_model_server": {"type": "responses_api_models", "name": "judge_model"},
+                }
+            }
+        },
+    }
+    with (
+        serve_config(cluster) as (config, _),
+        httpx.Client(base_url=config.instances["ng_asking"].url(), trust_env=False, timeout=60) as client,
+    ):
+        session = {SESSION_HEADER: client.post("/seed_session", json={"row": row()}).json()["session_id"]}
+        for question in ("Which city?", "Which day?"):
+            assert client.post("/ask_user", json={"question": question}, headers=session).json()["user_says"]
+        assert client.post("/ask_user", json={"question": "no session"}).status_code == 200  # not a rollout's
+        verdict = client.post("/verify", json={"row": row(), "response": response_with("ok")}, headers=session)
+    usage = verdict.json()["judge_usage"]
+    assert verdict.json()["reward"] == 1.0 and usage["calls"] == 2 and usage["cost"] > 0
