@@ -96,14 +96,18 @@ def unmet_requirements(requirements_txt: Path) -> list[str]:
     return [line for line, _ in requirement_status(requirements_txt)]
 
 
+def _folder_requirements(server_dir: Path, kind: Literal["missing", "other_version"]) -> list[str]:
+    requirements_txt = server_dir / "requirements.txt"
+    if not requirements_txt.is_file():
+        return []
+    return [line for line, found in requirement_status(requirements_txt) if found == kind]
+
+
 def folder_requirements_problem(server_dir: Path, shown_as: str) -> str | None:
     """What to install for the server folder `server_dir`, or None when every package its `requirements.txt` names
     is installed (or it has none). A package installed at another version than pinned is not a problem here (see
     `folder_requirements_notice`)."""
-    requirements_txt = server_dir / "requirements.txt"
-    if not requirements_txt.is_file():
-        return None
-    missing = [line for line, kind in requirement_status(requirements_txt) if kind == "missing"]
+    missing = _folder_requirements(server_dir, "missing")
     if not missing:
         return None
     extra = f' (or pip install -e ".[{server_dir.name}]")' if server_dir.name in EXTRAS else ""
@@ -117,10 +121,7 @@ def folder_requirements_notice(server_dir: Path, shown_as: str) -> str | None:
     """A note for packages installed at another version than the folder pins, or None. NeMo Gym gives each server
     its own venv; here servers share one, so a pin another part needs differently is reported and run with, not
     refused (a library's other version usually works; a missing library never does)."""
-    requirements_txt = server_dir / "requirements.txt"
-    if not requirements_txt.is_file():
-        return None
-    other = [line for line, kind in requirement_status(requirements_txt) if kind == "other_version"]
+    other = _folder_requirements(server_dir, "other_version")
     if not other:
         return None
     return (

@@ -26,7 +26,6 @@ from nemo_gym.base_resources_server import (
     ReverifyMode,
     SimpleResourcesServer,
 )
-from nemo_gym.openai_utils import NeMoGymResponse
 from nemo_gym.reward_profile import compute_pass_majority_metrics, compute_subset_metrics, highest_k_metrics
 
 ANSWER_KEY = "extracted_answer"
@@ -71,18 +70,6 @@ class MentalMathVerifyRequest(MentalMathRunRequest, BaseVerifyRequest):
 class MentalMathVerifyResponse(BaseVerifyResponse):
     expected_answer: str
     extracted_answer: str | None
-
-
-def response_text(response: NeMoGymResponse) -> str:
-    """Every assistant message's text, in order (reasoning items and tool calls have none)."""
-    texts = []
-    for item in response.output:
-        if getattr(item, "type", None) != "message":
-            continue
-        for content in getattr(item, "content", []):
-            if getattr(content, "type", None) == "output_text":
-                texts.append(content.text)
-    return "\n".join(texts)
 
 
 def last_boxed(text: str) -> str | None:
@@ -159,7 +146,7 @@ class MentalMathResourcesServer(SimpleResourcesServer):
     config: MentalMathResourcesServerConfig
 
     async def verify(self, body: MentalMathVerifyRequest) -> MentalMathVerifyResponse:
-        written = extract_final_answer(response_text(body.response))
+        written = extract_final_answer(body.response.output_text)
         value = parse_number(written) if written is not None else None
         expected = parse_number(body.expected_answer)
         extracted = canonical(value) if value is not None else written

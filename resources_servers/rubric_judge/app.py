@@ -77,18 +77,6 @@ class RubricJudgeVerifyResponse(BaseVerifyResponse):
     judge_evaluations: list[JudgeEvaluation]
 
 
-def response_text(response: NeMoGymResponse) -> str:
-    """Every assistant message's text, in order."""
-    texts = []
-    for item in response.output:
-        if getattr(item, "type", None) != "message":
-            continue
-        for content in getattr(item, "content", []):
-            if getattr(content, "type", None) == "output_text":
-                texts.append(content.text)
-    return "\n".join(texts).strip()
-
-
 def render_rubric(rubric: list[RubricCriterion]) -> str:
     return "\n".join(f"- {criterion.id} ({criterion.weight:g}): {criterion.criterion}" for criterion in rubric)
 
@@ -153,7 +141,7 @@ class RubricJudgeResourcesServer(SimpleResourcesServer):
     config: RubricJudgeResourcesServerConfig
 
     async def verify(self, body: RubricJudgeVerifyRequest) -> RubricJudgeVerifyResponse:
-        answer = response_text(body.response)
+        answer = body.response.output_text.strip()
         if not answer:
             return RubricJudgeVerifyResponse(
                 **body.model_dump(),
@@ -170,7 +158,7 @@ class RubricJudgeResourcesServer(SimpleResourcesServer):
             json=params,
             response_model=NeMoGymResponse,
         )
-        verdict = read_verdict(response_text(judge_response), body.rubric, body.task_id)
+        verdict = read_verdict(judge_response.output_text.strip(), body.rubric, body.task_id)
         total = sum(criterion.weight for criterion in body.rubric)
         met = sum(criterion.weight for criterion in body.rubric if verdict[criterion.id])
         return RubricJudgeVerifyResponse(
