@@ -11,11 +11,8 @@ as failed rather than scored 0. Our own servers never pass through here: the nat
 from __future__ import annotations
 
 import contextlib
-import os
 import typing
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -152,39 +149,16 @@ class HostedNeMoGymServer(BaseServer):
     def build_app(self) -> RowTranslator:  # type: ignore[override]
         return RowTranslator(self.build_fastapi_app(), max_sessions=int(getattr(self.config, "max_sessions", 100_000)))
 
-    def build_fastapi_app(self) -> FastAPI:
+    def new_app(self) -> FastAPI:
         try:
-            app = self.environment.setup_webserver()
+            return self.environment.setup_webserver()
         except Exception as exc:
             raise StartupError(_construction_error(self.environment_class, self.name, exc)) from exc
-        own_lifespan = app.router.lifespan_context
 
-        @asynccontextmanager
-        async def lifespan(inner: FastAPI) -> AsyncIterator[None]:
-            try:
-                await self.startup()
-            except StartupError:
-                await self.shutdown()
-                raise
-            try:
-                async with own_lifespan(inner):
-                    yield
-            finally:
-                await self.shutdown()
-
-        app.router.lifespan_context = lifespan
-
-        @app.get("/health")
-        async def health() -> dict[str, Any]:
-            return {"status": "ok", "name": self.name, "pid": os.getpid(), **self.health_details()}
-
-        self._add_error_handlers(app)
-
+    def add_routes(self, app: FastAPI) -> None:
         @app.exception_handler(JudgeError)
         async def judge_failed(_: Request, exc: JudgeError) -> JSONResponse:
             return JSONResponse(error_body(self.redactor.text(f"The judge failed: {exc}"), JUDGE_ERROR), 502)
-
-        return app
 
 
 class RowTranslator:

@@ -250,22 +250,28 @@ class BaseServer:
         """The server's ASGI app: the FastAPI app behind a front that serves the hot endpoints directly."""
         return HotRoutes(self.build_fastapi_app())
 
+    def new_app(self) -> FastAPI:
+        """The FastAPI app this server's routes go on (a hosted server's own app, for one written for NeMo Gym)."""
+        return FastAPI(title=f"{type(self).__name__} ({self.name})", default_response_class=JSONResponse)
+
     def build_fastapi_app(self) -> FastAPI:
+        app = self.new_app()
+        app_lifespan = app.router.lifespan_context  # the app's own start-up and shutdown, run inside ours
+
         @asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async def lifespan(inner: FastAPI) -> AsyncIterator[None]:
             try:
                 await self.startup()
             except StartupError:
                 await self.shutdown()  # close what startup opened before it failed
                 raise
             try:
-                yield
+                async with app_lifespan(inner):
+                    yield
             finally:
                 await self.shutdown()
 
-        app = FastAPI(
-            title=f"{type(self).__name__} ({self.name})", lifespan=lifespan, default_response_class=JSONResponse
-        )
+        app.router.lifespan_context = lifespan
 
         @app.get("/health")
         async def health() -> JSONObject:
