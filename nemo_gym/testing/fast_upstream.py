@@ -34,10 +34,7 @@ class FastUpstream:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await receive()  # startup
-            await send({"type": "lifespan.startup.complete"})
-            await receive()  # shutdown
-            await send({"type": "lifespan.shutdown.complete"})
+            await answer_lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
@@ -51,6 +48,17 @@ class FastUpstream:
             await respond(send, 200, orjson.dumps({"object": "list", "data": [{"id": self.model.model_label}]}))
         else:
             await respond(send, 404, b'{"error": {"message": "not found", "code": 404}}')
+
+
+async def answer_lifespan(receive: Receive, send: Send) -> None:
+    """A bare ASGI app's lifespan: nothing to start or stop, so each event is acknowledged until shutdown."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def read_body(receive: Receive) -> bytes:

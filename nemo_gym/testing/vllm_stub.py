@@ -32,7 +32,7 @@ import orjson
 
 from nemo_gym.protocol.conversion import content_text
 from nemo_gym.protocol.types import JSONObject
-from nemo_gym.testing.fast_upstream import read_body, respond, serve_fast
+from nemo_gym.testing.fast_upstream import answer_lifespan, read_body, respond, serve_fast
 from nemo_gym.testing.stub_upstream import StubUpstream
 
 Scope = MutableMapping[str, Any]
@@ -173,13 +173,8 @@ class VLLMStub:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
